@@ -1,0 +1,228 @@
+// Command edgegw is the edge gateway: it polls the sensors of sensors.toml,
+// keeps every reading on flash and publishes them to MQTT brokers.
+// See CONTRACT.md for the command line; this file only wires things up.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"text/tabwriter"
+
+	"edgegw/drivers"
+	"edgegw/drivers/modbus/simulator"
+	"edgegw/drivers/serial"
+	"edgegw/gateway"
+)
+
+// Set at build time with -ldflags "-X main.version=… -X main.commit=…".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+const defaultConfig = "/etc/edgegw/sensors.toml"
+
+// Exit codes of run, per CONTRACT.md.
+const (
+	exitOK      = 0
+	exitConfig  = 1
+	exitFailure = 2
+)
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitFailure
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(rest, stderr)
+	case "check":
+		return cmdCheck(rest, stdout, stderr)
+	case "ports":
+		return cmdPorts(stdout, stderr)
+	case "simulate":
+		return cmdSimulate(rest, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "edgegw %s (commit %s) %s/%s %s\n", version, commit, runtime.GOOS, runtime.GOARCH, runtime.Version())
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "edgegw: unknown command %q\n", cmd)
+		usage(stderr)
+		return exitFailure
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: edgegw COMMAND [flags]
+
+  run      [-config PATH]                 run the gateway until SIGINT/SIGTERM
+  check    [-config PATH]                 validate the config; exit 0 when valid
+  ports                                   list serial ports (USB VID:PID, serial number)
+  simulate [-config PATH] [-listen ADDR]  serve a simulated Modbus TCP device for the config
+  version                                 print version, commit, GOOS/GOARCH
+
+The config defaults to `+defaultConfig+`.
+`)
+}
+
+func newLogger(w io.Writer, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// printConfigErrors prints every problem as PATH:LINE: key: message.
+func printConfigErrors(w io.Writer, err error) {
+	ces := gateway.ConfigErrors(err)
+	if len(ces) == 0 {
+		fmt.Fprintln(w, err)
+		return
+	}
+	for _, ce := range ces {
+		fmt.Fprintln(w, ce)
+	}
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	if fs.Parse(args) != nil {
+		return exitFailure
+	}
+	cfg, err := gateway.LoadConfig(*path)
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return exitConfig
+	}
+	points := 0
+	for _, d := range cfg.Devices {
+		points += len(d.Points)
+	}
+	fmt.Fprintf(stdout, "%s: ok: %d buses, %d devices, %d points\n", *path, len(cfg.Buses), len(cfg.Devices), points)
+	return exitOK
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	debug := fs.Bool("debug", false, "log debug events")
+	if fs.Parse(args) != nil {
+		return exitFailure
+	}
+	log := newLogger(stderr, *debug)
+	cfg, err := gateway.LoadConfig(*path)
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return exitConfig
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// SIGHUP must not kill the gateway: until reload lands, say so.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Warn("reload_unsupported", "hint", "this version applies a changed config on restart only")
+			}
+		}
+	}()
+	err = gateway.Run(ctx, cfg, gateway.Options{Open: drivers.Open, Logger: log, Version: version})
+	if err != nil {
+		log.Error("fatal", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func cmdPorts(stdout, stderr io.Writer) int {
+	ports, err := serial.Ports()
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return exitFailure
+	}
+	if len(ports) == 0 {
+		fmt.Fprintln(stdout, "no serial ports found")
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tUSB VID:PID\tSERIAL\tPRODUCT")
+	for _, p := range ports {
+		id := "-"
+		if p.USB {
+			id = p.VID + ":" + p.PID
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, id, dash(p.SerialNumber), dash(p.Product))
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func cmdSimulate(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	listen := fs.String("listen", "", "host:port to serve on (default: the address of the first modbus-tcp bus, else 127.0.0.1:5020)")
+	if fs.Parse(args) != nil {
+		return exitFailure
+	}
+	log := newLogger(stderr, false)
+	cfg, err := gateway.LoadConfig(*path)
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return exitConfig
+	}
+	addr := *listen
+	for _, b := range cfg.Buses {
+		if addr == "" && b.Protocol == gateway.ProtoModbusTCP {
+			addr = b.Address
+		}
+	}
+	if addr == "" {
+		addr = "127.0.0.1:5020"
+	}
+	sim, err := simulator.New(cfg, addr, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return exitFailure
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := sim.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return exitFailure
+	}
+	return exitOK
+}

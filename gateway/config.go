@@ -1,0 +1,244 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole of sensors.toml, as documented in CONTRACT.md.
+// Load fills it with defaults, the file's values, and checks it.
+type Config struct {
+	Gateway GatewayConfig  `toml:"gateway"`
+	MQTT    MQTTConfig     `toml:"mqtt"`
+	Buffer  BufferConfig   `toml:"buffer"`
+	Status  StatusConfig   `toml:"status"`
+	Buses   []BusConfig    `toml:"bus"`
+	Devices []DeviceConfig `toml:"device"`
+
+	// File is the path the config was loaded from, for messages.
+	File string `toml:"-"`
+	// lines holds the line of every key the file set, by key path
+	// ("device[1].point[0].address"); a key absent here took its default.
+	lines map[string]int
+}
+
+// GatewayConfig is the [gateway] table.
+type GatewayConfig struct {
+	// ID names this gateway in topics and the MQTT client id; required.
+	ID string `toml:"id"`
+	// DataDir holds the flash buffer (DataDir/buffer.db).
+	DataDir string `toml:"data_dir"`
+	// Board is "auto" or the name of a profile from the board package.
+	Board string `toml:"board"`
+	// ProfilesDir holds device profiles, NAME.toml files of [[point]] tables.
+	ProfilesDir string `toml:"profiles_dir"`
+}
+
+// MQTTConfig is the [mqtt] table.
+type MQTTConfig struct {
+	// Brokers are URLs tried in order; at least one.
+	Brokers []string `toml:"brokers"`
+	// ClientID defaults to "edgegw-" + gateway.id when empty.
+	ClientID string `toml:"client_id"`
+	Username string `toml:"username"`
+	// PasswordFile holds the password, so sensors.toml holds no secret.
+	PasswordFile string `toml:"password_file"`
+	// QoS is 0, 1 or 2.
+	QoS int `toml:"qos"`
+	// TopicPrefix is the first topic level of everything published.
+	TopicPrefix string `toml:"topic_prefix"`
+	// KeepAlive is the MQTT keepalive; whole seconds.
+	KeepAlive Duration `toml:"keepalive"`
+	// ConnectTimeout bounds one connection attempt to one broker.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	// MaxInflight is the most unacknowledged publishes at once.
+	MaxInflight int       `toml:"max_inflight"`
+	TLS         TLSConfig `toml:"tls"`
+}
+
+// TLSConfig is [mqtt.tls]: files used for tls://, ssl://, mqtts:// and wss:// brokers.
+type TLSConfig struct {
+	CAFile     string `toml:"ca_file"`
+	CertFile   string `toml:"cert_file"`
+	KeyFile    string `toml:"key_file"`
+	ServerName string `toml:"server_name"`
+}
+
+// BufferConfig is the [buffer] table.
+type BufferConfig struct {
+	// MaxBytes bounds the buffer; beyond it the oldest readings are dropped.
+	MaxBytes Size `toml:"max_bytes"`
+	// MaxAge drops readings older than this.
+	MaxAge Duration `toml:"max_age"`
+	// CommitInterval is the longest a reading waits in RAM before it is on flash.
+	CommitInterval Duration `toml:"commit_interval"`
+}
+
+// StatusConfig is the [status] table.
+type StatusConfig struct {
+	// Listen is host:port of the status server; "" disables it.
+	Listen string `toml:"listen"`
+}
+
+// BusConfig is one [[bus]]: a serial line or a Modbus TCP connection.
+type BusConfig struct {
+	Name     string `toml:"name"`
+	Protocol string `toml:"protocol"`
+	// Device is the serial port (modbus-rtu, modbus-ascii, serial).
+	Device string `toml:"device"`
+	// Address is host:port (modbus-tcp).
+	Address  string `toml:"address"`
+	Baud     int    `toml:"baud"`
+	DataBits int    `toml:"data_bits"`
+	Parity   string `toml:"parity"`
+	StopBits int    `toml:"stop_bits"`
+	// Timeout bounds one request.
+	Timeout Duration `toml:"timeout"`
+	// Retries is the number of extra tries of a failed request.
+	Retries int `toml:"retries"`
+	// Framing, Delimiter and FrameLength apply to protocol "serial" only.
+	Framing     string `toml:"framing"`
+	Delimiter   string `toml:"delimiter"`
+	FrameLength int    `toml:"frame_length"`
+}
+
+// DeviceConfig is one [[device]]: something polled on a bus.
+type DeviceConfig struct {
+	Name    string `toml:"name"`
+	Bus     string `toml:"bus"`
+	UnitID  int    `toml:"unit_id"`
+	Profile string `toml:"profile"`
+	// Interval is the poll period.
+	Interval Duration `toml:"interval"`
+	// Request, Format and Pattern apply to serial devices only.
+	Request string        `toml:"request"`
+	Format  string        `toml:"format"`
+	Pattern string        `toml:"pattern"`
+	Points  []PointConfig `toml:"point"`
+}
+
+// PointConfig is one [[device.point]]: one value of a device.
+type PointConfig struct {
+	Name      string `toml:"name"`
+	Table     string `toml:"table"`
+	Address   int    `toml:"address"`
+	Type      string `toml:"type"`
+	ByteOrder string `toml:"byte_order"`
+	// Length is in registers, for type "string" only.
+	Length int `toml:"length"`
+	// Bit is 0..15 to read one bit of a register as a bool; -1 means none.
+	Bit   int    `toml:"bit"`
+	Field string `toml:"field"`
+	// Scale and Offset map raw to value: raw*Scale + Offset.
+	Scale    float64 `toml:"scale"`
+	Offset   float64 `toml:"offset"`
+	Unit     string  `toml:"unit"`
+	Writable bool    `toml:"writable"`
+}
+
+// Duration is a time.Duration written in TOML as a Go duration string.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// Size is a byte count written in TOML as "128MiB", "2GB" or a plain integer.
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	// Longest suffixes first so "MiB" is not read as "B".
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"B", 1},
+}
+
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(t, 64)
+	if err != nil || n < 0 || n*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("bad size %q: want a number with a unit, like \"128MiB\" or \"2GB\"", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+// ConfigError is one problem in a config file, at a line and key.
+type ConfigError struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Key == "" {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Key, e.Msg)
+}
+
+// ConfigErrors lists every *ConfigError in err, in file order.
+func ConfigErrors(err error) []*ConfigError {
+	var out []*ConfigError
+	var walk func(error)
+	walk = func(err error) {
+		if ce, ok := err.(*ConfigError); ok {
+			out = append(out, ce)
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+// LoadConfig reads, decodes and validates the config at path. On any problem
+// it returns an error joining a *ConfigError per problem, all of them.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &ConfigError{File: path, Line: 0, Msg: fmt.Sprintf("cannot read config: %v", errors.Unwrap(err))}
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig decodes and validates data, naming file in every message.
+// It touches no hardware and no network; it reads the password file and
+// profiles the config names.
+func ParseConfig(file string, data []byte) (*Config, error) {
+	root, derr := parseTOML(data)
+	if derr != nil {
+		return nil, &ConfigError{File: file, Line: derr.line, Key: derr.key, Msg: derr.msg}
+	}
+	cfg := DefaultConfig()
+	cfg.File = file
+	d := &decoder{file: file, lines: map[string]int{}}
+	d.decodeTable(root, reflectValue(cfg), "")
+	cfg.lines = d.lines
+	if len(d.errs) > 0 {
+		return nil, errors.Join(d.errs...)
+	}
+	if errs := cfg.validate(); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}

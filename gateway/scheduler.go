@@ -1,0 +1,125 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// Driver talks to the devices of one bus. The scheduler calls it from one
+// goroutine only, because a bus carries one request at a time.
+type Driver interface {
+	// Read polls the named device once and fills r with a value or an
+	// error for each of its points. It must return soon after ctx ends.
+	Read(ctx context.Context, device string, r *Reading)
+	// Close releases the bus.
+	Close() error
+}
+
+// OpenFunc opens the driver of one bus for its devices. It is the one place
+// where protocols are wired to drivers (package drivers in the binary).
+type OpenFunc func(bus BusConfig, devices []DeviceConfig, log *slog.Logger) (Driver, error)
+
+// Appender takes encoded readings: the flash buffer.
+type Appender interface {
+	Append(entry []byte) error
+}
+
+// DeviceStats are a device's counters, safe for concurrent reads.
+type DeviceStats struct {
+	Readings   atomic.Uint64 // readings taken
+	ReadErrors atomic.Uint64 // points that failed
+}
+
+// poller polls the devices of one bus on their intervals.
+type poller struct {
+	bus     BusConfig
+	devices []DeviceConfig
+	open    OpenFunc
+	out     Appender
+	log     *slog.Logger
+	stats   map[string]*DeviceStats
+	now     func() time.Time
+	// alive is set after every poll, for the watchdog.
+	alive atomic.Int64
+}
+
+// Run polls until ctx ends. A reading in progress when ctx ends is finished
+// (with its missing points under errors) and appended, so a clean stop keeps it.
+func (p *poller) Run(ctx context.Context) error {
+	log := p.log.With("bus", p.bus.Name)
+	var drv Driver
+	var openErr error
+	openFailures := 0
+	defer func() {
+		if drv != nil {
+			drv.Close()
+		}
+	}()
+	due := make([]time.Time, len(p.devices))
+	start := p.now()
+	for i := range due {
+		due[i] = start
+	}
+	var r Reading
+	var entry []byte
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		next := 0
+		for i := range due {
+			if due[i].Before(due[next]) {
+				next = i
+			}
+		}
+		if wait := due[next].Sub(p.now()); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-timer.C:
+			}
+		} else if ctx.Err() != nil {
+			return nil
+		}
+		if drv == nil {
+			drv, openErr = p.open(p.bus, p.devices, log)
+			if openErr != nil {
+				drv = nil
+				if openFailures == 0 {
+					log.Error("bus_open_failed", "err", openErr)
+				}
+				openFailures++
+			} else if openFailures > 0 {
+				log.Info("bus_open_recovered", "failed_attempts", openFailures)
+				openFailures = 0
+			}
+		}
+		dev := &p.devices[next]
+		r.Reset(dev.Name, p.now())
+		if drv != nil {
+			drv.Read(ctx, dev.Name, &r)
+		} else {
+			for _, pt := range dev.Points {
+				r.AddError(pt.Name, "bus "+p.bus.Name+" is not open: "+openErr.Error())
+			}
+		}
+		entry = AppendEntry(entry[:0], &r)
+		if err := p.out.Append(append([]byte(nil), entry...)); err != nil {
+			log.Error("reading_not_stored", "device", dev.Name, "err", err)
+		}
+		st := p.stats[dev.Name]
+		st.Readings.Add(1)
+		st.ReadErrors.Add(uint64(len(r.Errors)))
+		p.alive.Store(p.now().UnixNano())
+
+		// Keep the cadence; after an overrun (slow bus) start afresh
+		// rather than fire a burst of late polls.
+		iv := dev.Interval.D()
+		due[next] = due[next].Add(iv)
+		if now := p.now(); due[next].Before(now) {
+			due[next] = now.Add(iv)
+		}
+	}
+}

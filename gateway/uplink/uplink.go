@@ -1,0 +1,423 @@
+// Package uplink publishes the buffer's records to MQTT brokers.
+//
+// It promises: a record is acknowledged to the store only after the broker
+// acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2; written for QoS 0);
+// records go out oldest first, in seq order, at most MaxInflight unacknowledged
+// at once; after every (re)connect, to the same broker or another, every
+// unacknowledged record is sent again from the store, because the store and
+// not the MQTT session is the source of truth. Each connection starts clean.
+//
+// Connection management is paho's autopaho; this package wraps it and waits
+// for it on stop.
+package uplink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+
+	"edgegw/buffer"
+)
+
+// Store is what the uplink drains: the flash buffer.
+type Store interface {
+	// Next appends to dst up to max committed, unacknowledged records with seq > after, oldest first.
+	Next(after uint64, max int, dst []buffer.Record) ([]buffer.Record, error)
+	// Ack marks a record delivered.
+	Ack(seq uint64)
+	// Committed returns a channel closed when new records are committed.
+	Committed() <-chan struct{}
+}
+
+// ComposeFunc turns a record into the topic and payload to publish,
+// appending the payload to dst.
+type ComposeFunc func(dst []byte, rec buffer.Record) (topic string, payload []byte, err error)
+
+// Config configures an Uplink.
+type Config struct {
+	// Brokers are URLs tried in order.
+	Brokers  []string
+	ClientID string
+	Username string
+	Password []byte
+	QoS      byte
+	// KeepAlive is the MQTT keepalive, whole seconds.
+	KeepAlive time.Duration
+	// ConnectTimeout bounds one connection attempt.
+	ConnectTimeout time.Duration
+	// MaxInflight bounds the unacknowledged publishes at once.
+	MaxInflight int
+	TLS         *tls.Config
+	// StatusTopic receives the retained birth and will messages.
+	StatusTopic string
+	// Version goes into the birth message.
+	Version string
+	// Compose builds what is published from a record.
+	Compose ComposeFunc
+	// Backoff is the wait before reconnect round attempt (0 for the first);
+	// capped exponential with jitter when nil.
+	Backoff func(attempt int) time.Duration
+	Logger  *slog.Logger
+}
+
+// Uplink publishes a Store's records. Create it with New and start it with Run.
+type Uplink struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+
+	mu        sync.Mutex
+	attempted string       // broker URL of the latest connection attempt
+	conn      *connection  // nil while down
+	changed   chan struct{} // signalled on every up and down
+	published uint64
+}
+
+// connection is one live connection to one broker.
+type connection struct {
+	cm   *autopaho.ConnectionManager
+	url  string
+	down chan struct{} // closed when the connection is lost
+}
+
+// New returns an Uplink; it does nothing until Run.
+func New(cfg Config, store Store) *Uplink {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = 64
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = DefaultBackoff
+	}
+	return &Uplink{cfg: cfg, store: store, log: cfg.Logger, changed: make(chan struct{}, 1)}
+}
+
+// DefaultBackoff waits 0 before the first round of connection attempts, then
+// doubles from 250ms up to 30s, with up to 25% random jitter so a fleet of
+// gateways does not reconnect in lockstep.
+func DefaultBackoff(attempt int) time.Duration {
+	if attempt <= 0 {
+		return 0
+	}
+	d := 250 * time.Millisecond << min(attempt-1, 7)
+	d = min(d, 30*time.Second)
+	return d - time.Duration(rand.Int64N(int64(d)/4+1))
+}
+
+// Broker returns the URL of the broker in use, "" while disconnected.
+func (u *Uplink) Broker() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.conn == nil {
+		return ""
+	}
+	return u.conn.url
+}
+
+// Published returns how many records the brokers have acknowledged.
+func (u *Uplink) Published() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.published
+}
+
+func (u *Uplink) notify() {
+	select {
+	case u.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (u *Uplink) current() *connection {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.conn
+}
+
+// Run connects and publishes until ctx ends, then publishes the offline
+// status, disconnects and waits for the MQTT client to stop.
+func (u *Uplink) Run(ctx context.Context) error {
+	acfg, err := u.clientConfig()
+	if err != nil {
+		return err
+	}
+	cmCtx, cancelCM := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCM()
+	cm, err := autopaho.NewConnection(cmCtx, acfg)
+	if err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	u.publishLoop(ctx)
+
+	// Say goodbye on a clean stop: the will is only sent on a lost connection.
+	if c := u.current(); c != nil {
+		byeCtx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
+		_, err := cm.Publish(byeCtx, &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`)})
+		cancel()
+		if err != nil {
+			u.log.Warn("mqtt_offline_status_failed", "err", err)
+		}
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
+	defer cancel()
+	_ = cm.Disconnect(stopCtx)
+	<-cm.Done()
+	return nil
+}
+
+func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
+	var urls []*url.URL
+	for _, b := range u.cfg.Brokers {
+		pu, err := url.Parse(b)
+		if err != nil {
+			return autopaho.ClientConfig{}, fmt.Errorf("uplink: broker %q: %w", b, err)
+		}
+		urls = append(urls, pu)
+	}
+	failures := 0
+	acfg := autopaho.ClientConfig{
+		ServerUrls:                    urls,
+		TlsCfg:                        u.cfg.TLS,
+		KeepAlive:                     uint16(u.cfg.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: true,
+		SessionExpiryInterval:         0,
+		ReconnectBackoff:              u.cfg.Backoff,
+		ConnectTimeout:                u.cfg.ConnectTimeout,
+		ConnectUsername:               u.cfg.Username,
+		ConnectPassword:               u.cfg.Password,
+		WillMessage: &paho.WillMessage{
+			Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`),
+		},
+		ConnectPacketBuilder: func(cp *paho.Connect, target *url.URL) (*paho.Connect, error) {
+			// Every connection starts clean: the buffer resends what matters.
+			cp.CleanStart = true
+			u.mu.Lock()
+			u.attempted = target.String()
+			u.mu.Unlock()
+			return cp, nil
+		},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			u.mu.Lock()
+			u.conn = &connection{cm: cm, url: u.attempted, down: make(chan struct{})}
+			broker := u.attempted
+			u.mu.Unlock()
+			if failures > 0 {
+				u.log.Info("mqtt_connected", "broker", broker, "failed_attempts", failures)
+			} else {
+				u.log.Info("mqtt_connected", "broker", broker)
+			}
+			failures = 0
+			u.notify()
+		},
+		OnConnectionDown: func() bool {
+			u.mu.Lock()
+			if u.conn != nil {
+				u.log.Warn("mqtt_connection_lost", "broker", u.conn.url)
+				close(u.conn.down)
+				u.conn = nil
+			}
+			u.mu.Unlock()
+			u.notify()
+			return true
+		},
+		OnConnectError: func(err error) {
+			// Called from one goroutine at a time (autopaho's connect loop).
+			failures++
+			if failures == 1 {
+				u.log.Warn("mqtt_connect_failed", "err", err)
+			}
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID: u.cfg.ClientID,
+			Session:  newOrderedSession(),
+			OnClientError: func(err error) {
+				u.log.Debug("mqtt_client_error", "err", err)
+			},
+			OnServerDisconnect: func(d *paho.Disconnect) {
+				u.log.Warn("mqtt_server_disconnect", "reason_code", d.ReasonCode, "reason", reasonString(d))
+			},
+		},
+	}
+	return acfg, nil
+}
+
+func reasonString(d *paho.Disconnect) string {
+	if d.Properties != nil {
+		return d.Properties.ReasonString
+	}
+	return ""
+}
+
+// publishLoop serves one connection after another until ctx ends.
+func (u *Uplink) publishLoop(ctx context.Context) {
+	for {
+		c := u.current()
+		if c == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-u.changed:
+				continue
+			}
+		}
+		u.birth(ctx, c)
+		u.drain(ctx, c)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// birth publishes the retained online status.
+func (u *Uplink) birth(ctx context.Context, c *connection) {
+	payload := fmt.Appendf(nil, `{"state":"online","version":%q}`, u.cfg.Version)
+	pctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
+	defer cancel()
+	if _, err := c.cm.Publish(pctx, &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: payload}); err != nil {
+		u.log.Warn("mqtt_online_status_failed", "broker", c.url, "err", err)
+	}
+}
+
+// errRetry ends a drain pass whose publishes failed while connected.
+var errRetry = errors.New("uplink: publish failed")
+
+// drain publishes the store's records on connection c, from the oldest
+// unacknowledged, until c goes down or ctx ends. A publish the broker
+// rejects while c stays up restarts the pass after a backoff, so one bad
+// message cannot cause a resend storm.
+func (u *Uplink) drain(ctx context.Context, c *connection) {
+	for attempt := 0; ; attempt++ {
+		err := u.pass(ctx, c)
+		if !errors.Is(err, errRetry) {
+			return
+		}
+		wait := u.cfg.Backoff(attempt + 1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.down:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// pass sends every record once, in order, keeping up to MaxInflight unacked.
+func (u *Uplink) pass(ctx context.Context, c *connection) error {
+	var (
+		wg      sync.WaitGroup
+		failed  = make(chan struct{})
+		failOne sync.Once
+		after   uint64
+		recs    []buffer.Record
+		window  = make(chan struct{}, u.cfg.MaxInflight)
+	)
+	defer wg.Wait()
+	fail := func(seq uint64, err error) {
+		failOne.Do(func() {
+			select {
+			case <-c.down: // the loss is logged once by OnConnectionDown
+			case <-ctx.Done(): // stopping: unacked records are resent after restart
+			default:
+				u.log.Warn("mqtt_publish_failed", "broker", c.url, "seq", seq, "err", err)
+			}
+			close(failed)
+		})
+	}
+	for {
+		committed := u.store.Committed()
+		var err error
+		recs, err = u.store.Next(after, u.cfg.MaxInflight, recs[:0])
+		if err != nil {
+			u.log.Error("buffer_read_failed", "err", err)
+			return errRetry
+		}
+		if len(recs) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c.down:
+				return nil
+			case <-failed:
+				return errRetry
+			case <-committed:
+				continue
+			}
+		}
+		for _, rec := range recs {
+			select {
+			case window <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			case <-c.down:
+				return nil
+			case <-failed:
+				return errRetry
+			}
+			topic, payload, err := u.cfg.Compose(nil, rec)
+			if err != nil {
+				// Not publishable now or ever: drop it rather than block the rest.
+				u.log.Error("buffer_entry_unreadable", "seq", rec.Seq, "err", err)
+				u.store.Ack(rec.Seq)
+				<-window
+				after = rec.Seq
+				continue
+			}
+			p := &paho.Publish{Topic: topic, QoS: u.cfg.QoS, Payload: payload}
+			if u.cfg.QoS == 0 {
+				// QoS 0 publishes are written before Publish returns, in order.
+				_, err := c.cm.Publish(ctx, p)
+				<-window
+				if err != nil {
+					fail(rec.Seq, err)
+					return errRetry
+				}
+				u.acked(rec.Seq)
+				after = rec.Seq
+				continue
+			}
+			added := make(chan struct{})
+			wg.Add(1)
+			go func(seq uint64) {
+				defer wg.Done()
+				defer func() { <-window }()
+				_, err := c.cm.Publish(withAdded(ctx, added), p)
+				if err != nil {
+					fail(seq, err)
+					return
+				}
+				u.acked(seq)
+			}(rec.Seq)
+			// Wait until the publish holds its packet id and place in the
+			// session, so the next one cannot overtake it on the wire.
+			select {
+			case <-added:
+			case <-failed:
+				return errRetry
+			case <-c.down:
+				return nil
+			case <-ctx.Done():
+				return nil
+			}
+			after = rec.Seq
+		}
+	}
+}
+
+func (u *Uplink) acked(seq uint64) {
+	u.store.Ack(seq)
+	u.mu.Lock()
+	u.published++
+	u.mu.Unlock()
+}
