@@ -114,7 +114,11 @@ func editDistance(a, b string) int {
 }
 
 func (d *decoder) wrongType(v *tomlValue, path, want string) {
-	d.errorf(path, v.line, "want %s, got a %s", want, v.kind)
+	article := "a"
+	if v.kind == kindInteger || v.kind == kindArray {
+		article = "an"
+	}
+	d.errorf(path, v.line, "want %s, got %s %s", want, article, v.kind)
 }
 
 func (d *decoder) decodeValue(v *tomlValue, fv reflect.Value, path string) {

@@ -87,12 +87,15 @@ func parseTOML(data []byte) (root *tomlValue, err *docError) {
 		return p.Shape(r).Start.Line
 	}
 	root = newTable(1)
-	current := root
+	current, currentPath := root, ""
 	for p.NextExpression() {
 		expr := p.Expression()
 		switch expr.Kind {
 		case unstable.KeyValue:
 			if e := setKeyValue(current, expr, lineOf); e != nil {
+				if currentPath != "" {
+					e.key = currentPath + "." + e.key
+				}
 				return nil, e
 			}
 		case unstable.Table, unstable.ArrayTable:
@@ -101,7 +104,7 @@ func parseTOML(data []byte) (root *tomlValue, err *docError) {
 			if e != nil {
 				return nil, e
 			}
-			current = t
+			current, currentPath = t, strings.Join(parts, ".")
 		}
 	}
 	if perr := p.Error(); perr != nil {

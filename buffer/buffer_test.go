@@ -1,0 +1,241 @@
+package buffer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T, path string) *Buffer {
+	t.Helper()
+	b, err := Open(path, Options{CommitInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func seqs(recs []Record) []uint64 {
+	var s []uint64
+	for _, r := range recs {
+		s = append(s, r.Seq)
+	}
+	return s
+}
+
+func TestAppendCommitNextAck(t *testing.T) {
+	b := open(t, filepath.Join(t.TempDir(), "buffer.db"))
+	defer b.Close()
+	for i := range 5 {
+		if err := b.Append([]byte(fmt.Sprintf("r%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if recs, _ := b.Next(0, 10, nil); len(recs) != 0 {
+		t.Fatalf("uncommitted records visible: %v", seqs(recs))
+	}
+	if st := b.Stats(); st.Pending != 5 {
+		t.Fatalf("pending %d", st.Pending)
+	}
+	committed := b.Committed()
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-committed:
+	default:
+		t.Fatal("Committed channel not closed by a commit")
+	}
+	recs, err := b.Next(0, 3, nil)
+	if err != nil || fmt.Sprint(seqs(recs)) != "[1 2 3]" || string(recs[0].Data) != "r0" {
+		t.Fatalf("Next(0,3) = %v, %v", seqs(recs), err)
+	}
+	recs, _ = b.Next(3, 10, nil)
+	if fmt.Sprint(seqs(recs)) != "[4 5]" {
+		t.Fatalf("Next(3) = %v", seqs(recs))
+	}
+	b.Ack(1)
+	b.Ack(3)
+	if recs, _ := b.Next(0, 10, nil); fmt.Sprint(seqs(recs)) != "[2 4 5]" {
+		t.Fatalf("acked records still returned: %v", seqs(recs))
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.Stats(); st.Readings != 3 || st.Bytes != 6 || st.LastSeq != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestSeqKeptAcrossRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	b := open(t, path)
+	b.Append([]byte("a"))
+	b.Append([]byte("b"))
+	if err := b.Close(); err != nil { // Close commits what is pending
+		t.Fatal(err)
+	}
+	b = open(t, path)
+	recs, _ := b.Next(0, 10, nil)
+	if fmt.Sprint(seqs(recs)) != "[1 2]" {
+		t.Fatalf("after reopen: %v", seqs(recs))
+	}
+	b.Ack(1)
+	b.Ack(2)
+	b.Commit()
+	b.Close()
+	// Even with the buffer empty, numbers are never reused.
+	b = open(t, path)
+	defer b.Close()
+	if st := b.Stats(); st.Readings != 0 || st.LastSeq != 2 {
+		t.Fatalf("stats after reopen: %+v", st)
+	}
+	b.Append([]byte("c"))
+	b.Commit()
+	recs, _ = b.Next(0, 10, nil)
+	if fmt.Sprint(seqs(recs)) != "[3]" {
+		t.Fatalf("seq reused: %v", seqs(recs))
+	}
+}
+
+func TestRunCommitsOnTickAndStop(t *testing.T) {
+	b := open(t, filepath.Join(t.TempDir(), "buffer.db"))
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- b.Run(ctx) }()
+	committed := b.Committed()
+	b.Append([]byte("x"))
+	select {
+	case <-committed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not commit within 5s at a 10ms interval")
+	}
+	b.Append([]byte("y"))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := b.Stats(); st.Readings != 2 || st.Pending != 0 {
+		t.Fatalf("a stop must commit what is pending: %+v", st)
+	}
+}
+
+func TestClosedBufferRefusesAppend(t *testing.T) {
+	b := open(t, filepath.Join(t.TempDir(), "buffer.db"))
+	b.Close()
+	if err := b.Append([]byte("x")); err != ErrClosed {
+		t.Fatalf("Append after Close: %v", err)
+	}
+}
+
+func TestOpenTimesOutOnLockedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	b := open(t, path)
+	defer b.Close()
+	_, err := Open(path, Options{OpenTimeout: 50 * time.Millisecond})
+	if err == nil {
+		t.Fatal("a second Open of a locked buffer succeeded")
+	}
+}
+
+// crashChildEnv makes the test binary act as a child that appends and acks
+// until killed, printing the last committed seq after every commit.
+const crashChildEnv = "EDGEGW_BUFFER_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(crashChildEnv); path != "" {
+		crashChild(path)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func crashChild(path string) {
+	b, err := Open(path, Options{})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	var acked uint64
+	for i := 0; ; i++ {
+		for range 50 {
+			b.Append([]byte(strings.Repeat("x", 200)))
+		}
+		// Ack the oldest few to have deletes in flight too.
+		recs, _ := b.Next(acked, 10, nil)
+		for _, r := range recs {
+			b.Ack(r.Seq)
+			acked = r.Seq
+		}
+		if err := b.Commit(); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Printf("committed %d acked %d\n", b.Stats().LastSeq, acked)
+	}
+}
+
+// TestKill9KeepsCommittedRecords kills a writer at random moments: every
+// record it saw committed must survive, seqs stay contiguous, and a record
+// comes back after its ack only if the kill beat the ack's commit.
+func TestKill9KeepsCommittedRecords(t *testing.T) {
+	if testing.Short() {
+		t.Skip("re-executes itself")
+	}
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	for round := range 5 {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		var lastCommitted, lastAcked uint64
+		// Kill after a varying number of commits, mid-way through the next.
+		for n := 0; n < 3+round*7 && sc.Scan(); n++ {
+			f := strings.Fields(sc.Text())
+			if f[0] == "error" {
+				t.Fatalf("child: %s", sc.Text())
+			}
+			lastCommitted, _ = strconv.ParseUint(f[1], 10, 64)
+			lastAcked, _ = strconv.ParseUint(f[3], 10, 64)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+
+		b := open(t, path)
+		recs, err := b.Next(0, 1<<30, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := b.Stats()
+		if st.LastSeq < lastCommitted {
+			t.Fatalf("round %d: last seq %d, but %d was reported committed", round, st.LastSeq, lastCommitted)
+		}
+		// Records left are exactly (some acked prefix, LastSeq]: contiguous.
+		for i, r := range recs {
+			if i > 0 && r.Seq != recs[i-1].Seq+1 {
+				t.Fatalf("round %d: hole between seq %d and %d", round, recs[i-1].Seq, r.Seq)
+			}
+			if r.Seq <= lastAcked {
+				t.Fatalf("round %d: seq %d is back although its ack was committed", round, r.Seq)
+			}
+		}
+		if len(recs) == 0 || recs[len(recs)-1].Seq != st.LastSeq || len(recs) != st.Readings {
+			t.Fatalf("round %d: %d records, stats %+v", round, len(recs), st)
+		}
+		b.Close()
+	}
+}

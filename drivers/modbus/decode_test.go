@@ -1,0 +1,156 @@
+package modbus
+
+import (
+	"encoding/hex"
+	"math"
+	"testing"
+
+	"edgegw/gateway"
+)
+
+func TestDecodeByteOrders(t *testing.T) {
+	tests := []struct {
+		typ   Type
+		order Order
+		hex   string
+		want  gateway.Value
+	}{
+		{Uint16, ABCD, "0102", gateway.Value{Kind: gateway.KindUint, U: 0x0102}},
+		{Uint16, DCBA, "0201", gateway.Value{Kind: gateway.KindUint, U: 0x0102}},
+		{Uint16, BADC, "0201", gateway.Value{Kind: gateway.KindUint, U: 0x0102}},
+		{Uint16, CDAB, "0102", gateway.Value{Kind: gateway.KindUint, U: 0x0102}},
+		{Int16, ABCD, "fffe", gateway.Value{Kind: gateway.KindInt, I: -2}},
+		{Uint32, ABCD, "01020304", gateway.Value{Kind: gateway.KindUint, U: 0x01020304}},
+		{Uint32, DCBA, "04030201", gateway.Value{Kind: gateway.KindUint, U: 0x01020304}},
+		{Uint32, BADC, "02010403", gateway.Value{Kind: gateway.KindUint, U: 0x01020304}},
+		{Uint32, CDAB, "03040102", gateway.Value{Kind: gateway.KindUint, U: 0x01020304}},
+		{Int32, ABCD, "fffffff6", gateway.Value{Kind: gateway.KindInt, I: -10}},
+		{Int32, CDAB, "fff6ffff", gateway.Value{Kind: gateway.KindInt, I: -10}},
+		{Uint64, ABCD, "0102030405060708", gateway.Value{Kind: gateway.KindUint, U: 0x0102030405060708}},
+		{Uint64, DCBA, "0807060504030201", gateway.Value{Kind: gateway.KindUint, U: 0x0102030405060708}},
+		{Uint64, BADC, "0201040306050807", gateway.Value{Kind: gateway.KindUint, U: 0x0102030405060708}},
+		{Uint64, CDAB, "0708050603040102", gateway.Value{Kind: gateway.KindUint, U: 0x0102030405060708}},
+		{Int64, ABCD, "fffffffffffffffe", gateway.Value{Kind: gateway.KindInt, I: -2}},
+		// 230.1 as float32 is 0x4366199a.
+		{Float32, ABCD, "4366199a", gateway.Value{Kind: gateway.KindFloat32, F: float64(float32(230.1))}},
+		{Float32, DCBA, "9a196643", gateway.Value{Kind: gateway.KindFloat32, F: float64(float32(230.1))}},
+		{Float32, BADC, "66439a19", gateway.Value{Kind: gateway.KindFloat32, F: float64(float32(230.1))}},
+		{Float32, CDAB, "199a4366", gateway.Value{Kind: gateway.KindFloat32, F: float64(float32(230.1))}},
+		// 1234.5 as float64 is 0x40934a0000000000.
+		{Float64, ABCD, "40934a0000000000", gateway.Value{Kind: gateway.KindFloat, F: 1234.5}},
+		{Float64, CDAB, "000000004a004093", gateway.Value{Kind: gateway.KindFloat, F: 1234.5}},
+	}
+	for _, tt := range tests {
+		data, _ := hex.DecodeString(tt.hex)
+		p := Point{Name: "p", Table: Holding, Type: tt.typ, Order: tt.order, Bit: -1, Scale: 1}
+		got, err := p.Decode(data, 0)
+		tt.want.Point = "p"
+		if err != nil || got != tt.want {
+			t.Errorf("%v %v %s: got %+v, %v; want %+v", tt.typ, tt.order, tt.hex, got, err, tt.want)
+		}
+	}
+}
+
+func TestDecodeScaleBitsStringsAndOffsets(t *testing.T) {
+	regs, _ := hex.DecodeString("0000" + "08fd" + "0008" + "4142434400002020") // pad, 2301, bit 3 set, "ABCD\0\0  "
+	p := Point{Name: "v", Table: Input, Address: 11, Type: Uint16, Scale: 0.1, Offset: -100, Bit: -1}
+	if v, err := p.Decode(regs, 10); err != nil || v.Kind != gateway.KindFloat || math.Abs(v.F-130.1) > 1e-9 {
+		t.Errorf("scaled: %+v %v", v, err)
+	}
+	p = Point{Name: "b", Table: Holding, Address: 12, Type: Bool, Bit: 3}
+	if v, _ := p.Decode(regs, 10); v.Kind != gateway.KindBool || !v.B {
+		t.Errorf("bit 3: %+v", v)
+	}
+	p.Bit = 2
+	if v, _ := p.Decode(regs, 10); v.B {
+		t.Errorf("bit 2: %+v", v)
+	}
+	p = Point{Name: "s", Table: Holding, Address: 13, Type: String, Length: 4, Bit: -1}
+	if v, _ := p.Decode(regs, 10); v.S != "ABCD" {
+		t.Errorf("string: %q", v.S)
+	}
+	p.Order = BADC
+	if v, _ := p.Decode(regs, 10); v.S != "BADC" {
+		t.Errorf("byte-swapped string: %q", v.S)
+	}
+	p = Point{Name: "far", Table: Holding, Address: 20, Type: Float32, Bit: -1, Scale: 1}
+	if _, err := p.Decode(regs, 10); err != ErrShortData {
+		t.Errorf("past the reply: %v", err)
+	}
+	coils := []byte{0b00000101, 0b10000000}
+	for addr, want := range map[uint16]bool{100: true, 101: false, 102: true, 115: true, 114: false} {
+		p = Point{Name: "c", Table: Coil, Address: addr, Type: Bool, Bit: -1}
+		if v, err := p.Decode(coils, 100); err != nil || v.B != want {
+			t.Errorf("coil %d: %+v %v", addr, v, err)
+		}
+	}
+}
+
+// TestEncodeDecodeRoundTrip checks every type in every byte order both ways.
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	values := map[Type]float64{Int16: -1234, Uint16: 54321, Int32: -123456789, Uint32: 3123456789,
+		Int64: -1 << 60, Uint64: 1 << 62, Float32: 230.1, Float64: 1234.56789, Bool: 1}
+	for typ, v := range values {
+		for _, o := range []Order{ABCD, DCBA, BADC, CDAB} {
+			p := Point{Name: "p", Table: Holding, Type: typ, Order: o, Bit: -1, Scale: 1}
+			if typ == Bool {
+				p.Bit = 5
+			}
+			buf := make([]byte, 2*p.Width())
+			if err := p.Encode(buf, v); err != nil {
+				t.Fatalf("%v %v: %v", typ, o, err)
+			}
+			got, err := p.Decode(buf, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var f float64
+			switch got.Kind {
+			case gateway.KindInt:
+				f = float64(got.I)
+			case gateway.KindUint:
+				f = float64(got.U)
+			case gateway.KindBool:
+				if got.B {
+					f = 1
+				}
+			default:
+				f = got.F
+			}
+			if typ == Float32 {
+				v = float64(float32(v))
+			}
+			if f != v {
+				t.Errorf("%v %v: wrote %v, read %v", typ, o, v, f)
+			}
+		}
+	}
+	p := Point{Name: "p", Table: Holding, Type: Uint16, Bit: -1, Scale: 1}
+	if err := p.Encode(make([]byte, 2), 70000); err != ErrOutOfRange {
+		t.Errorf("70000 into uint16: %v", err)
+	}
+}
+
+func TestDecodeDoesNotAllocate(t *testing.T) {
+	data := make([]byte, 250)
+	p := Point{Name: "p", Table: Input, Address: 40, Type: Float32, Order: CDAB, Bit: -1, Scale: 1}
+	if n := testing.AllocsPerRun(1000, func() { p.Decode(data, 0) }); n != 0 {
+		t.Errorf("Decode allocates %.0f times per point", n)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte{0x43, 0x66, 0x19, 0x9a}, uint16(0), uint8(Float32), uint8(ABCD), 0, int8(-1))
+	f.Add([]byte{0xff}, uint16(3), uint8(Bool), uint8(DCBA), 2, int8(15))
+	f.Fuzz(func(t *testing.T, data []byte, addr uint16, typ, order uint8, length int, bit int8) {
+		p := Point{Name: "p", Table: Table(typ % 4), Address: addr % 300, Type: Type(typ % 10), Order: Order(order % 4),
+			Length: length % 130, Bit: int(bit) % 16, Scale: 1}
+		if p.Type == String && p.Length < 1 {
+			p.Length = 1
+		}
+		if p.Bit < 0 {
+			p.Bit = 0
+		}
+		p.Decode(data, 0) // must not panic, whatever the reply holds
+	})
+}
