@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"sync"
 	"time"
@@ -75,6 +76,8 @@ type Uplink struct {
 	store Store
 	log   *slog.Logger
 
+	tracker *tracker
+
 	mu        sync.Mutex
 	attempted string       // broker URL of the latest connection attempt
 	conn      *connection  // nil while down
@@ -100,7 +103,7 @@ func New(cfg Config, store Store) *Uplink {
 	if cfg.Backoff == nil {
 		cfg.Backoff = DefaultBackoff
 	}
-	return &Uplink{cfg: cfg, store: store, log: cfg.Logger, changed: make(chan struct{}, 1)}
+	return &Uplink{cfg: cfg, store: store, log: cfg.Logger, changed: make(chan struct{}, 1), tracker: newTracker()}
 }
 
 // DefaultBackoff waits 0 before the first round of connection attempts, then
@@ -199,12 +202,19 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		WillMessage: &paho.WillMessage{
 			Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`),
 		},
-		ConnectPacketBuilder: func(cp *paho.Connect, target *url.URL) (*paho.Connect, error) {
-			// Every connection starts clean: the buffer resends what matters.
-			cp.CleanStart = true
+		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, target *url.URL) (net.Conn, error) {
 			u.mu.Lock()
 			u.attempted = target.String()
 			u.mu.Unlock()
+			conn, err := dial(ctx, target, u.cfg.TLS, u.cfg.ConnectTimeout)
+			if err != nil {
+				return nil, err
+			}
+			return &wireConn{Conn: conn, tracker: u.tracker}, nil
+		},
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			// Every connection starts clean: the buffer resends what matters.
+			cp.CleanStart = true
 			return cp, nil
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
@@ -240,7 +250,7 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		},
 		ClientConfig: paho.ClientConfig{
 			ClientID: u.cfg.ClientID,
-			Session:  newOrderedSession(),
+			Session:  newOrderedSession(u.tracker),
 			OnClientError: func(err error) {
 				u.log.Debug("mqtt_client_error", "err", err)
 			},
@@ -323,12 +333,19 @@ func (u *Uplink) pass(ctx context.Context, c *connection) error {
 		recs    []buffer.Record
 		window  = make(chan struct{}, u.cfg.MaxInflight)
 	)
-	defer wg.Wait()
+	// Publishes still waiting when the pass ends are abandoned: paho's
+	// session forgets them on a lost connection without waking them, and
+	// their records are resent from the store by the next pass anyway.
+	pctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	fail := func(seq uint64, err error) {
 		failOne.Do(func() {
 			select {
 			case <-c.down: // the loss is logged once by OnConnectionDown
-			case <-ctx.Done(): // stopping: unacked records are resent after restart
+			case <-pctx.Done(): // pass over: unacked records are sent again
 			default:
 				u.log.Warn("mqtt_publish_failed", "broker", c.url, "seq", seq, "err", err)
 			}
@@ -387,22 +404,22 @@ func (u *Uplink) pass(ctx context.Context, c *connection) error {
 				after = rec.Seq
 				continue
 			}
-			added := make(chan struct{})
+			written := make(chan struct{})
 			wg.Add(1)
 			go func(seq uint64) {
 				defer wg.Done()
 				defer func() { <-window }()
-				_, err := c.cm.Publish(withAdded(ctx, added), p)
+				_, err := c.cm.Publish(withWritten(pctx, written), p)
 				if err != nil {
 					fail(seq, err)
 					return
 				}
 				u.acked(seq)
 			}(rec.Seq)
-			// Wait until the publish holds its packet id and place in the
-			// session, so the next one cannot overtake it on the wire.
+			// Wait until the publish is on the wire, so the next one
+			// cannot overtake it.
 			select {
-			case <-added:
+			case <-written:
 			case <-failed:
 				return errRetry
 			case <-c.down:
