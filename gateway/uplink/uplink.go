@@ -79,8 +79,8 @@ type Uplink struct {
 	tracker *tracker
 
 	mu        sync.Mutex
-	attempted string       // broker URL of the latest connection attempt
-	conn      *connection  // nil while down
+	attempted string        // broker URL of the latest connection attempt
+	conn      *connection   // nil while down
 	changed   chan struct{} // signalled on every up and down
 	published uint64
 }
