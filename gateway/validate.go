@@ -39,7 +39,7 @@ var (
 	tables     = []string{"holding", "input", "coil", "discrete"}
 	types      = []string{"bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"}
 	byteOrders = []string{"ABCD", "DCBA", "BADC", "CDAB"}
-	schemes    = map[string]string{"tcp": "1883", "mqtt": "1883", "tls": "8883", "ssl": "8883", "mqtts": "8883", "ws": "80", "wss": "443"}
+	schemes    = map[string]string{"tcp": "1883", "mqtt": "1883", "tls": "8883", "ssl": "8883", "mqtts": "8883"}
 )
 
 // validator collects problems with the lines of the keys they concern.
@@ -171,8 +171,11 @@ func normalizeBrokerURL(s string) (string, error) {
 		return "", fmt.Errorf("%q is not a URL", s)
 	}
 	defPort, ok := schemes[u.Scheme]
+	if u.Scheme == "ws" || u.Scheme == "wss" {
+		return "", fmt.Errorf("%q: MQTT over websockets is not supported yet; use tcp:// or tls://", s)
+	}
 	if !ok {
-		return "", fmt.Errorf("%q: scheme must be one of tcp, mqtt, tls, ssl, mqtts, ws, wss", s)
+		return "", fmt.Errorf("%q: scheme must be one of tcp, mqtt, tls, ssl, mqtts", s)
 	}
 	if u.Hostname() == "" {
 		return "", fmt.Errorf("%q has no host", s)

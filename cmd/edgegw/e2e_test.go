@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"edgegw/internal/testbroker"
+)
+
+// binary is the edgegw binary built once for these tests: the real thing,
+// run as a user runs it.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "edgegw-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "edgegw")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building edgegw:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const e2eConfig = `
+[gateway]
+id = "e2e"
+data_dir = "%s"
+
+[mqtt]
+brokers = ["%s"]
+keepalive = "2s"
+connect_timeout = "1s"
+
+[buffer]
+commit_interval = "50ms"
+
+[status]
+listen = ""
+
+[[bus]]
+name = "lan"
+protocol = "modbus-tcp"
+address = "%s"
+timeout = "500ms"
+
+[[device]]
+name = "meter"
+bus = "lan"
+unit_id = 3
+interval = "100ms"
+  [[device.point]]
+  name = "voltage"
+  table = "input"
+  address = 0
+  type = "float32"
+  [[device.point]]
+  name = "frequency"
+  table = "input"
+  address = 2
+  type = "uint16"
+  scale = 0.01
+  [[device.point]]
+  name = "energy_total"
+  table = "holding"
+  address = 100
+  type = "uint32"
+  byte_order = "CDAB"
+  [[device.point]]
+  name = "temperature"
+  table = "holding"
+  address = 110
+  type = "int16"
+  scale = 0.1
+`
+
+type proc struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+}
+
+func startBinary(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary, args...), out: &bytes.Buffer{}}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	return p
+}
+
+type payload struct {
+	Seq    uint64            `json:"seq"`
+	TS     string            `json:"ts"`
+	Device string            `json:"device"`
+	Values map[string]any    `json:"values"`
+	Errors map[string]string `json:"errors"`
+}
+
+// readings decodes every reading of device meter, keyed by seq; the same seq
+// delivered twice must carry the same payload.
+func readings(t *testing.T, msgs []testbroker.Message) map[uint64]string {
+	out := map[uint64]string{}
+	for _, m := range msgs {
+		if m.Topic != "edgegw/e2e/meter" {
+			continue
+		}
+		var p payload
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			t.Fatalf("payload is not JSON: %q", m.Payload)
+		}
+		if prev, ok := out[p.Seq]; ok && prev != string(m.Payload) {
+			t.Fatalf("seq %d reused for another reading:\n%s\n%s", p.Seq, prev, m.Payload)
+		}
+		out[p.Seq] = string(m.Payload)
+	}
+	return out
+}
+
+// TestEndToEnd runs the real binary against real Mosquitto and the Modbus
+// simulator: decoded values, a broker outage, a kill -9 and restart, and a
+// clean stop; every seq from 1 on arrives, none twice with different content.
+func TestEndToEnd(t *testing.T) {
+	br := testbroker.Start(t)
+	dir := t.TempDir()
+	simAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
+	cfgPath := filepath.Join(dir, "sensors.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(e2eConfig, filepath.Join(dir, "data"), br.URL(), simAddr)), 0o644)
+
+	startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
+	testbroker.WaitListening(t, simAddr, 10*time.Second)
+	sub := testbroker.Subscribe(t, br.Addr(), "edgegw/#")
+
+	gw := startBinary(t, "run", "-config", cfgPath)
+	first := time.Now()
+	msgs := sub.WaitFor(t, 20*time.Second, "10 readings", func(m []testbroker.Message) bool { return len(readings(t, m)) >= 10 })
+	t.Logf("first 10 readings within %s of start", time.Since(first).Round(time.Millisecond))
+
+	// Values decoded from the simulator, through scale and byte order.
+	var p payload
+	for _, m := range msgs {
+		if m.Topic == "edgegw/e2e/meter" {
+			json.Unmarshal(m.Payload, &p)
+			break
+		}
+	}
+	if v, ok := p.Values["voltage"].(float64); !ok || v < 220 || v > 240 {
+		t.Errorf("voltage %v", p.Values["voltage"])
+	}
+	if v, ok := p.Values["frequency"].(float64); !ok || v < 49.9 || v > 50.1 {
+		t.Errorf("frequency %v", p.Values["frequency"])
+	}
+	if v, ok := p.Values["energy_total"].(float64); !ok || v < 1000 || v != float64(int64(v)) {
+		t.Errorf("energy_total %v", p.Values["energy_total"])
+	}
+	if v, ok := p.Values["temperature"].(float64); !ok || v < 15 || v > 30 {
+		t.Errorf("temperature %v", p.Values["temperature"])
+	}
+	if _, err := time.Parse(time.RFC3339, p.TS); err != nil || !strings.HasSuffix(p.TS, "Z") {
+		t.Errorf("ts %q", p.TS)
+	}
+
+	// Broker outage: readings pile up on flash.
+	br.Kill()
+	outage := len(readings(t, sub.Messages()))
+	// The outage lasts a while, not until an event: readings taken meanwhile
+	// go to flash, and must all arrive later.
+	const outageDuration = 700 * time.Millisecond
+	time.Sleep(outageDuration)
+	// kill -9 the gateway mid-outage, then bring everything back.
+	gw.cmd.Process.Signal(syscall.SIGKILL)
+	gw.cmd.Wait()
+	br.Restart()
+	sub2 := testbroker.Subscribe(t, br.Addr(), "edgegw/#")
+	gw = startBinary(t, "run", "-config", cfgPath)
+	sub2.WaitFor(t, 20*time.Second, "readings after restart", func(m []testbroker.Message) bool { return len(readings(t, m)) > 10 })
+
+	// Clean stop: exit 0 and the offline status.
+	gw.cmd.Process.Signal(syscall.SIGTERM)
+	if err := gw.cmd.Wait(); err != nil {
+		t.Fatalf("clean stop: %v\n%s", err, gw.out)
+	}
+	sub2.WaitFor(t, 5*time.Second, "offline status", func(m []testbroker.Message) bool {
+		return len(m) > 0 && m[len(m)-1].Topic == "edgegw/e2e/status" && string(m[len(m)-1].Payload) == `{"state":"offline"}`
+	})
+
+	all := readings(t, append(sub.Messages(), sub2.Messages()...))
+	var seqs []uint64
+	for s := range all {
+		seqs = append(seqs, s)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("seq %d missing: the buffer lost a committed reading (got %d readings, last seq %d)\n%s", i+1, len(seqs), seqs[len(seqs)-1], gw.out)
+		}
+	}
+	if len(seqs) <= outage+5 {
+		t.Errorf("only %d readings in all, %d before the outage: readings taken during the outage did not arrive", len(seqs), outage)
+	}
+	t.Logf("%d readings, seq 1..%d contiguous across a broker outage and kill -9", len(seqs), seqs[len(seqs)-1])
+}
+
+func TestCheckCommand(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("[gateway]\nid = \"a b\"\n[mqtt]\nbrokers = [\"http://x\"]\nqos = 5\n"), 0o644)
+	out, err := exec.Command(binary, "check", "-config", bad).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("check of a bad config: %v\n%s", err, out)
+	}
+	for _, want := range []string{bad + ":2: gateway.id: ", bad + ":4: mqtt.brokers: ", bad + ":5: mqtt.qos: 5 is out of range 0..2"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := exec.Command(binary, "check", "-config", "../../examples/sensors.toml").CombinedOutput(); err != nil {
+		t.Errorf("check of the example: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(binary, "run", "-config", bad).CombinedOutput(); err == nil || err.(*exec.ExitError).ExitCode() != 1 {
+		t.Errorf("run with a bad config must exit 1: %v\n%s", err, out)
+	}
+	if _, err := exec.Command(binary, "check", "-config", filepath.Join(dir, "missing.toml")).CombinedOutput(); err == nil || err.(*exec.ExitError).ExitCode() != 1 {
+		t.Errorf("check of a missing file must exit 1: %v", err)
+	}
+	out, err = exec.Command(binary, "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "edgegw ") || !strings.Contains(string(out), "linux/") {
+		t.Errorf("version: %v %s", err, out)
+	}
+}
