@@ -9,6 +9,7 @@ require (
 	github.com/simonvetter/modbus v1.6.3
 	go.bug.st/serial v1.8.0
 	go.etcd.io/bbolt v1.5.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (

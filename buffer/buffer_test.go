@@ -146,6 +146,15 @@ func TestOpenTimesOutOnLockedFile(t *testing.T) {
 	}
 }
 
+// selfCommand runs this test binary again; under qemu-user without binfmt
+// (make test's ARM pass) EDGEGW_TEST_EXEC names the emulator to run it with.
+func selfCommand(args ...string) *exec.Cmd {
+	if emu := os.Getenv("EDGEGW_TEST_EXEC"); emu != "" {
+		return exec.Command(emu, append([]string{os.Args[0]}, args...)...)
+	}
+	return exec.Command(os.Args[0], args...)
+}
+
 // crashChildEnv makes the test binary act as a child that appends and acks
 // until killed, printing the last committed seq after every commit.
 const crashChildEnv = "EDGEGW_BUFFER_CRASH_CHILD"
@@ -192,7 +201,7 @@ func TestKill9KeepsCommittedRecords(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	for round := range 5 {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd := selfCommand("-test.run=^$")
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
 		out, err := cmd.StdoutPipe()
 		if err != nil {

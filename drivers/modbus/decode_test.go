@@ -154,3 +154,13 @@ func FuzzDecode(f *testing.F) {
 		p.Decode(data, 0) // must not panic, whatever the reply holds
 	})
 }
+
+// BenchmarkDecode decodes one float32 point from a reply.
+func BenchmarkDecode(b *testing.B) {
+	data := make([]byte, 250)
+	p := Point{Name: "p", Table: Input, Address: 40, Type: Float32, Order: CDAB, Bit: -1, Scale: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Decode(data, 0)
+	}
+}

@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeDriver answers every device with one value, or fails to open.
+type fakeDriver struct {
+	mu     sync.Mutex
+	reads  map[string]int
+	closed bool
+}
+
+func (d *fakeDriver) Read(ctx context.Context, device string, r *Reading) {
+	d.mu.Lock()
+	d.reads[device]++
+	n := d.reads[device]
+	d.mu.Unlock()
+	r.Add(Value{Point: "n", Kind: KindInt, I: int64(n)})
+}
+
+func (d *fakeDriver) Close() error { d.mu.Lock(); d.closed = true; d.mu.Unlock(); return nil }
+
+// memAppender records entries and signals each one.
+type memAppender struct {
+	mu      sync.Mutex
+	entries []string
+	more    chan struct{}
+}
+
+func newMemAppender() *memAppender { return &memAppender{more: make(chan struct{}, 1000)} }
+
+func (a *memAppender) Append(e []byte) error {
+	a.mu.Lock()
+	a.entries = append(a.entries, string(e))
+	a.mu.Unlock()
+	a.more <- struct{}{}
+	return nil
+}
+
+func (a *memAppender) waitN(t *testing.T, n int) []string {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		a.mu.Lock()
+		got := append([]string(nil), a.entries...)
+		a.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-a.more:
+		case <-timeout:
+			t.Fatalf("%d readings after 10s, want %d", len(got), n)
+		}
+	}
+}
+
+func devices(intervals ...time.Duration) []DeviceConfig {
+	var ds []DeviceConfig
+	for i, iv := range intervals {
+		ds = append(ds, DeviceConfig{Name: string(rune('a' + i)), Interval: Duration(iv), Points: []PointConfig{{Name: "n"}}})
+	}
+	return ds
+}
+
+func runPoller(t *testing.T, p *poller) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}
+
+func TestPollerKeepsEachDeviceInterval(t *testing.T) {
+	drv := &fakeDriver{reads: map[string]int{}}
+	out := newMemAppender()
+	p := &poller{bus: BusConfig{Name: "b"}, devices: devices(20*time.Millisecond, 200*time.Millisecond), out: out,
+		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}, "b": {}},
+		open: func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) { return drv, nil }}
+	stop := runPoller(t, p)
+	out.waitN(t, 20)
+	stop()
+	drv.mu.Lock()
+	a, b := drv.reads["a"], drv.reads["b"]
+	drv.mu.Unlock()
+	// Device a polls ten times as often as b; b polled at start and maybe once or twice more.
+	if a < 15 || b < 1 || b > 3 {
+		t.Errorf("polls: a=%d b=%d", a, b)
+	}
+	if !drv.closed {
+		t.Error("driver not closed on stop")
+	}
+	if got := p.stats["a"].Readings.Load(); got != uint64(a) {
+		t.Errorf("stats readings %d, polls %d", got, a)
+	}
+}
+
+func TestPollerBusThatCannotOpen(t *testing.T) {
+	out := newMemAppender()
+	opens := 0
+	var mu sync.Mutex
+	p := &poller{bus: BusConfig{Name: "rs485"}, devices: devices(10 * time.Millisecond), out: out,
+		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}},
+		open: func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			opens++
+			if opens < 3 {
+				return nil, errors.New("no such port /dev/ttyUSB9")
+			}
+			return &fakeDriver{reads: map[string]int{}}, nil
+		}}
+	stop := runPoller(t, p)
+	got := out.waitN(t, 4)
+	stop()
+	// Readings keep coming while the bus is down, every point under errors; then it recovers.
+	if !strings.Contains(got[0], `"errors":{"n":"bus rs485 is not open: no such port /dev/ttyUSB9"}`) {
+		t.Errorf("first reading: %s", got[0])
+	}
+	if !strings.Contains(got[2], `"values":{"n":1}`) {
+		t.Errorf("after the bus opened: %s", got[2])
+	}
+	if p.stats["a"].ReadErrors.Load() != 2 {
+		t.Errorf("read errors %d, want 2", p.stats["a"].ReadErrors.Load())
+	}
+}
+
+// slowDriver takes longer than the interval: polls must not pile up.
+type slowDriver struct{ fakeDriver }
+
+func (d *slowDriver) Read(ctx context.Context, device string, r *Reading) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(30 * time.Millisecond): // a slow bus
+	}
+	d.fakeDriver.Read(ctx, device, r)
+}
+
+func TestPollerOverrunDoesNotBurst(t *testing.T) {
+	drv := &slowDriver{fakeDriver{reads: map[string]int{}}}
+	out := newMemAppender()
+	p := &poller{bus: BusConfig{Name: "b"}, devices: devices(10 * time.Millisecond), out: out,
+		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}},
+		open: func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) { return drv, nil }}
+	start := time.Now()
+	stop := runPoller(t, p)
+	out.waitN(t, 5)
+	stop()
+	if took := time.Since(start); took < 5*30*time.Millisecond {
+		t.Errorf("5 polls of a 30ms device took %s", took)
+	}
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# make bench: every figure of docs/BENCHMARKS.md, on this machine, in one run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+echo "== binary sizes (make cross)"
+make -s cross >/dev/null
+for f in dist/edgegw-linux-*; do printf '%-28s %8d bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"; done
+echo "== start to first reading"
+scripts/bench/first-reading.sh
+echo "== Go benchmarks"
+go test -run '^$' -bench . -benchmem ./gateway ./drivers/modbus

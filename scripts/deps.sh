@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a task needs, only those missing.
+# usage: scripts/deps.sh test|demo
+# As root it runs apt-get; otherwise it prints the exact command and fails.
+set -euo pipefail
+
+case "${1:-}" in
+  test) pkgs=(mosquitto mosquitto-clients socat haproxy qemu-user-static) ;;
+  demo) pkgs=(mosquitto mosquitto-clients haproxy) ;;
+  *) echo "usage: $0 test|demo" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "edgegw: missing Debian packages: ${missing[*]}" >&2
+  echo "install them with:  sudo apt-get update && sudo $cmd" >&2
+  exit 1
+fi
+echo "edgegw: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+$cmd -qq >/dev/null
+# The Debian packages start a system-wide broker on port 1883; the tests and
+# the demo run their own brokers and need nothing of it.
+if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+  systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
