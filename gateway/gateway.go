@@ -61,6 +61,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	buf, err := buffer.Open(BufferPath(cfg), buffer.Options{
 		CommitInterval: cfg.Buffer.CommitInterval.D(),
+		MaxBytes:       int64(cfg.Buffer.MaxBytes),
+		MaxAge:         cfg.Buffer.MaxAge.D(),
 		Logger:         log.With("component", "buffer"),
 	})
 	if err != nil {

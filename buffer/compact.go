@@ -1,0 +1,99 @@
+package buffer
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bbolt never gives pages back to the file system: after a week-long outage
+// drains, the file keeps its peak size. Compaction rewrites it with only
+// what it holds, when that is under a quarter of the file.
+
+// maybeCompact compacts when the file is large and mostly free, at most once
+// per CompactEvery. Only a failure to reopen the file is returned.
+func (b *Buffer) maybeCompact() error {
+	now := b.opts.Now()
+	b.mu.Lock()
+	bytes, last := b.bytes, b.lastCompact
+	b.mu.Unlock()
+	fi, err := os.Stat(b.path)
+	if err != nil || fi.Size() < b.opts.CompactMinSize || bytes*4 > fi.Size() || now.Sub(last) < b.opts.CompactEvery {
+		return nil
+	}
+	return b.Compact()
+}
+
+// Compact rewrites the buffer file to hold only its records. Appends wait in
+// RAM meanwhile. If the rewrite fails the old file stays in use and nil is
+// returned (it is logged); an error means the file could not be reopened.
+func (b *Buffer) Compact() error {
+	b.commitMu.Lock()
+	defer b.commitMu.Unlock()
+	b.mu.Lock()
+	b.lastCompact = b.opts.Now()
+	b.mu.Unlock()
+	before := fileSize(b.path)
+	tmp := b.path + ".compact"
+	os.Remove(tmp)
+	dst, err := bolt.Open(tmp, 0o640, b.boltOptions())
+	if err != nil {
+		b.log.Warn("buffer_compact_failed", "path", b.path, "err", err)
+		return nil
+	}
+	b.dbMu.Lock()
+	defer b.dbMu.Unlock()
+	if b.db == nil {
+		dst.Close()
+		os.Remove(tmp)
+		return ErrClosed
+	}
+	err = safeTx(func() error { return bolt.Compact(dst, b.db, 8<<20) })
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		b.log.Warn("buffer_compact_failed", "path", b.path, "err", err)
+		return nil
+	}
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("buffer: compact: close %s: %w", b.path, err)
+	}
+	renameErr := os.Rename(tmp, b.path)
+	if renameErr == nil {
+		syncDir(filepath.Dir(b.path))
+	} else {
+		os.Remove(tmp)
+	}
+	db, err := bolt.Open(b.path, 0o640, b.boltOptions())
+	if err != nil {
+		b.db = nil
+		return fmt.Errorf("buffer: reopen %s after compaction: %w", b.path, err)
+	}
+	b.db = db
+	if renameErr != nil {
+		b.log.Warn("buffer_compact_failed", "path", b.path, "err", renameErr)
+		return nil
+	}
+	b.log.Info("buffer_compacted", "path", b.path, "bytes_before", before, "bytes_after", fileSize(b.path))
+	return nil
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// syncDir makes a rename durable.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
