@@ -3,20 +3,19 @@
 //
 // It promises:
 //   - A record handed to Append is on disk within the commit interval, in one
-//     bbolt transaction with everything else appended in that interval (one
-//     fsync per batch, which is what keeps an SD card alive). Acks are
-//     batched the same way.
-//   - Sequence numbers are assigned at commit from bbolt's persistent bucket
-//     sequence: contiguous, never reused, kept across restarts, even when a
-//     corrupt file has to be replaced (see seqfloor.go). A crash loses only
-//     records that never got a number.
-//   - Records leave by Ack, oldest first by Next, or, counted and logged,
-//     when MaxBytes or MaxAge is exceeded (oldest first) or when the disk
-//     fails for longer than RAM can hold (MaxPendingBytes).
+//     write with everything else appended in that interval (one fdatasync per
+//     batch, which is what keeps an SD card alive).
+//   - Sequence numbers are assigned at commit: contiguous, never reused, kept
+//     across restarts, even when a damaged file has to be replaced
+//     (seqfloor.go). A crash loses only records that never got a number.
+//   - Records leave by Ack (applied in batches), oldest first by Next, or,
+//     counted and logged, when MaxBytes or MaxAge is exceeded (oldest first)
+//     or when the disk fails for longer than RAM can hold (MaxPendingBytes).
 //   - The file stays near the size of what it holds (compact.go), and a file
 //     that cannot be read at start is moved aside, never crash-looped on.
 //
-// The buffer stores opaque bytes: it knows nothing of MQTT or JSON.
+// Commits append to a write-ahead log (wal.go); bbolt holds the records at
+// checkpoints. The buffer stores opaque bytes: it knows nothing of MQTT or JSON.
 package buffer
 
 import (
@@ -27,7 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
+	"sort"
 	"sync"
 	"time"
 
@@ -38,6 +37,7 @@ var (
 	readingsBucket = []byte("readings")
 	metaBucket     = []byte("meta")
 	formatKey      = []byte("format")
+	epochKey       = []byte("wal_epoch")
 )
 
 // format is the layout of this package's file: readings keyed by 8-byte
@@ -55,6 +55,10 @@ const (
 	DropDiskError = "disk_error"
 )
 
+// ackCheckpoint is how many acknowledgements of records in bbolt make a
+// checkpoint, so a drained backlog frees its space.
+const ackCheckpoint = 20000
+
 // Record is one committed entry.
 type Record struct {
 	Seq uint64
@@ -68,9 +72,11 @@ type Options struct {
 	// CommitInterval is the longest an appended record waits in RAM; 250ms by default.
 	CommitInterval time.Duration
 	// MaxBytes bounds the records kept (data plus 16 bytes each); beyond it the
-	// oldest are dropped. 128 MiB by default.
+	// oldest are dropped at the next checkpoint. Between checkpoints the
+	// buffer may exceed it by MaxBytes/16, at most 1 MiB. 128 MiB by default.
 	MaxBytes int64
-	// MaxAge drops records older than this; 168h by default.
+	// MaxAge drops records older than this, checked at least every
+	// MaxAge/16 (at most a minute); 168h by default.
 	MaxAge time.Duration
 	// MaxPendingBytes bounds the records held in RAM while the disk refuses
 	// writes; beyond it the oldest of them are dropped. 16 MiB by default.
@@ -129,8 +135,10 @@ type Stats struct {
 	Oldest time.Time
 	// Dropped counts records dropped, by reason (DropMaxBytes, DropMaxAge, DropDiskError).
 	Dropped map[string]uint64
-	// FileSize is the size of the file on disk.
+	// FileSize is the size of the bbolt file on disk.
 	FileSize int64
+	// Checkpoints counts the transactions that moved the log into bbolt.
+	Checkpoints uint64
 }
 
 type pendingRecord struct {
@@ -146,36 +154,47 @@ type Buffer struct {
 	opts Options
 	log  *slog.Logger
 	seqs *seqFloor
+	wal  *wal
 
 	// dbMu guards db itself, which compaction replaces: Next holds it for
 	// reading, compaction for writing.
 	dbMu sync.RWMutex
 	db   *bolt.DB
 
-	commitMu sync.Mutex // one commit (or compaction) at a time
+	commitMu sync.Mutex // one commit, checkpoint or compaction at a time
 
 	mu           sync.Mutex
 	pending      []pendingRecord
 	pendingBytes int64
+	tail         []Record // committed to the log, not yet to bbolt; seq order
+	tailBytes    int64
 	acks         map[uint64]struct{}
-	count        int
-	bytes        int64
-	oldest       time.Time
+	dbAcks       int // acks of records in bbolt
+	dbCount      int
+	dbBytes      int64
+	dbOldest     time.Time
+	dbLast       uint64 // highest seq bbolt has accounted for
 	lastSeq      uint64
 	dropped      map[string]uint64
 	episodes     map[string]*episode
 	notify       chan struct{} // closed and replaced at each commit that adds records
 	closed       bool
 	lastCompact  time.Time
+	checkpoints  uint64
+	// After a failed checkpoint the next waits until checkpointRetry
+	// (unless the log is full).
+	checkpointFailures int
+	checkpointRetry    time.Time
 }
 
 // ErrClosed is returned by operations on a closed Buffer.
 var ErrClosed = errors.New("buffer: closed")
 
-// Open opens or creates the buffer file at path, creating its directory. A
-// file that is not a readable buffer is renamed to path.corrupt-TIMESTAMP and
-// a fresh one started, continuing the seq numbers; a file locked by another
-// process is an error after OpenTimeout.
+// Open opens or creates the buffer at path (with path.wal and path.seq beside
+// it), creating its directory, and replays the log. A file that is not a
+// readable buffer is renamed to path.corrupt-TIMESTAMP and a fresh one
+// started, continuing the seq numbers; a file locked by another process is an
+// error after OpenTimeout.
 func Open(path string, opts Options) (*Buffer, error) {
 	opts.setDefaults()
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
@@ -197,23 +216,45 @@ func Open(path string, opts Options) (*Buffer, error) {
 		return nil, err
 	}
 	b.seqs = floor
-	db, err := b.openFile()
+	epoch, db, err := b.openFile()
 	if errors.Is(err, bolt.ErrTimeout) {
 		floor.close()
 		return nil, fmt.Errorf("buffer: %s is locked by another process (is another edgegw running?): %w", path, err)
 	}
 	if err != nil {
-		db, err = b.replaceCorrupt(err)
+		epoch, db, err = b.replaceCorrupt(err)
 		if err != nil {
 			floor.close()
 			return nil, err
 		}
 	}
 	b.db = db
-	if err := b.seqs.reserve(b.lastSeq); err != nil {
+	fail := func(err error) (*Buffer, error) {
 		db.Close()
 		floor.close()
+		if b.wal != nil {
+			b.wal.close()
+		}
 		return nil, err
+	}
+	if b.wal, err = openWAL(path + ".wal"); err != nil {
+		return fail(err)
+	}
+	recs, seqs, err := b.wal.replay(epoch)
+	if err != nil {
+		return fail(err)
+	}
+	b.lastSeq = b.dbLast
+	for i, r := range recs {
+		if seqs[i] <= b.dbLast {
+			continue // already in bbolt
+		}
+		b.tail = append(b.tail, Record{Seq: seqs[i], Time: r.t, Data: r.data})
+		b.tailBytes += int64(len(r.data)) + recordOverhead
+		b.lastSeq = seqs[i]
+	}
+	if err := b.seqs.reserve(b.lastSeq); err != nil {
+		return fail(err)
 	}
 	return b, nil
 }
@@ -223,9 +264,9 @@ func Open(path string, opts Options) (*Buffer, error) {
 func (b *Buffer) boltOptions() *bolt.Options {
 	return &bolt.Options{
 		Timeout:         b.opts.OpenTimeout,
-		InitialMmapSize: 1 << 20,
+		InitialMmapSize: initialMmapSize,
 		MaxSize:         maxFileSize,
-		// NoFreelistSync would save a page write per commit, but a file
+		// NoFreelistSync would save a page write per checkpoint, but a file
 		// without a synced freelist is scanned at open by a goroutine of
 		// bbolt's, where a damaged page panics beyond any recover: the
 		// gateway would crash-loop on its own data.
@@ -233,81 +274,132 @@ func (b *Buffer) boltOptions() *bolt.Options {
 	}
 }
 
-// openFile opens the bbolt file and reads its state, turning any panic of
-// bbolt on a damaged file into an error.
-func (b *Buffer) openFile() (db *bolt.DB, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if db != nil {
-				db.Close()
-			}
-			db, err = nil, fmt.Errorf("buffer: damaged file: %v", r)
-		}
-	}()
-	db, err = bolt.Open(b.path, 0o640, b.boltOptions())
+// openBolt opens a bbolt file with the buffer's options.
+func (b *Buffer) openBolt(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o640, b.boltOptions())
 	if err != nil {
 		return nil, err
 	}
-	b.count, b.bytes, b.oldest, b.lastSeq = 0, 0, time.Time{}, 0
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(metaBucket)
-		if err != nil {
-			return err
+	// Grow the file 1 MiB at a time, not 16: it stays near what it holds.
+	db.AllocSize = 1 << 20
+	return db, nil
+}
+
+// openFile opens the bbolt file and reads its state, turning any panic of
+// bbolt on a damaged file into an error. It returns the log epoch.
+//
+// Every record is read once, to find damage now rather than mid-drain, but
+// through a read-only open that is closed afterwards: the pages it touched
+// leave the process with its mapping, and RSS stays small however big the
+// backlog.
+func (b *Buffer) openFile() (epoch uint64, db *bolt.DB, err error) {
+	b.dbCount, b.dbBytes, b.dbOldest, b.dbLast = 0, 0, time.Time{}, 0
+	epoch = 1
+	if fileSize(b.path) > 0 {
+		if epoch, err = b.scan(); err != nil {
+			return 0, nil, err
 		}
-		rb := tx.Bucket(readingsBucket)
-		switch v := meta.Get(formatKey); {
-		case v == nil && rb == nil: // new file
-			if err := meta.Put(formatKey, []byte(format)); err != nil {
+	}
+	err = safeTx(func() (err error) {
+		db, err = b.openBolt(b.path)
+		return err
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	err = safeTx(func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucketIfNotExists(metaBucket)
+			if err != nil {
 				return err
 			}
-		case string(v) != format:
-			return fmt.Errorf("buffer: file format %q, want %q", v, format)
-		}
-		if rb, err = tx.CreateBucketIfNotExists(readingsBucket); err != nil {
+			if meta.Get(formatKey) == nil { // a new file
+				if err := meta.Put(formatKey, []byte(format)); err != nil {
+					return err
+				}
+				if err := meta.Put(epochKey, binary.BigEndian.AppendUint64(nil, epoch)); err != nil {
+					return err
+				}
+			}
+			_, err = tx.CreateBucketIfNotExists(readingsBucket)
 			return err
-		}
-		b.lastSeq = rb.Sequence()
-		return rb.ForEach(func(k, v []byte) error {
-			if len(k) != 8 || len(v) < 8 {
-				return fmt.Errorf("buffer: malformed record %x", k)
-			}
-			if b.count == 0 {
-				b.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-			}
-			b.count++
-			b.bytes += int64(len(v)) + 8
-			return nil
 		})
 	})
 	if err != nil {
 		db.Close()
-		return nil, err
+		return 0, nil, err
 	}
-	return db, nil
+	return epoch, db, nil
+}
+
+// scan reads an existing file read-only: format, log epoch, seq counter and
+// every record.
+func (b *Buffer) scan() (epoch uint64, err error) {
+	defer func() {
+		if r := recover(); r != nil { // bbolt.Open on a damaged meta page
+			err = fmt.Errorf("buffer: damaged file: %v", r)
+		}
+	}()
+	ro, err := bolt.Open(b.path, 0o640, &bolt.Options{ReadOnly: true, Timeout: b.opts.OpenTimeout})
+	if err != nil {
+		return 0, err
+	}
+	defer ro.Close()
+	err = safeTx(func() error {
+		return ro.View(func(tx *bolt.Tx) error {
+			meta, rb := tx.Bucket(metaBucket), tx.Bucket(readingsBucket)
+			if meta == nil || rb == nil {
+				return errors.New("buffer: not an edgegw buffer file")
+			}
+			if v := meta.Get(formatKey); string(v) != format {
+				return fmt.Errorf("buffer: file format %q, want %q", v, format)
+			}
+			epoch = 1
+			if v := meta.Get(epochKey); len(v) == 8 {
+				epoch = binary.BigEndian.Uint64(v)
+			}
+			b.dbLast = rb.Sequence()
+			return rb.ForEach(func(k, v []byte) error {
+				if len(k) != 8 || len(v) < 8 {
+					return fmt.Errorf("buffer: malformed record %x", k)
+				}
+				if b.dbCount == 0 {
+					b.dbOldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+				}
+				b.dbCount++
+				b.dbBytes += int64(len(v)) + 8
+				return nil
+			})
+		})
+	})
+	return epoch, err
 }
 
 // replaceCorrupt moves an unreadable file aside and starts a fresh one whose
 // seq numbers continue above any the old file can have used.
-func (b *Buffer) replaceCorrupt(cause error) (*bolt.DB, error) {
+func (b *Buffer) replaceCorrupt(cause error) (uint64, *bolt.DB, error) {
 	recovered := recoverSequence(b.path)
-	aside := b.path + ".corrupt-" + b.opts.Now().UTC().Format("20060102T150405Z")
+	stamp := b.opts.Now().UTC().Format("20060102T150405Z")
+	aside := b.path + ".corrupt-" + stamp
 	if err := os.Rename(b.path, aside); err != nil {
-		return nil, fmt.Errorf("buffer: %s is unreadable (%v) and cannot be moved aside: %w", b.path, cause, err)
+		return 0, nil, fmt.Errorf("buffer: %s is unreadable (%v) and cannot be moved aside: %w", b.path, cause, err)
 	}
+	// The log's epochs belong to the old file: keep it beside it.
+	os.Rename(b.path+".wal", aside+".wal")
 	start := max(recovered, b.seqs.ceiling())
 	b.log.Error("buffer_file_replaced", "path", b.path, "moved_to", aside, "err", cause, "seq_continues_after", start,
 		"hint", "readings in the old file were not published; inspect or delete it")
-	db, err := b.openFile()
+	epoch, db, err := b.openFile()
 	if err != nil {
-		return nil, fmt.Errorf("buffer: start a fresh %s: %w", b.path, err)
+		return 0, nil, fmt.Errorf("buffer: start a fresh %s: %w", b.path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(readingsBucket).SetSequence(start) })
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("buffer: start a fresh %s: %w", b.path, err)
+		return 0, nil, fmt.Errorf("buffer: start a fresh %s: %w", b.path, err)
 	}
-	b.lastSeq = start
-	return db, nil
+	b.dbLast = start
+	return epoch, db, nil
 }
 
 // recoverSequence reads the seq counter of a damaged file, if it can.
@@ -345,11 +437,16 @@ func (b *Buffer) Append(data []byte) error {
 	return nil
 }
 
-// Ack marks a committed record as delivered; it is deleted at the next commit
-// and Next no longer returns it.
+// Ack marks a committed record as delivered; it is deleted at the next
+// checkpoint and Next no longer returns it.
 func (b *Buffer) Ack(seq uint64) {
 	b.mu.Lock()
-	b.acks[seq] = struct{}{}
+	if _, dup := b.acks[seq]; !dup && seq <= b.lastSeq {
+		b.acks[seq] = struct{}{}
+		if seq <= b.dbLast {
+			b.dbAcks++
+		}
+	}
 	b.mu.Unlock()
 }
 
@@ -360,9 +457,35 @@ func (b *Buffer) Committed() <-chan struct{} {
 	return b.notify
 }
 
-// Next returns up to max committed, unacknowledged records with seq > after,
-// oldest first, appended to dst. The records' data belongs to the caller.
-func (b *Buffer) Next(after uint64, max int, dst []Record) (out []Record, err error) {
+// Next returns up to limit committed, unacknowledged records with seq > after,
+// oldest first, appended to dst. The caller must not modify their data.
+func (b *Buffer) Next(after uint64, limit int, dst []Record) ([]Record, error) {
+	start := len(dst)
+	b.mu.Lock()
+	dbLast := b.dbLast
+	b.mu.Unlock()
+	if after < dbLast {
+		var err error
+		if dst, err = b.nextFromDB(after, dbLast, limit, dst); err != nil {
+			return dst[:start], err
+		}
+	}
+	// The log's tail follows bbolt's records: seqs above dbLast.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tail := b.tail
+	i := sort.Search(len(tail), func(i int) bool { return tail[i].Seq > max(after, dbLast) })
+	for ; i < len(tail) && len(dst)-start < limit; i++ {
+		if _, acked := b.acks[tail[i].Seq]; !acked {
+			dst = append(dst, tail[i])
+		}
+	}
+	return dst, nil
+}
+
+// nextFromDB reads records in (after, last] from bbolt, skipping those
+// acknowledged but not yet deleted.
+func (b *Buffer) nextFromDB(after, last uint64, limit int, dst []Record) ([]Record, error) {
 	start := len(dst)
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], after+1)
@@ -371,12 +494,22 @@ func (b *Buffer) Next(after uint64, max int, dst []Record) (out []Record, err er
 	if b.db == nil {
 		return dst, ErrClosed
 	}
-	err = safeTx(func() error {
+	err := safeTx(func() error {
 		return b.db.View(func(tx *bolt.Tx) error {
 			c := tx.Bucket(readingsBucket).Cursor()
-			for k, v := c.Seek(key[:]); k != nil && len(dst)-start < max; k, v = c.Next() {
+			for k, v := c.Seek(key[:]); k != nil && len(dst)-start < limit; k, v = c.Next() {
+				seq := binary.BigEndian.Uint64(k)
+				if seq > last {
+					break
+				}
+				b.mu.Lock()
+				_, acked := b.acks[seq]
+				b.mu.Unlock()
+				if acked {
+					continue
+				}
 				dst = append(dst, Record{
-					Seq:  binary.BigEndian.Uint64(k),
+					Seq:  seq,
 					Time: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
 					Data: append([]byte(nil), v[8:]...),
 				})
@@ -385,20 +518,8 @@ func (b *Buffer) Next(after uint64, max int, dst []Record) (out []Record, err er
 		})
 	})
 	if err != nil {
-		return dst[:start], fmt.Errorf("buffer: read: %w", err)
+		return dst, fmt.Errorf("buffer: read: %w", err)
 	}
-	// Leave out records acknowledged but not yet deleted.
-	b.mu.Lock()
-	if len(b.acks) > 0 {
-		kept := dst[:start]
-		for _, r := range dst[start:] {
-			if _, acked := b.acks[r.Seq]; !acked {
-				kept = append(kept, r)
-			}
-		}
-		dst = kept
-	}
-	b.mu.Unlock()
 	return dst, nil
 }
 
@@ -416,15 +537,19 @@ func safeTx(fn func() error) (err error) {
 // Stats returns what the buffer holds now.
 func (b *Buffer) Stats() Stats {
 	b.mu.Lock()
-	st := Stats{Readings: b.count - len(b.acks), Bytes: b.bytes, Pending: len(b.pending), LastSeq: b.lastSeq,
-		Oldest: b.oldest, Dropped: make(map[string]uint64, len(b.dropped))}
+	st := Stats{
+		Readings: b.dbCount + len(b.tail) - len(b.acks), Bytes: b.dbBytes + b.tailBytes,
+		Pending: len(b.pending), LastSeq: b.lastSeq, Oldest: b.dbOldest,
+		Dropped: make(map[string]uint64, len(b.dropped)), Checkpoints: b.checkpoints,
+	}
+	if b.dbCount == 0 && len(b.tail) > 0 {
+		st.Oldest = b.tail[0].Time
+	}
 	for k, v := range b.dropped {
 		st.Dropped[k] = v
 	}
 	b.mu.Unlock()
-	if fi, err := os.Stat(b.path); err == nil {
-		st.FileSize = fi.Size()
-	}
+	st.FileSize = fileSize(b.path)
 	return st
 }
 
@@ -457,269 +582,5 @@ func (b *Buffer) Run(ctx context.Context) error {
 				return cerr
 			}
 		}
-	}
-}
-
-// Commit writes pending appends and acks, and enforces MaxBytes and MaxAge,
-// in one transaction now. On failure the appends stay pending, as many as
-// MaxPendingBytes allows.
-func (b *Buffer) Commit() error {
-	b.commitMu.Lock()
-	defer b.commitMu.Unlock()
-	now := b.opts.Now()
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return ErrClosed
-	}
-	pending, pendingBytes := b.pending, b.pendingBytes
-	b.pending, b.pendingBytes = nil, 0
-	acks := make([]uint64, 0, len(b.acks))
-	for s := range b.acks {
-		acks = append(acks, s)
-	}
-	ageDue := !b.oldest.IsZero() && now.Sub(b.oldest) > b.opts.MaxAge
-	lastSeq := b.lastSeq
-	b.mu.Unlock()
-	if len(pending) == 0 && len(acks) == 0 && !ageDue {
-		return nil
-	}
-
-	res, err := b.write(pending, acks, lastSeq, now)
-	if err != nil && len(pending) > 0 && len(acks) > 0 {
-		// On a full disk the deletes alone may still fit, and they are
-		// what frees pages for the appends of the next commit.
-		if ackRes, ackErr := b.write(nil, acks, lastSeq, now); ackErr == nil {
-			b.mu.Lock()
-			b.apply(ackRes, acks, now)
-			b.mu.Unlock()
-			acks = nil
-		}
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err != nil {
-		b.pending = append(pending, b.pending...)
-		b.pendingBytes += pendingBytes
-		b.boundPending(now)
-		return fmt.Errorf("buffer: commit: %w", err)
-	}
-	b.apply(res, acks, now)
-	b.noteDrops(DropDiskError, seqRange{}, now)
-	if len(pending) > 0 {
-		close(b.notify)
-		b.notify = make(chan struct{})
-	}
-	return nil
-}
-
-// apply takes the state a successful write left. b.mu is held.
-func (b *Buffer) apply(res commitResult, acks []uint64, now time.Time) {
-	for _, s := range acks {
-		delete(b.acks, s)
-	}
-	b.count = res.count
-	b.bytes = res.bytes
-	b.oldest = res.oldest
-	b.lastSeq = res.lastSeq
-	b.noteDrops(DropMaxBytes, res.droppedBytes, now)
-	b.noteDrops(DropMaxAge, res.droppedAge, now)
-}
-
-// seqRange is a run of dropped records.
-type seqRange struct {
-	n           int
-	first, last uint64
-}
-
-func (r *seqRange) add(seq uint64) {
-	if r.n == 0 {
-		r.first = seq
-	}
-	r.last = seq
-	r.n++
-}
-
-// commitResult is the buffer's state after a successful write.
-type commitResult struct {
-	count                    int
-	bytes                    int64
-	oldest                   time.Time
-	lastSeq                  uint64
-	droppedBytes, droppedAge seqRange
-}
-
-// write runs the commit transaction: deletes, appends, then drops the
-// oldest records beyond MaxAge and MaxBytes.
-func (b *Buffer) write(pending []pendingRecord, acks []uint64, lastSeq uint64, now time.Time) (res commitResult, err error) {
-	if err := b.seqs.reserve(lastSeq + uint64(len(pending))); err != nil {
-		return res, err
-	}
-	b.dbMu.RLock()
-	defer b.dbMu.RUnlock()
-	b.mu.Lock()
-	res.count, res.bytes = b.count, b.bytes
-	b.mu.Unlock()
-	err = safeTx(func() error {
-		return b.db.Update(func(tx *bolt.Tx) error {
-			rb := tx.Bucket(readingsBucket)
-			// Keys only ever grow: full pages halve the pages written.
-			rb.FillPercent = 1.0
-			var key [8]byte
-			for _, s := range acks {
-				binary.BigEndian.PutUint64(key[:], s)
-				v := rb.Get(key[:])
-				if v == nil {
-					continue // acknowledged twice, or dropped meanwhile
-				}
-				res.count--
-				res.bytes -= int64(len(v)) + 8
-				if err := rb.Delete(key[:]); err != nil {
-					return err
-				}
-			}
-			// bbolt keeps keys and values until the transaction ends: one
-			// slab holds them all.
-			size := 0
-			for _, p := range pending {
-				size += 16 + len(p.data)
-			}
-			slab := make([]byte, 0, size)
-			for _, p := range pending {
-				seq, err := rb.NextSequence()
-				if err != nil {
-					return err
-				}
-				at := len(slab)
-				slab = binary.BigEndian.AppendUint64(slab, seq)
-				slab = binary.BigEndian.AppendUint64(slab, uint64(p.t.UnixNano()))
-				slab = append(slab, p.data...)
-				k, val := slab[at:at+8], slab[at+8:]
-				if err := rb.Put(k, val); err != nil {
-					return err
-				}
-				res.count++
-				res.bytes += int64(len(val)) + 8
-			}
-			res.lastSeq = rb.Sequence()
-			// Drop from the front: too old, then too many bytes.
-			c := rb.Cursor()
-			cutoff := now.Add(-b.opts.MaxAge)
-			for k, v := c.First(); k != nil; k, v = c.First() {
-				tooOld := time.Unix(0, int64(binary.BigEndian.Uint64(v))).Before(cutoff)
-				if !tooOld && res.bytes <= b.opts.MaxBytes {
-					res.oldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-					break
-				}
-				seq := binary.BigEndian.Uint64(k)
-				if tooOld {
-					res.droppedAge.add(seq)
-				} else {
-					res.droppedBytes.add(seq)
-				}
-				res.count--
-				res.bytes -= int64(len(v)) + 8
-				if err := c.Delete(); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	})
-	return res, err
-}
-
-// boundPending drops the oldest records waiting in RAM beyond MaxPendingBytes.
-// b.mu is held.
-func (b *Buffer) boundPending(now time.Time) {
-	var dropped seqRange
-	i := 0
-	for b.pendingBytes > b.opts.MaxPendingBytes && i < len(b.pending) {
-		b.pendingBytes -= int64(len(b.pending[i].data)) + recordOverhead
-		dropped.n++ // never numbered: the range stays 0-0
-		i++
-	}
-	b.pending = b.pending[i:]
-	b.noteDrops(DropDiskError, dropped, now)
-}
-
-// Close commits what is pending and closes the file.
-func (b *Buffer) Close() error {
-	err := b.Commit()
-	if errors.Is(err, ErrClosed) {
-		return nil
-	}
-	b.mu.Lock()
-	b.closed = true
-	for reason, e := range b.episodes {
-		if e.active {
-			b.endEpisode(reason, e)
-		}
-	}
-	b.mu.Unlock()
-	b.dbMu.Lock()
-	defer b.dbMu.Unlock()
-	cerr := b.db.Close()
-	b.db = nil
-	return errors.Join(err, cerr, b.seqs.close())
-}
-
-// episode is a run of drops for one reason, logged when it starts and ends.
-type episode struct {
-	active   bool
-	count    uint64
-	first    uint64
-	last     uint64
-	lastDrop time.Time
-}
-
-// episodeQuiet is how long without drops ends an episode: max_age drops come
-// one by one, and each must not be an episode of its own.
-const episodeQuiet = 30 * time.Second
-
-// noteDrops counts drops and logs the start and end of each episode. b.mu is held.
-func (b *Buffer) noteDrops(reason string, r seqRange, now time.Time) {
-	e := b.episodes[reason]
-	if e == nil {
-		e = &episode{}
-		b.episodes[reason] = e
-	}
-	if r.n == 0 {
-		if e.active && now.Sub(e.lastDrop) > episodeQuiet {
-			b.endEpisode(reason, e)
-		}
-		return
-	}
-	b.dropped[reason] += uint64(r.n)
-	if !e.active {
-		*e = episode{active: true, first: r.first}
-		attrs := []any{"reason", reason, "limit", b.limit(reason)}
-		if r.first != 0 {
-			attrs = append(attrs, "first_seq", r.first)
-		}
-		b.log.Warn("buffer_dropping_oldest", attrs...)
-	}
-	e.count += uint64(r.n)
-	e.last = r.last
-	e.lastDrop = now
-}
-
-func (b *Buffer) endEpisode(reason string, e *episode) {
-	attrs := []any{"reason", reason, "dropped", e.count}
-	if e.first != 0 {
-		attrs = append(attrs, "seq_range", strconv.FormatUint(e.first, 10)+"-"+strconv.FormatUint(e.last, 10))
-	}
-	b.log.Warn("buffer_drops_ended", attrs...)
-	e.active = false
-}
-
-func (b *Buffer) limit(reason string) string {
-	switch reason {
-	case DropMaxBytes:
-		return strconv.FormatInt(b.opts.MaxBytes, 10) + " bytes"
-	case DropMaxAge:
-		return b.opts.MaxAge.String()
-	default:
-		return strconv.FormatInt(b.opts.MaxPendingBytes, 10) + " bytes in RAM while the disk fails"
 	}
 }

@@ -66,7 +66,7 @@ func TestAppendCommitNextAck(t *testing.T) {
 	if recs, _ := b.Next(0, 10, nil); fmt.Sprint(seqs(recs)) != "[2 4 5]" {
 		t.Fatalf("acked records still returned: %v", seqs(recs))
 	}
-	if err := b.Commit(); err != nil {
+	if err := b.Checkpoint(); err != nil { // acks are applied at checkpoints
 		t.Fatal(err)
 	}
 	if st := b.Stats(); st.Readings != 3 || st.Bytes != 3*(2+recordOverhead) || st.LastSeq != 5 {
@@ -173,16 +173,14 @@ func crashChild(path string) {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
-	var acked uint64
+	var acked, durableAcked uint64
 	for i := 0; ; i++ {
-		if i%4 == 3 {
-			if err := b.Compact(); err != nil {
-				fmt.Println("error", err)
-				os.Exit(1)
-			}
-		}
 		for range 50 {
 			b.Append([]byte(strings.Repeat("x", 200)))
+		}
+		if err := b.Commit(); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
 		}
 		// Ack the oldest few to have deletes in flight too.
 		recs, _ := b.Next(acked, 10, nil)
@@ -190,11 +188,20 @@ func crashChild(path string) {
 			b.Ack(r.Seq)
 			acked = r.Seq
 		}
-		if err := b.Commit(); err != nil {
-			fmt.Println("error", err)
-			os.Exit(1)
+		switch i % 4 {
+		case 1: // acks are durable once checkpointed
+			if err := b.Checkpoint(); err != nil {
+				fmt.Println("error", err)
+				os.Exit(1)
+			}
+			durableAcked = acked
+		case 3:
+			if err := b.Compact(); err != nil {
+				fmt.Println("error", err)
+				os.Exit(1)
+			}
 		}
-		fmt.Printf("committed %d acked %d\n", b.Stats().LastSeq, acked)
+		fmt.Printf("committed %d acked %d\n", b.Stats().LastSeq, durableAcked)
 	}
 }
 

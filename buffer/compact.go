@@ -17,7 +17,7 @@ import (
 func (b *Buffer) maybeCompact() error {
 	now := b.opts.Now()
 	b.mu.Lock()
-	bytes, last := b.bytes, b.lastCompact
+	bytes, last := b.dbBytes, b.lastCompact
 	b.mu.Unlock()
 	fi, err := os.Stat(b.path)
 	if err != nil || fi.Size() < b.opts.CompactMinSize || bytes*4 > fi.Size() || now.Sub(last) < b.opts.CompactEvery {
@@ -38,7 +38,7 @@ func (b *Buffer) Compact() error {
 	before := fileSize(b.path)
 	tmp := b.path + ".compact"
 	os.Remove(tmp)
-	dst, err := bolt.Open(tmp, 0o640, b.boltOptions())
+	dst, err := b.openBolt(tmp)
 	if err != nil {
 		b.log.Warn("buffer_compact_failed", "path", b.path, "err", err)
 		return nil
@@ -68,7 +68,7 @@ func (b *Buffer) Compact() error {
 	} else {
 		os.Remove(tmp)
 	}
-	db, err := bolt.Open(b.path, 0o640, b.boltOptions())
+	db, err := b.openBolt(b.path)
 	if err != nil {
 		b.db = nil
 		return fmt.Errorf("buffer: reopen %s after compaction: %w", b.path, err)

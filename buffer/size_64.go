@@ -2,5 +2,10 @@
 
 package buffer
 
-// maxFileSize is unbounded where address space is plentiful.
-const maxFileSize = 0
+// maxFileSize is unbounded where address space is plentiful, and a larger
+// first map (address space, not memory) spares bbolt remaps while the file
+// grows: each remap copies every node the transaction touched.
+const (
+	maxFileSize     = 0
+	initialMmapSize = 64 << 20
+)

@@ -1,0 +1,31 @@
+package buffer
+
+import (
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// openDirect opens path for writes that bypass the page cache. File systems
+// without O_DIRECT (tmpfs) refuse, and the log stays buffered.
+func openDirect(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
+}
+
+// dropCache evicts f's pages from the page cache, so that later small
+// buffered writes do not land in large folios made by earlier big ones.
+func dropCache(f *os.File) {
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}
+
+// alignedBuffer returns n bytes starting at a blockSize boundary, as O_DIRECT needs.
+func alignedBuffer(n int) []byte {
+	b := make([]byte, n+blockSize)
+	off := int(uintptr(unsafe.Pointer(&b[0])) & (blockSize - 1))
+	if off != 0 {
+		off = blockSize - off
+	}
+	return b[off : off+n : off+n]
+}
