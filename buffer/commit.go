@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -126,8 +127,10 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 	b.mu.Lock()
 	tail := b.tail
 	acks := make(map[uint64]struct{}, len(b.acks))
+	ackList := make([]uint64, 0, len(b.acks))
 	for s := range b.acks {
 		acks[s] = struct{}{}
+		ackList = append(ackList, s)
 	}
 	first := b.lastSeq + 1
 	count, bytes := b.dbCount, b.dbBytes
@@ -147,7 +150,8 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 			// Keys only ever grow: full pages halve the pages written.
 			rb.FillPercent = 1.0
 			var key [8]byte
-			for s := range acks {
+			slices.Sort(ackList) // deletes in key order touch each page once
+			for _, s := range ackList {
 				binary.BigEndian.PutUint64(key[:], s)
 				if v := rb.Get(key[:]); v != nil {
 					count--

@@ -136,6 +136,13 @@ func newPollers(cfg *Config, open OpenFunc, out Appender, log *slog.Logger) []*p
 func secrets(cfg *Config) (password []byte, tlsCfg *tls.Config, err error) {
 	m := &cfg.MQTT
 	if m.PasswordFile != "" {
+		fi, err := os.Stat(m.PasswordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("mqtt.password_file: %w", err)
+		}
+		if fi.Mode().Perm()&0o004 != 0 {
+			return nil, nil, fmt.Errorf("mqtt.password_file: %s is readable by every user (mode %04o): chmod o-r it", m.PasswordFile, fi.Mode().Perm())
+		}
 		b, err := os.ReadFile(m.PasswordFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("mqtt.password_file: %w", err)

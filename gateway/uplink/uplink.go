@@ -78,11 +78,15 @@ type Uplink struct {
 
 	tracker *tracker
 
+	urls []*url.URL
+
 	mu        sync.Mutex
+	next      int           // index of the broker the next attempt dials
 	attempted string        // broker URL of the latest connection attempt
 	conn      *connection   // nil while down
 	changed   chan struct{} // signalled on every up and down
 	published uint64
+	rejected  uint64
 }
 
 // connection is one live connection to one broker.
@@ -179,6 +183,15 @@ func (u *Uplink) Run(ctx context.Context) error {
 	return nil
 }
 
+// silence is how long a broker may send nothing before its connection is
+// given up: a keepalive, in which paho pings, plus a grace for the answer.
+func silence(keepAlive time.Duration) time.Duration {
+	if keepAlive <= 0 {
+		return 0
+	}
+	return keepAlive + min(keepAlive/4, 5*time.Second)
+}
+
 func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 	var urls []*url.URL
 	for _, b := range u.cfg.Brokers {
@@ -188,6 +201,7 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		}
 		urls = append(urls, pu)
 	}
+	u.urls = urls
 	failures := 0
 	acfg := autopaho.ClientConfig{
 		ServerUrls:                    urls,
@@ -202,15 +216,23 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		WillMessage: &paho.WillMessage{
 			Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`),
 		},
-		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, target *url.URL) (net.Conn, error) {
+		// autopaho walks the list from the start on every round; dialling
+		// from our own index instead goes round it, so losing a broker
+		// moves on to the next one.
+		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, _ *url.URL) (net.Conn, error) {
 			u.mu.Lock()
+			target := u.urls[u.next]
+			u.next = (u.next + 1) % len(u.urls)
 			u.attempted = target.String()
 			u.mu.Unlock()
 			conn, err := dial(ctx, target, u.cfg.TLS, u.cfg.ConnectTimeout)
 			if err != nil {
 				return nil, err
 			}
-			return &wireConn{Conn: conn, tracker: u.tracker}, nil
+			broker := target.String()
+			return newWireConn(conn, u.tracker, silence(u.cfg.KeepAlive), func() {
+				u.log.Warn("mqtt_broker_unresponsive", "broker", broker, "silent_for", silence(u.cfg.KeepAlive))
+			}), nil
 		},
 		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			// Every connection starts clean: the buffer resends what matters.
@@ -221,6 +243,8 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 			u.mu.Lock()
 			u.conn = &connection{cm: cm, url: u.attempted, down: make(chan struct{})}
 			broker := u.attempted
+			// Connected to the broker before u.next: after a loss, the
+			// next attempt goes to the one after it, as u.next says.
 			u.mu.Unlock()
 			if failures > 0 {
 				u.log.Info("mqtt_connected", "broker", broker, "failed_attempts", failures)
@@ -245,7 +269,15 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 			// Called from one goroutine at a time (autopaho's connect loop).
 			failures++
 			if failures == 1 {
-				u.log.Warn("mqtt_connect_failed", "err", err)
+				u.mu.Lock()
+				broker := u.attempted
+				u.mu.Unlock()
+				// autopaho's message names the URL it meant to dial, not ours.
+				var cerr *autopaho.ConnackError
+				if !errors.As(err, &cerr) && errors.Unwrap(err) != nil {
+					err = errors.Unwrap(err)
+				}
+				u.log.Warn("mqtt_connect_failed", "broker", broker, "err", err, "hint", "trying the next broker; logged again only when connected")
 			}
 		},
 		ClientConfig: paho.ClientConfig{
@@ -409,12 +441,17 @@ func (u *Uplink) pass(ctx context.Context, c *connection) error {
 			go func(seq uint64) {
 				defer wg.Done()
 				defer func() { <-window }()
-				_, err := c.cm.Publish(withWritten(pctx, written), p)
-				if err != nil {
+				pr, err := c.cm.Publish(withWritten(pctx, written), p)
+				switch code := reasonCode(pr); {
+				case code >= 0x80 && permanentRejection[code]:
+					u.reject(c, seq, pr)
+				case code >= 0x80:
+					fail(seq, fmt.Errorf("broker refused the publish for now: reason code 0x%02x %s", code, pubReason(pr)))
+				case err != nil:
 					fail(seq, err)
-					return
+				default:
+					u.acked(seq)
 				}
-				u.acked(seq)
 			}(rec.Seq)
 			// Wait until the publish is on the wire, so the next one
 			// cannot overtake it.
@@ -430,6 +467,54 @@ func (u *Uplink) pass(ctx context.Context, c *connection) error {
 			after = rec.Seq
 		}
 	}
+}
+
+// permanentRejection are the PUBACK/PUBREC reason codes that no resend can
+// change: such a reading is dropped, counted and logged, or it would hold up
+// every reading behind it forever. Other refusals (quota exceeded, server
+// busy, unspecified) are retried after a backoff.
+var permanentRejection = map[byte]bool{
+	0x87: true, // not authorized
+	0x90: true, // topic name invalid
+	0x95: true, // packet too large
+	0x99: true, // payload format invalid
+}
+
+func reasonCode(pr *paho.PublishResponse) byte {
+	if pr == nil {
+		return 0
+	}
+	return pr.ReasonCode
+}
+
+func pubReason(pr *paho.PublishResponse) string {
+	if pr != nil && pr.Properties != nil {
+		return pr.Properties.ReasonString
+	}
+	return ""
+}
+
+// reject drops a reading the broker will never take.
+func (u *Uplink) reject(c *connection, seq uint64, pr *paho.PublishResponse) {
+	u.store.Ack(seq)
+	u.mu.Lock()
+	u.rejected++
+	first := u.rejected == 1
+	u.mu.Unlock()
+	level := slog.LevelWarn
+	if first {
+		level = slog.LevelError
+	}
+	u.log.Log(context.Background(), level, "mqtt_publish_rejected", "broker", c.url, "seq", seq,
+		"reason_code", fmt.Sprintf("0x%02x", pr.ReasonCode), "reason", pubReason(pr),
+		"hint", "the reading is dropped: check the broker's ACL and limits for this gateway's topics")
+}
+
+// Rejected returns how many readings brokers refused for good and were dropped.
+func (u *Uplink) Rejected() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.rejected
 }
 
 func (u *Uplink) acked(seq uint64) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -78,41 +79,154 @@ func (s *orderedSession) AddToSession(ctx context.Context, packet session.Packet
 }
 
 // wireConn is the broker connection as paho sees it. paho locks it (it is a
-// sync.Locker) around each packet it writes, in pieces; wireConn gathers the
-// pieces, writes the packet in one call, and reports the id of each QoS 1/2
-// PUBLISH once written.
+// sync.Locker) around each packet it writes, in pieces; wireConn appends the
+// whole packet to an output queue, reports the id of each QoS 1/2 PUBLISH as
+// queued (the queue is the wire's order), and a flusher writes what the
+// queue holds in one call: one packet per write when idle, many under load.
 type wireConn struct {
 	net.Conn
 	tracker *tracker
-	mu      sync.Mutex
-	locked  bool
-	buf     []byte
+	// silence is how long the broker may send nothing before the
+	// connection counts as hung; lastRead is when it last sent (unix nanos).
+	silence  time.Duration
+	lastRead atomic.Int64
+	onHung   func()
+
+	mu     sync.Mutex // held by paho from Lock to Unlock
+	locked bool
+	packet []byte
+
+	qmu     sync.Mutex
+	queue   []byte
+	err     error         // the first write error; the connection is closed then
+	wake    chan struct{} // the flusher has work
+	stopped chan struct{} // the flusher has exited
+	done    chan struct{} // closed by Close: the watchdog exits
+	closing bool
+}
+
+// newWireConn starts the flusher and, when silence > 0, the watchdog; both
+// end with Close.
+func newWireConn(c net.Conn, t *tracker, silence time.Duration, onHung func()) *wireConn {
+	w := &wireConn{Conn: c, tracker: t, silence: silence, onHung: onHung,
+		wake: make(chan struct{}, 1), stopped: make(chan struct{}), done: make(chan struct{})}
+	w.lastRead.Store(time.Now().UnixNano())
+	go w.flush()
+	if silence > 0 {
+		go w.watch()
+	}
+	return w
+}
+
+func (c *wireConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// watch closes the connection when the broker has been silent too long. paho
+// pings after a keepalive without traffic, so a live broker is never silent
+// for much longer; paho itself would notice only a keepalive later.
+func (c *wireConn) watch() {
+	t := time.NewTicker(max(c.silence/8, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, c.lastRead.Load())) > c.silence {
+				c.onHung()
+				c.Conn.Close() // paho's reader fails: connection lost
+				return
+			}
+		}
+	}
 }
 
 func (c *wireConn) Lock() {
 	c.mu.Lock()
 	c.locked = true
-	c.buf = c.buf[:0]
+	c.packet = c.packet[:0]
 }
 
 func (c *wireConn) Write(b []byte) (int, error) {
 	if !c.locked {
-		return c.Conn.Write(b)
+		return c.enqueue(b)
 	}
-	c.buf = append(c.buf, b...)
+	c.packet = append(c.packet, b...)
 	return len(b), nil
 }
 
 func (c *wireConn) Unlock() {
-	if _, err := c.Conn.Write(c.buf); err != nil {
-		// paho does not see this error; a closed socket makes its reader fail at once.
-		c.Conn.Close()
-	}
-	if id, ok := publishID(c.buf); ok {
+	c.enqueue(c.packet)
+	if id, ok := publishID(c.packet); ok {
 		c.tracker.written(id)
 	}
 	c.locked = false
 	c.mu.Unlock()
+}
+
+func (c *wireConn) enqueue(b []byte) (int, error) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.queue = append(c.queue, b...)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return len(b), nil
+}
+
+// flush writes the queue until the connection closes.
+func (c *wireConn) flush() {
+	defer close(c.stopped)
+	var out []byte
+	for range c.wake {
+		c.qmu.Lock()
+		out, c.queue = c.queue, out[:0]
+		closing := c.closing
+		c.qmu.Unlock()
+		if len(out) > 0 {
+			if _, err := c.Conn.Write(out); err != nil {
+				c.qmu.Lock()
+				c.err = err
+				c.qmu.Unlock()
+				// paho does not see write errors; a closed socket makes
+				// its reader fail at once.
+				c.Conn.Close()
+				return
+			}
+		}
+		if closing {
+			return
+		}
+	}
+}
+
+// Close writes what is queued (paho's DISCONNECT last) and closes.
+func (c *wireConn) Close() error {
+	c.qmu.Lock()
+	already := c.closing
+	c.closing = true
+	c.qmu.Unlock()
+	if !already {
+		close(c.done)
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+		select {
+		case <-c.stopped:
+		case <-time.After(time.Second): // a hung peer must not hold up the close
+		}
+	}
+	return c.Conn.Close()
 }
 
 // publishID returns the packet id of a QoS 1 or 2 PUBLISH packet.

@@ -71,7 +71,14 @@ func StartOn(t testing.TB, port int, opts ...Option) *Broker {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n", port)
+	// max_inflight_messages 0: a subscriber gets each message at once, not
+	// from a queue that dies with a killed broker after it acknowledged the
+	// publish; tests compare what the gateway had acknowledged with what
+	// subscribers saw.
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0\n", port)
+	if os.Geteuid() == 0 {
+		conf += "user root\n" // read files in the test's private temp dirs (ACL, TLS)
+	}
 	for _, o := range opts {
 		conf += o(port)
 	}
@@ -79,8 +86,8 @@ func StartOn(t testing.TB, port int, opts ...Option) *Broker {
 	if err := os.WriteFile(b.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b.start(bin)
 	t.Cleanup(b.Kill)
+	b.start(bin)
 	return b
 }
 
@@ -96,7 +103,9 @@ func (b *Broker) start(bin string) {
 		b.t.Fatal(err)
 	}
 	logf.Close()
-	WaitListening(b.t, b.Addr(), 10*time.Second)
+	if err := waitListening(b.Addr(), 10*time.Second); err != nil {
+		b.t.Fatalf("mosquitto: %v\n%s", err, b.Log())
+	}
 }
 
 // Addr is host:port of the broker.
@@ -137,15 +146,21 @@ func (b *Broker) Log() string {
 // WaitListening polls addr until it accepts a TCP connection.
 func WaitListening(t testing.TB, addr string, timeout time.Duration) {
 	t.Helper()
+	if err := waitListening(addr, timeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitListening(addr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nothing listening on %s after %s: %v", addr, timeout, err)
+			return fmt.Errorf("nothing listening on %s after %s: %v", addr, timeout, err)
 		}
 		time.Sleep(20 * time.Millisecond) // polling a port: there is no event to wait on
 	}

@@ -1,0 +1,97 @@
+package testbroker
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// WithACL restricts anonymous clients to the given ACL lines
+// ("topic write test/#", …).
+func WithACL(t testing.TB, lines ...string) Option {
+	path := filepath.Join(t.TempDir(), "acl")
+	content := ""
+	for _, l := range lines {
+		content += l + "\n"
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return func(int) string { return "acl_file " + path + "\n" }
+}
+
+// TLSFiles are PEM files for a TLS listener.
+type TLSFiles struct {
+	CA, Cert, Key string
+	// RequireClientCert makes the listener demand a client certificate
+	// signed by CA (mutual TLS).
+	RequireClientCert bool
+}
+
+// WithTLS turns the broker's listener into a TLS one.
+func WithTLS(f TLSFiles) Option {
+	return func(int) string {
+		s := fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\n", f.CA, f.Cert, f.Key)
+		if f.RequireClientCert {
+			s += "require_certificate true\n"
+		}
+		return s
+	}
+}
+
+// HAProxy is an haproxy TCP front balancing over brokers.
+type HAProxy struct {
+	Port int
+	cmd  *exec.Cmd
+}
+
+// StartHAProxy runs haproxy on a free loopback port in front of brokers,
+// checking them every 200ms, skipping tests when haproxy is not installed.
+func StartHAProxy(t testing.TB, brokers ...*Broker) *HAProxy {
+	t.Helper()
+	bin := "/usr/sbin/haproxy"
+	if _, err := os.Stat(bin); err != nil {
+		if bin, err = exec.LookPath("haproxy"); err != nil {
+			t.Skip("haproxy is not installed: run `make test` as root, or apt-get install haproxy")
+		}
+	}
+	h := &HAProxy{Port: FreePort(t)}
+	cfg := fmt.Sprintf(`global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 1m
+    timeout server 1m
+    retries 2
+    option redispatch
+frontend mqtt
+    bind 127.0.0.1:%d
+    default_backend brokers
+backend brokers
+    balance first
+`, h.Port)
+	for i, b := range brokers {
+		cfg += fmt.Sprintf("    server b%d 127.0.0.1:%d check inter 200ms fall 1 rise 1\n", i, b.Port)
+	}
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.cmd = exec.Command(bin, "-f", path, "-db")
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.cmd.Process.Kill(); h.cmd.Wait() })
+	WaitListening(t, h.Addr(), 10*time.Second)
+	return h
+}
+
+// Addr is host:port of the front.
+func (h *HAProxy) Addr() string { return fmt.Sprintf("127.0.0.1:%d", h.Port) }
+
+// URL is the front's tcp:// URL.
+func (h *HAProxy) URL() string { return "tcp://" + h.Addr() }
