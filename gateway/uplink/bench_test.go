@@ -114,3 +114,81 @@ func BenchmarkDrainToBroker(b *testing.B) {
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
 	})
 }
+
+// BenchmarkFailover measures, with default settings (keepalive 30s,
+// connect_timeout 5s), the time from losing the broker in use to the first
+// reading the next broker receives: killed (its port then refuses) and hung
+// (SIGSTOP: the socket stays open, nothing answers). Run with -benchtime 1x.
+func BenchmarkFailover(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		lose func(*testbroker.Broker)
+	}{
+		{"killed", func(br *testbroker.Broker) { br.Kill() }},
+		{"hung", func(br *testbroker.Broker) { br.Stop() }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				a, next := testbroker.Start(b), testbroker.Start(b)
+				sub := testbroker.Subscribe(b, next.Addr(), "bench/#")
+				store, err := buffer.Open(filepath.Join(b.TempDir(), "buffer.db"), buffer.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				bctx, bcancel := context.WithCancel(context.Background())
+				bdone := make(chan struct{})
+				go func() { store.Run(bctx); close(bdone) }()
+				up := New(Config{
+					Brokers: []string{a.URL(), next.URL()}, ClientID: "bench-failover", QoS: 1,
+					KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second, MaxInflight: 64,
+					StatusTopic: "bench/status", Logger: slog.New(slog.DiscardHandler),
+					Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
+						return "bench/data", append(dst, rec.Data...), nil
+					},
+				}, store)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error)
+				go func() { done <- up.Run(ctx) }()
+				// A steady 100 readings/s, as a busy gateway makes.
+				stopFeed := make(chan struct{})
+				fed := make(chan struct{})
+				go func() {
+					defer close(fed)
+					t := time.NewTicker(10 * time.Millisecond)
+					defer t.Stop()
+					for {
+						select {
+						case <-stopFeed:
+							return
+						case <-t.C:
+							store.Append(payload200)
+						}
+					}
+				}()
+				for up.Published() < 50 {
+					time.Sleep(5 * time.Millisecond)
+				}
+				b.StartTimer()
+				tc.lose(a)
+				sub.WaitFor(b, 2*time.Minute, "a reading at the next broker", func(m []testbroker.Message) bool {
+					for _, x := range m {
+						if x.Topic == "bench/data" {
+							return true
+						}
+					}
+					return false
+				})
+				b.StopTimer()
+				close(stopFeed)
+				<-fed
+				cancel()
+				<-done
+				bcancel()
+				<-bdone
+				store.Close()
+			}
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/failover")
+		})
+	}
+}

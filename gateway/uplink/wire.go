@@ -130,7 +130,7 @@ func (c *wireConn) Read(b []byte) (int, error) {
 // pings after a keepalive without traffic, so a live broker is never silent
 // for much longer; paho itself would notice only a keepalive later.
 func (c *wireConn) watch() {
-	t := time.NewTicker(max(c.silence/8, 50*time.Millisecond))
+	t := time.NewTicker(min(max(c.silence/20, 50*time.Millisecond), 500*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
