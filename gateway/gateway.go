@@ -72,6 +72,13 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	log.Info("buffer_opened", "path", BufferPath(cfg), "readings", st.Readings, "bytes", st.Bytes, "last_seq", st.LastSeq)
 
 	topicBase := cfg.MQTT.TopicPrefix + "/" + cfg.Gateway.ID
+	pollers := newPollers(cfg, opts.Open, buf, log)
+	byDevice := map[string]*poller{}
+	for _, p := range pollers {
+		for _, d := range p.devices {
+			byDevice[d.Name] = p
+		}
+	}
 	up := uplink.New(uplink.Config{
 		Brokers:        cfg.MQTT.Brokers,
 		ClientID:       cfg.MQTT.ClientID,
@@ -87,10 +94,17 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
 			return Message(dst, topicBase, rec.Seq, rec.Data)
 		},
+		CommandBase: topicBase,
+		Commands: func(device, point string, value []byte, done func(error)) {
+			p, ok := byDevice[device]
+			if !ok {
+				done(fmt.Errorf("no device %q on this gateway", device))
+				return
+			}
+			p.submit(command{device: device, point: point, value: value, done: done})
+		},
 		Logger: log.With("component", "uplink"),
 	}, buf)
-
-	pollers := newPollers(cfg, opts.Open, buf, log)
 
 	// The buffer outlives the pollers so that their last readings commit.
 	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
@@ -118,7 +132,8 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 func newPollers(cfg *Config, open OpenFunc, out Appender, log *slog.Logger) []*poller {
 	var ps []*poller
 	for _, bus := range cfg.Buses {
-		p := &poller{bus: bus, open: open, out: out, log: log, stats: map[string]*DeviceStats{}, now: time.Now}
+		p := &poller{bus: bus, open: open, out: out, log: log, stats: map[string]*DeviceStats{}, now: time.Now,
+			cmds: make(chan command, 16)}
 		for _, d := range cfg.Devices {
 			if d.Bus == bus.Name {
 				p.devices = append(p.devices, d)

@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -15,6 +19,19 @@ type Driver interface {
 	Read(ctx context.Context, device string, r *Reading)
 	// Close releases the bus.
 	Close() error
+}
+
+// Writer is a Driver that can also set points (writable = true). Like Read,
+// Write is called from the bus's goroutine only.
+type Writer interface {
+	Write(ctx context.Context, device, point string, value json.RawMessage) error
+}
+
+// command is a write asked for over MQTT, waiting for its bus.
+type command struct {
+	device, point string
+	value         json.RawMessage
+	done          func(error)
 }
 
 // OpenFunc opens the driver of one bus for its devices. It is the one place
@@ -41,6 +58,12 @@ type poller struct {
 	log     *slog.Logger
 	stats   map[string]*DeviceStats
 	now     func() time.Time
+	// cmds are writes for this bus's devices; the poller runs them
+	// between polls, as the bus carries one request at a time. cmdsMu and
+	// stopped make sure every submitted command is answered, also at stop.
+	cmds    chan command
+	cmdsMu  sync.Mutex
+	stopped bool
 	// alive is set after every poll, for the watchdog.
 	alive atomic.Int64
 }
@@ -56,6 +79,7 @@ func (p *poller) Run(ctx context.Context) error {
 		if drv != nil {
 			drv.Close()
 		}
+		p.refuseCommands()
 	}()
 	due := make([]time.Time, len(p.devices))
 	start := p.now()
@@ -78,6 +102,10 @@ func (p *poller) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return nil
+			case cmd := <-p.cmds:
+				timer.Stop()
+				cmd.done(p.write(ctx, drv, openErr, cmd))
+				continue
 			case <-timer.C:
 			}
 		} else if ctx.Err() != nil {
@@ -120,6 +148,58 @@ func (p *poller) Run(ctx context.Context) error {
 		due[next] = due[next].Add(iv)
 		if now := p.now(); due[next].Before(now) {
 			due[next] = now.Add(iv)
+		}
+	}
+}
+
+// write runs one command on the bus.
+func (p *poller) write(ctx context.Context, drv Driver, openErr error, cmd command) error {
+	if drv == nil {
+		if openErr == nil {
+			openErr = errors.New("not opened yet")
+		}
+		return fmt.Errorf("bus %s is not open: %w", p.bus.Name, openErr)
+	}
+	w, ok := drv.(Writer)
+	if !ok {
+		return fmt.Errorf("%s buses do not take writes", p.bus.Protocol)
+	}
+	err := w.Write(ctx, cmd.device, cmd.point, cmd.value)
+	if err != nil {
+		p.log.Warn("write_failed", "bus", p.bus.Name, "device", cmd.device, "point", cmd.point, "err", err)
+	} else {
+		p.log.Info("written", "bus", p.bus.Name, "device", cmd.device, "point", cmd.point, "value", string(cmd.value))
+	}
+	return err
+}
+
+// submit queues a command for the bus, refusing it when the queue is full or
+// the bus has stopped.
+func (p *poller) submit(cmd command) {
+	p.cmdsMu.Lock()
+	defer p.cmdsMu.Unlock()
+	if p.stopped {
+		cmd.done(errors.New("the gateway is stopping"))
+		return
+	}
+	select {
+	case p.cmds <- cmd:
+	default:
+		cmd.done(fmt.Errorf("bus %s is busy with earlier writes; try again", p.bus.Name))
+	}
+}
+
+// refuseCommands answers what is still queued when the poller stops.
+func (p *poller) refuseCommands() {
+	p.cmdsMu.Lock()
+	defer p.cmdsMu.Unlock()
+	p.stopped = true
+	for {
+		select {
+		case cmd := <-p.cmds:
+			cmd.done(errors.New("the gateway is stopping"))
+		default:
+			return
 		}
 	}
 }

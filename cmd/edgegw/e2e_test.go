@@ -249,3 +249,101 @@ func TestCheckCommand(t *testing.T) {
 		t.Errorf("version: %v %s", err, out)
 	}
 }
+
+const commandConfig = `
+[gateway]
+id = "cmd"
+data_dir = "%s"
+[mqtt]
+brokers = ["%s"]
+[status]
+listen = ""
+[buffer]
+commit_interval = "50ms"
+[[bus]]
+name = "lan"
+protocol = "modbus-tcp"
+address = "%s"
+[[device]]
+name = "plc"
+bus = "lan"
+interval = "100ms"
+  [[device.point]]
+  name = "setpoint"
+  table = "holding"
+  address = 10
+  type = "int16"
+  scale = 0.1
+  writable = true
+  [[device.point]]
+  name = "pump"
+  table = "coil"
+  address = 3
+  writable = true
+  [[device.point]]
+  name = "temperature"
+  table = "input"
+  address = 0
+  type = "float32"
+`
+
+// TestCommands writes points over MQTT through the real binary into the
+// simulator: results on the result topic, the new values in later readings.
+func TestCommands(t *testing.T) {
+	br := testbroker.Start(t)
+	dir := t.TempDir()
+	simAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
+	cfgPath := filepath.Join(dir, "sensors.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(commandConfig, filepath.Join(dir, "data"), br.URL(), simAddr)), 0o644)
+	startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
+	testbroker.WaitListening(t, simAddr, 10*time.Second)
+	sub := testbroker.Subscribe(t, br.Addr(), "edgegw/cmd/#")
+	startBinary(t, "run", "-config", cfgPath)
+	sub.WaitFor(t, 20*time.Second, "a reading", func(m []testbroker.Message) bool {
+		for _, x := range m {
+			if x.Topic == "edgegw/cmd/plc" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, tc := range []struct {
+		topic, value, want string
+	}{
+		{"plc/set/setpoint", "21.5", `{"ok":true}`},
+		{"plc/set/pump", "true", `{"ok":true}`},
+		{"plc/set/temperature", "3", `{"ok":false,"error":"plc.temperature: point is not writable"}`},
+		{"plc/set/nosuch", "3", `{"ok":false,"error":"no such point \"nosuch\" on plc"}`},
+		{"boiler/set/setpoint", "3", `{"ok":false,"error":"no device \"boiler\" on this gateway"}`},
+		{"plc/set/setpoint", `"warm"`, `{"ok":false,"error":"plc.setpoint: want a JSON number, got \"warm\""}`},
+		{"plc/set/setpoint", "99999", `{"ok":false,"error":"plc.setpoint: 99999 does not fit a int16: modbus: value out of range for point type"}`},
+	} {
+		topic := "edgegw/cmd/" + tc.topic
+		before := len(sub.Messages())
+		sub.Publish(t, topic, []byte(tc.value))
+		msgs := sub.WaitFor(t, 10*time.Second, "the result of "+tc.topic, func(m []testbroker.Message) bool {
+			for _, x := range m[before:] {
+				if x.Topic == topic+"/result" {
+					return true
+				}
+			}
+			return false
+		})
+		for _, x := range msgs[before:] {
+			if x.Topic == topic+"/result" && string(x.Payload) != tc.want {
+				t.Errorf("%s = %s: result %s, want %s", tc.topic, tc.value, x.Payload, tc.want)
+			}
+		}
+	}
+	// The written values come back in the next readings.
+	sub.WaitFor(t, 10*time.Second, "a reading with the written values", func(m []testbroker.Message) bool {
+		for _, x := range m {
+			var p payload
+			if x.Topic == "edgegw/cmd/plc" && json.Unmarshal(x.Payload, &p) == nil &&
+				p.Values["setpoint"] == 21.5 && p.Values["pump"] == true {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -77,6 +77,8 @@ type Point struct {
 	Bit    int
 	Scale  float64
 	Offset float64
+	// Writable points may be set with Write.
+	Writable bool
 }
 
 // PointFromConfig converts a validated config point.
@@ -87,7 +89,8 @@ func PointFromConfig(c gateway.PointConfig) (Point, error) {
 	if !ok1 || !ok2 || !ok3 || c.Address < 0 || c.Address > math.MaxUint16 {
 		return Point{}, fmt.Errorf("modbus: point %q: table %q, type %q or byte order %q not valid", c.Name, c.Table, c.Type, c.ByteOrder)
 	}
-	return Point{Name: c.Name, Table: t, Address: uint16(c.Address), Type: ty, Order: o, Length: c.Length, Bit: c.Bit, Scale: c.Scale, Offset: c.Offset}, nil
+	return Point{Name: c.Name, Table: t, Address: uint16(c.Address), Type: ty, Order: o, Length: c.Length, Bit: c.Bit,
+		Scale: c.Scale, Offset: c.Offset, Writable: c.Writable}, nil
 }
 
 // Width is the number of registers (or bits, for coil and discrete) the point spans.

@@ -14,12 +14,14 @@ package uplink
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +66,12 @@ type Config struct {
 	Version string
 	// Compose builds what is published from a record.
 	Compose ComposeFunc
+	// CommandBase is the topic under which commands arrive:
+	// CommandBase/{device}/set/{point}; results go to that topic + "/result".
+	CommandBase string
+	// Commands, when set, receives each command; it must not block, and
+	// calls done, from any goroutine, with the outcome.
+	Commands func(device, point string, value []byte, done func(error))
 	// Backoff is the wait before reconnect round attempt (0 for the first);
 	// capped exponential with jitter when nil.
 	Backoff func(attempt int) time.Duration
@@ -87,6 +95,7 @@ type Uplink struct {
 	changed   chan struct{} // signalled on every up and down
 	published uint64
 	rejected  uint64
+	replies   sync.WaitGroup // command results being published
 }
 
 // connection is one live connection to one broker.
@@ -180,6 +189,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 	defer cancel()
 	_ = cm.Disconnect(stopCtx)
 	<-cm.Done()
+	// Results still being published, or commands still queued on a bus
+	// (a stopping bus answers them), end now: the connection is gone.
+	u.replies.Wait()
 	return nil
 }
 
@@ -281,8 +293,9 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 			}
 		},
 		ClientConfig: paho.ClientConfig{
-			ClientID: u.cfg.ClientID,
-			Session:  newOrderedSession(u.tracker),
+			ClientID:          u.cfg.ClientID,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){u.onPublish},
+			Session:           newOrderedSession(u.tracker),
 			OnClientError: func(err error) {
 				u.log.Debug("mqtt_client_error", "err", err)
 			},
@@ -321,14 +334,75 @@ func (u *Uplink) publishLoop(ctx context.Context) {
 	}
 }
 
-// birth publishes the retained online status.
+// birth subscribes to commands, then publishes the retained online status:
+// online means commands are taken.
 func (u *Uplink) birth(ctx context.Context, c *connection) {
-	payload := fmt.Appendf(nil, `{"state":"online","version":%q}`, u.cfg.Version)
 	pctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
 	defer cancel()
+	if u.cfg.Commands != nil {
+		// Every connection starts clean: subscribe again each time. A
+		// retained command would run again at every reconnect: ask the
+		// broker not to send stored ones (Retain Handling 2).
+		filter := u.cfg.CommandBase + "/+/set/+"
+		sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1, RetainHandling: 2}}}
+		if _, err := c.cm.Subscribe(pctx, sub); err != nil {
+			u.log.Warn("mqtt_subscribe_failed", "broker", c.url, "filter", filter, "err", err)
+		} else {
+			u.log.Debug("mqtt_subscribed", "broker", c.url, "filter", filter)
+		}
+	}
+	payload := fmt.Appendf(nil, `{"state":"online","version":%q}`, u.cfg.Version)
 	if _, err := c.cm.Publish(pctx, &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: payload}); err != nil {
 		u.log.Warn("mqtt_online_status_failed", "broker", c.url, "err", err)
 	}
+}
+
+// reply publishes a command's outcome.
+func (u *Uplink) reply(topic string, err error) {
+	defer u.replies.Done()
+	result := []byte(`{"ok":true}`)
+	if err != nil {
+		result, _ = json.Marshal(struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+		}{false, err.Error()})
+	}
+	c := u.current()
+	if c == nil {
+		u.log.Warn("mqtt_command_result_lost", "topic", topic, "reason", "not connected")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
+	defer cancel()
+	if _, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: result}); err != nil {
+		u.log.Warn("mqtt_command_result_lost", "topic", topic, "err", err)
+	}
+}
+
+// onPublish routes a command message to Commands and publishes its result.
+func (u *Uplink) onPublish(pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	rest, ok := strings.CutPrefix(p.Topic, u.cfg.CommandBase+"/")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 3 || parts[1] != "set" || u.cfg.Commands == nil {
+		return false, nil
+	}
+	device, point := parts[0], parts[2]
+	if p.Retain {
+		// A stored retained command, from a broker that ignored Retain
+		// Handling: it would run again at every reconnect.
+		u.log.Warn("mqtt_command_ignored", "topic", p.Topic, "reason", "retained command messages are not executed")
+		return true, nil
+	}
+	u.log.Info("mqtt_command", "device", device, "point", point, "value", string(p.Payload))
+	value := append([]byte(nil), p.Payload...)
+	u.replies.Add(1)
+	var once sync.Once
+	u.cfg.Commands(device, point, value, func(err error) {
+		// The caller may be a bus's poll loop: publish elsewhere.
+		once.Do(func() { go u.reply(p.Topic+"/result", err) })
+	})
+	return true, nil
 }
 
 // errRetry ends a drain pass whose publishes failed while connected.

@@ -84,3 +84,23 @@ func (s *Subscriber) WaitFor(t testing.TB, timeout time.Duration, what string, c
 		}
 	}
 }
+
+// Publish sends a QoS 1 message from the subscriber's connection.
+func (s *Subscriber) Publish(t testing.TB, topic string, payload []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.cli.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload}); err != nil {
+		t.Fatalf("publish %s: %v", topic, err)
+	}
+}
+
+// PublishMessage sends p as is (retain flag included) from the subscriber's connection.
+func (s *Subscriber) PublishMessage(t testing.TB, p *paho.Publish) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.cli.Publish(ctx, p); err != nil {
+		t.Fatalf("publish %s: %v", p.Topic, err)
+	}
+}
