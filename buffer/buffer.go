@@ -185,6 +185,15 @@ type Buffer struct {
 	// (unless the log is full).
 	checkpointFailures int
 	checkpointRetry    time.Time
+	commitErr          error // of the last commit; nil when it worked
+}
+
+// Err returns why the last commit failed, nil when it worked: readings are
+// waiting in RAM meanwhile.
+func (b *Buffer) Err() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.commitErr
 }
 
 // ErrClosed is returned by operations on a closed Buffer.

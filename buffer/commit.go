@@ -15,6 +15,16 @@ import (
 // checkpoints when one is due. On failure the appends stay pending, as many
 // as MaxPendingBytes allows.
 func (b *Buffer) Commit() error {
+	err := b.commit()
+	if !errors.Is(err, ErrClosed) {
+		b.mu.Lock()
+		b.commitErr = err
+		b.mu.Unlock()
+	}
+	return err
+}
+
+func (b *Buffer) commit() error {
 	b.commitMu.Lock()
 	defer b.commitMu.Unlock()
 	now := b.opts.Now()

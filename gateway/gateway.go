@@ -110,10 +110,16 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBuf()
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	errs := make([]error, 3)
 	wg.Add(2)
 	go func() { defer wg.Done(); errs[0] = buf.Run(bufCtx) }()
 	go func() { defer wg.Done(); errs[1] = up.Run(ctx) }()
+	if cfg.Status.Listen != "" {
+		status := &statusServer{listen: cfg.Status.Listen, log: log.With("component", "status"), buf: buf, up: up,
+			brokers: cfg.MQTT.Brokers, pollers: pollers, started: time.Now(), now: time.Now}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[2] = status.Run(ctx) }()
+	}
 	var pw sync.WaitGroup
 	for _, p := range pollers {
 		pw.Add(1)

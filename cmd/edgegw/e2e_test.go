@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +53,7 @@ connect_timeout = "1s"
 commit_interval = "50ms"
 
 [status]
-listen = ""
+listen = "%s"
 
 [[bus]]
 name = "lan"
@@ -145,8 +147,9 @@ func TestEndToEnd(t *testing.T) {
 	br := testbroker.Start(t)
 	dir := t.TempDir()
 	simAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
+	statusAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
 	cfgPath := filepath.Join(dir, "sensors.toml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(e2eConfig, filepath.Join(dir, "data"), br.URL(), simAddr)), 0o644)
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(e2eConfig, filepath.Join(dir, "data"), br.URL(), statusAddr, simAddr)), 0o644)
 
 	startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
 	testbroker.WaitListening(t, simAddr, 10*time.Second)
@@ -179,6 +182,24 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if _, err := time.Parse(time.RFC3339, p.TS); err != nil || !strings.HasSuffix(p.TS, "Z") {
 		t.Errorf("ts %q", p.TS)
+	}
+
+	// The status server tells the same story.
+	metrics := httpGet(t, "http://"+statusAddr+"/metrics")
+	for _, want := range []string{
+		"edgegw_mqtt_connected 1",
+		`edgegw_mqtt_broker_info{url="` + br.URL() + `"} 1`,
+		`edgegw_dropped_total{reason="max_bytes"} 0`,
+		`edgegw_readings_total{device="meter"} `,
+		"edgegw_published_total ",
+		"edgegw_buffer_readings ",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if got := httpGet(t, "http://"+statusAddr+"/healthz"); got != "ok\n" {
+		t.Errorf("/healthz: %q", got)
 	}
 
 	// Broker outage: readings pile up on flash.
@@ -220,6 +241,17 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("only %d readings in all, %d before the outage: readings taken during the outage did not arrive", len(seqs), outage)
 	}
 	t.Logf("%d readings, seq 1..%d contiguous across a broker outage and kill -9", len(seqs), seqs[len(seqs)-1])
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }
 
 func TestCheckCommand(t *testing.T) {
