@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -186,7 +187,12 @@ type Buffer struct {
 	checkpointFailures int
 	checkpointRetry    time.Time
 	commitErr          error // of the last commit; nil when it worked
+	beat               atomic.Int64
 }
+
+// Heartbeat returns when Run last went round its loop: a commit that hangs
+// (a dying SD card can block fsync for good) stops it.
+func (b *Buffer) Heartbeat() time.Time { return time.Unix(0, b.beat.Load()) }
 
 // Err returns why the last commit failed, nil when it worked: readings are
 // waiting in RAM meanwhile.
@@ -570,6 +576,7 @@ func (b *Buffer) Run(ctx context.Context) error {
 	defer t.Stop()
 	failures := 0
 	for {
+		b.beat.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			return b.Commit()

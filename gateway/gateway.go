@@ -34,6 +34,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Version goes into the status message.
 	Version string
+	// Notifier, when set, is told READY, STATUS, WATCHDOG and STOPPING.
+	Notifier Notifier
+	// WatchdogInterval is the service manager's watchdog timeout
+	// (systemd's WatchdogSec); 0 sends no pings.
+	WatchdogInterval time.Duration
 }
 
 // FatalError is a problem that stops the gateway before it can run
@@ -125,8 +130,18 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		pw.Add(1)
 		go func() { defer pw.Done(); p.Run(ctx) }()
 	}
-	log.Info("started")
+	if opts.Notifier != nil {
+		wd := &watchdog{notify: opts.Notifier, interval: opts.WatchdogInterval, pollers: pollers, up: up, buf: buf,
+			log: log.With("component", "watchdog"), now: time.Now}
+		wg.Add(1)
+		go func() { defer wg.Done(); wd.Run(ctx) }()
+		opts.Notifier.Notify("READY=1")
+	}
+	log.Info("started", "buses", len(pollers))
 	pw.Wait()
+	if opts.Notifier != nil {
+		opts.Notifier.Notify("STOPPING=1")
+	}
 	stopBuf()
 	wg.Wait()
 	err = errors.Join(append(errs, buf.Close())...)

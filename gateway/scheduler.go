@@ -64,8 +64,22 @@ type poller struct {
 	cmds    chan command
 	cmdsMu  sync.Mutex
 	stopped bool
-	// alive is set after every poll, for the watchdog.
+	// alive is when the last poll finished (unix nanos), for /healthz.
 	alive atomic.Int64
+	// beat is when the loop last showed it is not stuck: every second
+	// while it waits, after every poll and write.
+	beat atomic.Int64
+}
+
+// heartbeat returns when the poller last showed it is not stuck.
+func (p *poller) heartbeat() time.Time { return time.Unix(0, p.beat.Load()) }
+
+// beatLimit is how long the heartbeat may pause: the longest a round of
+// polls may take with every request timing out on every try (at most 16
+// requests per device). Beyond it, and the watchdog's slack, the loop is stuck.
+func (p *poller) beatLimit() time.Duration {
+	perRequest := p.bus.Timeout.D() * time.Duration(p.bus.Retries+1)
+	return 16 * perRequest * time.Duration(len(p.devices))
 }
 
 // Run polls until ctx ends. A reading in progress when ctx ends is finished
@@ -90,6 +104,9 @@ func (p *poller) Run(ctx context.Context) error {
 	var entry []byte
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
+	p.beat.Store(p.now().UnixNano())
 	for {
 		next := 0
 		for i := range due {
@@ -97,16 +114,28 @@ func (p *poller) Run(ctx context.Context) error {
 				next = i
 			}
 		}
+		p.beat.Store(p.now().UnixNano())
 		if wait := due[next].Sub(p.now()); wait > 0 {
 			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
-				return nil
-			case cmd := <-p.cmds:
-				timer.Stop()
-				cmd.done(p.write(ctx, drv, openErr, cmd))
+			ran := false
+		idle:
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case cmd := <-p.cmds:
+					timer.Stop()
+					cmd.done(p.write(ctx, drv, openErr, cmd))
+					ran = true
+					break idle
+				case <-beat.C:
+					p.beat.Store(p.now().UnixNano())
+				case <-timer.C:
+					break idle
+				}
+			}
+			if ran {
 				continue
-			case <-timer.C:
 			}
 		} else if ctx.Err() != nil {
 			return nil

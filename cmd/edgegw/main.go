@@ -16,10 +16,13 @@ import (
 	"syscall"
 	"text/tabwriter"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"edgegw/drivers"
 	"edgegw/drivers/modbus/simulator"
 	"edgegw/drivers/serial"
 	"edgegw/gateway"
+	"edgegw/internal/journal"
 )
 
 // Set at build time with -ldflags "-X main.version=… -X main.commit=…".
@@ -82,13 +85,21 @@ The config defaults to `+defaultConfig+`.
 `)
 }
 
+// newLogger logs to w; when w is the journal (under systemd), with
+// priorities journald understands and without time stamps.
 func newLogger(w io.Writer, debug bool) *slog.Logger {
 	level := slog.LevelInfo
 	if debug {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	f, isFile := w.(*os.File)
+	return slog.New(journal.NewHandler(w, level, isFile && journal.IsJournal(f)))
 }
+
+// systemd is the service manager's notify socket (a no-op without one).
+type systemd struct{}
+
+func (systemd) Notify(state string) { daemon.SdNotify(false, state) }
 
 // printConfigErrors prints every problem as PATH:LINE: key: message.
 func printConfigErrors(w io.Writer, err error) {
@@ -152,7 +163,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 			}
 		}
 	}()
-	err = gateway.Run(ctx, cfg, gateway.Options{Open: drivers.Open, Logger: log, Version: version})
+	watchdog, _ := daemon.SdWatchdogEnabled(false)
+	err = gateway.Run(ctx, cfg, gateway.Options{Open: drivers.Open, Logger: log, Version: version,
+		Notifier: systemd{}, WatchdogInterval: watchdog})
 	if err != nil {
 		log.Error("fatal", "err", err)
 		return exitFailure

@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -96,7 +97,18 @@ type Uplink struct {
 	published uint64
 	rejected  uint64
 	replies   sync.WaitGroup // command results being published
+
+	// beat is when the publish loop last showed it is not stuck (unix
+	// nanos); it beats on every tick of beatTick while waiting.
+	beat     atomic.Int64
+	beatTick <-chan time.Time
 }
+
+// Heartbeat returns when the publish loop last showed it is not stuck: it
+// beats at least every second while it runs, waiting or working.
+func (u *Uplink) Heartbeat() time.Time { return time.Unix(0, u.beat.Load()) }
+
+func (u *Uplink) heartbeat() { u.beat.Store(time.Now().UnixNano()) }
 
 // connection is one live connection to one broker.
 type connection struct {
@@ -174,6 +186,10 @@ func (u *Uplink) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
 	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	u.beatTick = tick.C
+	u.heartbeat()
 	u.publishLoop(ctx)
 
 	// Say goodbye on a clean stop: the will is only sent on a lost connection.
@@ -317,14 +333,16 @@ func reasonString(d *paho.Disconnect) string {
 // publishLoop serves one connection after another until ctx ends.
 func (u *Uplink) publishLoop(ctx context.Context) {
 	for {
+		u.heartbeat()
 		c := u.current()
 		if c == nil {
 			select {
 			case <-ctx.Done():
 				return
 			case <-u.changed:
-				continue
+			case <-u.beatTick:
 			}
+			continue
 		}
 		u.birth(ctx, c)
 		u.drain(ctx, c)
@@ -418,13 +436,21 @@ func (u *Uplink) drain(ctx context.Context, c *connection) {
 		if !errors.Is(err, errRetry) {
 			return
 		}
-		wait := u.cfg.Backoff(attempt + 1)
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.down:
-			return
-		case <-time.After(wait):
+		timer := time.NewTimer(u.cfg.Backoff(attempt + 1))
+	backoff:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-c.down:
+				timer.Stop()
+				return
+			case <-u.beatTick:
+				u.heartbeat()
+			case <-timer.C:
+				break backoff
+			}
 		}
 	}
 }
@@ -459,6 +485,7 @@ func (u *Uplink) pass(ctx context.Context, c *connection) error {
 		})
 	}
 	for {
+		u.heartbeat()
 		committed := u.store.Committed()
 		var err error
 		recs, err = u.store.Next(after, u.cfg.MaxInflight, recs[:0])
@@ -475,18 +502,25 @@ func (u *Uplink) pass(ctx context.Context, c *connection) error {
 			case <-failed:
 				return errRetry
 			case <-committed:
-				continue
+			case <-u.beatTick:
 			}
+			continue
 		}
 		for _, rec := range recs {
-			select {
-			case window <- struct{}{}:
-			case <-ctx.Done():
-				return nil
-			case <-c.down:
-				return nil
-			case <-failed:
-				return errRetry
+		slot:
+			for {
+				select {
+				case window <- struct{}{}:
+					break slot
+				case <-ctx.Done():
+					return nil
+				case <-c.down:
+					return nil
+				case <-failed:
+					return errRetry
+				case <-u.beatTick: // waiting for acks is not being stuck
+					u.heartbeat()
+				}
 			}
 			topic, payload, err := u.cfg.Compose(nil, rec)
 			if err != nil {
