@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,10 @@ type Options struct {
 	// WatchdogInterval is the service manager's watchdog timeout
 	// (systemd's WatchdogSec); 0 sends no pings.
 	WatchdogInterval time.Duration
+	// Reload, when it delivers, makes Run reload the config with Load.
+	Reload <-chan struct{}
+	// Load reads the config again (the same file) for a reload.
+	Load func() (*Config, error)
 }
 
 // FatalError is a problem that stops the gateway before it can run
@@ -52,7 +57,8 @@ func (e *FatalError) Unwrap() error { return e.Err }
 func BufferPath(cfg *Config) string { return filepath.Join(cfg.Gateway.DataDir, "buffer.db") }
 
 // Run runs the gateway until ctx ends, then stops cleanly: polling stops,
-// every reading taken is committed, the offline status is published.
+// every reading taken is committed, the offline status is published. On each
+// receive from opts.Reload it reloads the config (see reload).
 func Run(ctx context.Context, cfg *Config, opts Options) error {
 	log := opts.Logger
 	b := board.Select(cfg.Gateway.Board)
@@ -76,14 +82,113 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	st := buf.Stats()
 	log.Info("buffer_opened", "path", BufferPath(cfg), "readings", st.Readings, "bytes", st.Bytes, "last_seq", st.LastSeq)
 
-	topicBase := cfg.MQTT.TopicPrefix + "/" + cfg.Gateway.ID
-	pollers := newPollers(cfg, opts.Open, buf, log)
-	byDevice := map[string]*poller{}
-	for _, p := range pollers {
-		for _, d := range p.devices {
-			byDevice[d.Name] = p
+	g := &gateway{cfg: cfg, opts: opts, log: log, buf: buf}
+	// The buffer outlives the pollers so that their last readings commit.
+	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBuf()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Add(1)
+	go func() { defer wg.Done(); errs[0] = buf.Run(bufCtx) }()
+	g.startUplink(ctx, cfg, password, tlsCfg)
+	g.startFleet(ctx, cfg, nil)
+	if cfg.Status.Listen != "" {
+		status := &statusServer{listen: cfg.Status.Listen, log: log.With("component", "status"), buf: buf,
+			uplink: g.uplink, brokers: func() []string { return g.config().MQTT.Brokers }, pollers: g.pollers,
+			started: time.Now(), now: time.Now}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[1] = status.Run(ctx) }()
+	}
+	if opts.Notifier != nil {
+		wd := &watchdog{notify: opts.Notifier, interval: opts.WatchdogInterval, pollers: g.pollers, uplink: g.uplink,
+			buf: buf, log: log.With("component", "watchdog"), now: time.Now}
+		wg.Add(1)
+		go func() { defer wg.Done(); wd.Run(ctx) }()
+		opts.Notifier.Notify("READY=1")
+	}
+	log.Info("started", "buses", len(g.pollers()))
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-opts.Reload:
+			g.reload(ctx)
 		}
 	}
+	if opts.Notifier != nil {
+		opts.Notifier.Notify("STOPPING=1")
+	}
+	g.current().stop()
+	upErr := g.stopUplink()
+	stopBuf()
+	wg.Wait()
+	err = errors.Join(append(errs, upErr, buf.Close())...)
+	st = buf.Stats()
+	log.Info("stopped", "buffered_readings", st.Readings, "last_seq", st.LastSeq, "published", g.uplink().Published())
+	return err
+}
+
+// gateway is what runs for one Run: the buffer for good, the uplink and the
+// pollers of the current config, which reload replaces.
+type gateway struct {
+	opts Options
+	log  *slog.Logger
+	buf  *buffer.Buffer
+
+	mu       sync.Mutex
+	cfg      *Config
+	fl       *fleet
+	up       *uplink.Uplink
+	upCancel context.CancelFunc
+	upDone   chan error
+}
+
+func (g *gateway) config() *Config        { g.mu.Lock(); defer g.mu.Unlock(); return g.cfg }
+func (g *gateway) current() *fleet        { g.mu.Lock(); defer g.mu.Unlock(); return g.fl }
+func (g *gateway) pollers() []*poller     { return g.current().pollers }
+func (g *gateway) uplink() *uplink.Uplink { g.mu.Lock(); defer g.mu.Unlock(); return g.up }
+
+// fleet is the pollers of one config, one per bus.
+type fleet struct {
+	pollers  []*poller
+	byDevice map[string]*poller
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
+}
+
+// stop ends the fleet's pollers; each finishes and stores its reading in progress.
+func (f *fleet) stop() {
+	f.cancel()
+	f.done.Wait()
+}
+
+// startFleet starts a poller per bus of cfg, continuing the counters of
+// devices that were there before.
+func (g *gateway) startFleet(ctx context.Context, cfg *Config, prev *fleet) {
+	fctx, cancel := context.WithCancel(ctx)
+	f := &fleet{pollers: newPollers(cfg, g.opts.Open, g.buf, g.log), byDevice: map[string]*poller{}, cancel: cancel}
+	for _, p := range f.pollers {
+		for _, d := range p.devices {
+			f.byDevice[d.Name] = p
+			if prev != nil {
+				if old, ok := prev.byDevice[d.Name]; ok {
+					p.stats[d.Name] = old.stats[d.Name]
+				}
+			}
+		}
+	}
+	for _, p := range f.pollers {
+		f.done.Add(1)
+		go func() { defer f.done.Done(); p.Run(fctx) }()
+	}
+	g.mu.Lock()
+	g.fl = f
+	g.mu.Unlock()
+}
+
+// startUplink starts the uplink for cfg's [mqtt].
+func (g *gateway) startUplink(ctx context.Context, cfg *Config, password []byte, tlsCfg *tls.Config) {
+	topicBase := cfg.MQTT.TopicPrefix + "/" + cfg.Gateway.ID
 	up := uplink.New(uplink.Config{
 		Brokers:        cfg.MQTT.Brokers,
 		ClientID:       cfg.MQTT.ClientID,
@@ -95,59 +200,109 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		MaxInflight:    cfg.MQTT.MaxInflight,
 		TLS:            tlsCfg,
 		StatusTopic:    topicBase + "/status",
-		Version:        opts.Version,
+		Version:        g.opts.Version,
 		Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
 			return Message(dst, topicBase, rec.Seq, rec.Data)
 		},
 		CommandBase: topicBase,
 		Commands: func(device, point string, value []byte, done func(error)) {
-			p, ok := byDevice[device]
+			p, ok := g.current().byDevice[device]
 			if !ok {
 				done(fmt.Errorf("no device %q on this gateway", device))
 				return
 			}
 			p.submit(command{device: device, point: point, value: value, done: done})
 		},
-		Logger: log.With("component", "uplink"),
-	}, buf)
+		Logger: g.log.With("component", "uplink"),
+	}, g.buf)
+	uctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- up.Run(uctx) }()
+	g.mu.Lock()
+	g.up, g.upCancel, g.upDone = up, cancel, done
+	g.mu.Unlock()
+}
 
-	// The buffer outlives the pollers so that their last readings commit.
-	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBuf()
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	wg.Add(2)
-	go func() { defer wg.Done(); errs[0] = buf.Run(bufCtx) }()
-	go func() { defer wg.Done(); errs[1] = up.Run(ctx) }()
-	if cfg.Status.Listen != "" {
-		status := &statusServer{listen: cfg.Status.Listen, log: log.With("component", "status"), buf: buf, up: up,
-			brokers: cfg.MQTT.Brokers, pollers: pollers, started: time.Now(), now: time.Now}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[2] = status.Run(ctx) }()
+// stopUplink stops the uplink (offline status, disconnect) and waits for it.
+func (g *gateway) stopUplink() error {
+	g.mu.Lock()
+	cancel, done := g.upCancel, g.upDone
+	g.mu.Unlock()
+	cancel()
+	return <-done
+}
+
+// reload applies a new config: an invalid one is refused, its problems
+// logged, and the old one kept. A valid one replaces the buses and devices
+// (readings already taken stay in the buffer); the MQTT connection is
+// restarted only if [mqtt] changed. [gateway], [buffer] and [status] need a
+// restart to change: that is logged, and they stay as they are.
+func (g *gateway) reload(ctx context.Context) {
+	old := g.config()
+	g.notify("RELOADING=1")
+	defer g.notify("READY=1")
+	if g.opts.Load == nil {
+		g.log.Warn("reload_unsupported")
+		return
 	}
-	var pw sync.WaitGroup
-	for _, p := range pollers {
-		pw.Add(1)
-		go func() { defer pw.Done(); p.Run(ctx) }()
+	cfg, err := g.opts.Load()
+	if err != nil {
+		problems := ConfigErrors(err)
+		for _, ce := range problems {
+			g.log.Error("reload_refused", "problem", ce.Error())
+		}
+		if len(problems) == 0 {
+			g.log.Error("reload_refused", "err", err)
+		}
+		g.log.Warn("reload_kept_old_config", "problems", max(len(problems), 1))
+		return
 	}
-	if opts.Notifier != nil {
-		wd := &watchdog{notify: opts.Notifier, interval: opts.WatchdogInterval, pollers: pollers, up: up, buf: buf,
-			log: log.With("component", "watchdog"), now: time.Now}
-		wg.Add(1)
-		go func() { defer wg.Done(); wd.Run(ctx) }()
-		opts.Notifier.Notify("READY=1")
+	var restart []string
+	if !reflect.DeepEqual(cfg.Gateway, old.Gateway) {
+		restart = append(restart, "[gateway]")
+		cfg.Gateway = old.Gateway
+		cfg.MQTT.ClientID = old.MQTT.ClientID // derived from gateway.id
 	}
-	log.Info("started", "buses", len(pollers))
-	pw.Wait()
-	if opts.Notifier != nil {
-		opts.Notifier.Notify("STOPPING=1")
+	if !reflect.DeepEqual(cfg.Buffer, old.Buffer) {
+		restart = append(restart, "[buffer]")
+		cfg.Buffer = old.Buffer
 	}
-	stopBuf()
-	wg.Wait()
-	err = errors.Join(append(errs, buf.Close())...)
-	st = buf.Stats()
-	log.Info("stopped", "buffered_readings", st.Readings, "last_seq", st.LastSeq, "published", up.Published())
-	return err
+	if !reflect.DeepEqual(cfg.Status, old.Status) {
+		restart = append(restart, "[status]")
+		cfg.Status = old.Status
+	}
+	if len(restart) > 0 {
+		g.log.Warn("reload_needs_restart", "sections", strings.Join(restart, " "), "hint", "systemctl restart edgegw to apply them")
+	}
+	mqttChanged := !reflect.DeepEqual(cfg.MQTT, old.MQTT)
+	var password []byte
+	var tlsCfg *tls.Config
+	if mqttChanged {
+		if password, tlsCfg, err = secrets(cfg); err != nil {
+			g.log.Error("reload_refused", "problem", err.Error())
+			return
+		}
+	}
+	// The old pollers release their ports before the new ones open them.
+	prev := g.current()
+	prev.stop()
+	if mqttChanged {
+		if err := g.stopUplink(); err != nil {
+			g.log.Warn("uplink_stop_failed", "err", err)
+		}
+		g.startUplink(ctx, cfg, password, tlsCfg)
+	}
+	g.startFleet(ctx, cfg, prev)
+	g.mu.Lock()
+	g.cfg = cfg
+	g.mu.Unlock()
+	g.log.Info("reloaded", "config", cfg.File, "buses", len(g.pollers()), "devices", len(cfg.Devices), "mqtt_restarted", mqttChanged)
+}
+
+func (g *gateway) notify(state string) {
+	if g.opts.Notifier != nil {
+		g.opts.Notifier.Notify(state)
+	}
 }
 
 func newPollers(cfg *Config, open OpenFunc, out Appender, log *slog.Logger) []*poller {

@@ -208,7 +208,7 @@ func (p *poller) submit(cmd command) {
 	p.cmdsMu.Lock()
 	defer p.cmdsMu.Unlock()
 	if p.stopped {
-		cmd.done(errors.New("the gateway is stopping"))
+		cmd.done(errStopped)
 		return
 	}
 	select {
@@ -218,6 +218,9 @@ func (p *poller) submit(cmd command) {
 	}
 }
 
+// errStopped answers commands for a bus that stopped.
+var errStopped = errors.New("the bus stopped (config reload or shutdown); try again")
+
 // refuseCommands answers what is still queued when the poller stops.
 func (p *poller) refuseCommands() {
 	p.cmdsMu.Lock()
@@ -226,7 +229,7 @@ func (p *poller) refuseCommands() {
 	for {
 		select {
 		case cmd := <-p.cmds:
-			cmd.done(errors.New("the gateway is stopping"))
+			cmd.done(errStopped)
 		default:
 			return
 		}

@@ -24,9 +24,9 @@ type statusServer struct {
 	listen  string
 	log     *slog.Logger
 	buf     *buffer.Buffer
-	up      *uplink.Uplink
-	brokers []string
-	pollers []*poller
+	uplink  func() *uplink.Uplink // the current ones: a reload replaces them
+	brokers func() []string
+	pollers func() []*poller
 	started time.Time
 	now     func() time.Time
 }
@@ -65,7 +65,7 @@ func (s *statusServer) Run(ctx context.Context) error {
 // healthz answers 200 while readings are being taken and either published
 // or stored, 503 with the reasons otherwise.
 func (s *statusServer) healthz(w http.ResponseWriter, _ *http.Request) {
-	problems := health(s.now(), s.started, s.pollers, s.buf.Err())
+	problems := health(s.now(), s.started, s.pollers(), s.buf.Err())
 	if len(problems) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, strings.Join(problems, "\n"))
@@ -144,25 +144,26 @@ func (s *statusServer) Collect(ch chan<- prometheus.Metric) {
 		age = s.now().Sub(st.Oldest).Seconds()
 	}
 	gauge(descBufferOldest, age)
-	for _, p := range s.pollers {
+	for _, p := range s.pollers() {
 		for _, d := range p.devices {
 			ds := p.stats[d.Name]
 			counter(descReadings, float64(ds.Readings.Load()), d.Name)
 			counter(descReadErrors, float64(ds.ReadErrors.Load()), d.Name)
 		}
 	}
-	counter(descPublished, float64(s.up.Published()))
+	up := s.uplink()
+	counter(descPublished, float64(up.Published()))
 	for _, reason := range []string{buffer.DropMaxBytes, buffer.DropMaxAge, buffer.DropDiskError} {
 		counter(descDropped, float64(st.Dropped[reason]), reason)
 	}
-	counter(descDropped, float64(s.up.Rejected()), "rejected")
-	inUse := s.up.Broker()
+	counter(descDropped, float64(up.Rejected()), "rejected")
+	inUse := up.Broker()
 	connected := 0.0
 	if inUse != "" {
 		connected = 1
 	}
 	gauge(descConnected, connected)
-	for _, b := range s.brokers {
+	for _, b := range s.brokers() {
 		v := 0.0
 		if b == inUse {
 			v = 1

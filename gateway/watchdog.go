@@ -23,9 +23,9 @@ type Notifier interface {
 // restarted; and keeps STATUS= current.
 type watchdog struct {
 	notify   Notifier
-	interval time.Duration // WatchdogSec; 0: no pings, STATUS only
-	pollers  []*poller
-	up       *uplink.Uplink
+	interval time.Duration    // WatchdogSec; 0: no pings, STATUS only
+	pollers  func() []*poller // the current ones: a reload replaces them
+	uplink   func() *uplink.Uplink
 	buf      *buffer.Buffer
 	log      *slog.Logger
 	now      func() time.Time
@@ -75,12 +75,12 @@ func (w *watchdog) slack() time.Duration { return 2 * w.interval }
 func (w *watchdog) stuck() []string {
 	now := w.now()
 	var stuck []string
-	for _, p := range w.pollers {
+	for _, p := range w.pollers() {
 		if lag := now.Sub(p.heartbeat()); lag > p.beatLimit()+w.slack() {
 			stuck = append(stuck, fmt.Sprintf("bus %s for %s", p.bus.Name, lag.Round(time.Second)))
 		}
 	}
-	if lag := now.Sub(w.up.Heartbeat()); lag > 10*time.Second+w.slack() {
+	if lag := now.Sub(w.uplink().Heartbeat()); lag > 10*time.Second+w.slack() {
 		stuck = append(stuck, fmt.Sprintf("uplink for %s", lag.Round(time.Second)))
 	}
 	if lag := now.Sub(w.buf.Heartbeat()); lag > 2*time.Minute+w.slack() {
@@ -92,7 +92,7 @@ func (w *watchdog) stuck() []string {
 // status is the one-line STATUS= of systemctl status.
 func (w *watchdog) status() string {
 	st := w.buf.Stats()
-	broker := w.up.Broker()
+	broker := w.uplink().Broker()
 	if broker == "" {
 		broker = "no broker connected"
 	} else {

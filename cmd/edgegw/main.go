@@ -75,7 +75,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: edgegw COMMAND [flags]
 
-  run      [-config PATH]                 run the gateway until SIGINT/SIGTERM
+  run      [-config PATH]                 run the gateway until SIGINT/SIGTERM; SIGHUP reloads
   check    [-config PATH]                 validate the config; exit 0 when valid
   ports                                   list serial ports (USB VID:PID, serial number)
   simulate [-config PATH] [-listen ADDR]  serve a simulated Modbus TCP device for the config
@@ -149,23 +149,28 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// SIGHUP must not kill the gateway: until reload lands, say so.
+	// SIGHUP reloads sensors.toml (systemctl reload edgegw).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				log.Warn("reload_unsupported", "hint", "this version applies a changed config on restart only")
+				select {
+				case reload <- struct{}{}:
+				default: // one is pending already
+				}
 			}
 		}
 	}()
 	watchdog, _ := daemon.SdWatchdogEnabled(false)
 	err = gateway.Run(ctx, cfg, gateway.Options{Open: drivers.Open, Logger: log, Version: version,
-		Notifier: systemd{}, WatchdogInterval: watchdog})
+		Notifier: systemd{}, WatchdogInterval: watchdog,
+		Reload: reload, Load: func() (*gateway.Config, error) { return gateway.LoadConfig(*path) }})
 	if err != nil {
 		log.Error("fatal", "err", err)
 		return exitFailure
