@@ -6,7 +6,10 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DIST := dist
 
-.PHONY: all build test lint unit qemu-test demo cross fuzz bench clean
+# Debian versions must start with a digit: a tag, else 0.1.0~git<date>.<commit>.
+DEBVERSION ?= $(shell git describe --tags --abbrev=0 2>/dev/null || echo 0.1.0~git$$(git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0))
+
+.PHONY: all build test lint unit qemu-test deb-test demo cross deb fuzz bench clean
 
 all: build
 
@@ -14,8 +17,8 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/edgegw ./cmd/edgegw
 
-## test: install missing test packages (as root), lint, race tests, ARM tests under qemu
-test: lint unit qemu-test
+## test: install missing test packages (as root), lint, race tests, ARM tests under qemu, package checks
+test: lint unit qemu-test deb-test
 
 lint:
 	@scripts/deps.sh test
@@ -28,6 +31,16 @@ unit:
 
 qemu-test:
 	scripts/qemu-test.sh
+
+deb-test:
+	scripts/test-deb.sh
+	scripts/test-deb-chroot.sh
+
+## deb: .deb packages for armhf (GOARM=6: every Raspberry Pi), arm64, amd64
+deb: cross
+	@set -e; for pair in armhf:armv6 arm64:arm64 amd64:amd64; do \
+	  scripts/package/build-deb.sh $${pair%%:*} dist/edgegw-linux-$${pair##*:} $(DEBVERSION) dist; \
+	done; ls -l dist/*.deb
 
 ## demo: local broker cluster + simulated device + gateway; readings until Ctrl-C
 demo:
