@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -241,6 +242,26 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "MiB", "-1MiB", "12XB", "1e30GB"} {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q): no error", in)
+		}
+	}
+}
+
+// BenchmarkParseConfig1000Points loads a 50-device, 1,000-point config: the
+// size of a big cabinet. Line lookup once made it quadratic (450 ms).
+func BenchmarkParseConfig1000Points(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("[gateway]\nid = \"gw\"\n[mqtt]\nbrokers = [\"tcp://127.0.0.1:1883\"]\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\naddress = \"127.0.0.1:502\"\n")
+	for d := 1; d <= 50; d++ {
+		fmt.Fprintf(&sb, "[[device]]\nname = \"dev%d\"\nbus = \"b\"\nunit_id = %d\n", d, d)
+		for p := range 20 {
+			fmt.Fprintf(&sb, "  [[device.point]]\n  name = \"p%d\"\n  table = \"input\"\n  address = %d\n  type = \"float32\"\n", p, p*2)
+		}
+	}
+	doc := []byte(sb.String())
+	b.SetBytes(int64(len(doc)))
+	for b.Loop() {
+		if _, err := ParseConfig("big.toml", doc); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

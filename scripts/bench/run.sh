@@ -7,9 +7,13 @@ make -s cross >/dev/null
 for f in dist/edgegw-linux-*; do printf '%-28s %8d bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"; done
 echo "== start to first reading"
 scripts/bench/first-reading.sh
-echo "== encoding, decoding"
+echo "== encoding, decoding, config loading"
 go test -run '^$' -bench . -benchmem ./gateway ./drivers/modbus
 echo "== buffer: append, drain, memory, flash wear"
 go test -run '^$' -bench 'BenchmarkAppend$' -benchtime 1000000x -count 5 ./buffer
 go test -run '^$' -bench 'BenchmarkDrain|BenchmarkMemory1M' -benchtime 1x -timeout 30m ./buffer
 go test -run '^$' -bench BenchmarkFlashWear -benchtime 1x ./buffer
+echo "== uplink: drain vs bare paho, failover"
+go test -run '^$' -bench 'BenchmarkDrainToBroker|BenchmarkFailover' -benchtime 1x -timeout 30m ./gateway/uplink
+echo "== on the device: RSS with 50 devices, start to READY"
+scripts/bench/rss.sh
