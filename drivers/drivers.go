@@ -18,6 +18,8 @@ func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logge
 	switch bus.Protocol {
 	case gateway.ProtoModbusTCP:
 		return modbus.OpenTCP(bus, devices, log)
+	case gateway.ProtoModbusRTU, gateway.ProtoModbusASCII:
+		return modbus.OpenSerial(bus, devices, log, modbus.OpenPort)
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrUnsupported, bus.Protocol)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testpty"
 )
 
 // binary is the edgegw binary built once for these tests: the real thing,
@@ -378,4 +379,60 @@ func TestCommands(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestModbusRTUEndToEnd runs the real binary on a Modbus RTU line (a socat
+// pty pair) served by `edgegw simulate -device`, to a real Mosquitto.
+func TestModbusRTUEndToEnd(t *testing.T) {
+	deviceEnd, gatewayEnd := testpty.Pair(t)
+	br := testbroker.Start(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "sensors.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+[gateway]
+id = "rtu"
+data_dir = %q
+[mqtt]
+brokers = [%q]
+[status]
+listen = ""
+[[bus]]
+name = "rs485"
+protocol = "modbus-rtu"
+device = %q
+baud = 19200
+parity = "even"
+timeout = "300ms"
+[[device]]
+name = "meter"
+bus = "rs485"
+unit_id = 12
+interval = "200ms"
+  [[device.point]]
+  name = "voltage"
+  table = "input"
+  address = 0
+  type = "float32"
+  [[device.point]]
+  name = "frequency"
+  table = "input"
+  address = 70
+  type = "float32"
+  byte_order = "CDAB"
+`, filepath.Join(dir, "data"), br.URL(), gatewayEnd)), 0o644)
+	startBinary(t, "simulate", "-config", cfgPath, "-device", deviceEnd)
+	sub := testbroker.Subscribe(t, br.Addr(), "edgegw/rtu/meter")
+	startBinary(t, "run", "-config", cfgPath)
+	msgs := sub.WaitFor(t, 20*time.Second, "3 readings over RTU", func(m []testbroker.Message) bool { return len(m) >= 3 })
+	var p payload
+	json.Unmarshal(msgs[len(msgs)-1].Payload, &p)
+	if len(p.Errors) > 0 {
+		t.Fatalf("errors over RTU: %v", p.Errors)
+	}
+	if v, ok := p.Values["voltage"].(float64); !ok || v < 220 || v > 240 {
+		t.Errorf("voltage %v", p.Values["voltage"])
+	}
+	if v, ok := p.Values["frequency"].(float64); !ok || v < 49.9 || v > 50.1 {
+		t.Errorf("frequency %v", p.Values["frequency"])
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"edgegw/drivers"
+	"edgegw/drivers/modbus"
 	"edgegw/drivers/modbus/simulator"
 	"edgegw/drivers/serial"
 	"edgegw/gateway"
@@ -79,6 +80,7 @@ func usage(w io.Writer) {
   check    [-config PATH]                 validate the config; exit 0 when valid
   ports                                   list serial ports (USB VID:PID, serial number)
   simulate [-config PATH] [-listen ADDR]  serve a simulated Modbus TCP device for the config
+           [-device PATH]                 ... or Modbus RTU/ASCII on a serial port
   version                                 print version, commit, GOOS/GOARCH
 
 The config defaults to `+defaultConfig+`.
@@ -212,7 +214,8 @@ func cmdSimulate(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", defaultConfig, "config file")
-	listen := fs.String("listen", "", "host:port to serve on (default: the address of the first modbus-tcp bus, else 127.0.0.1:5020)")
+	listen := fs.String("listen", "", "host:port to serve Modbus TCP on (default: the address of the first modbus-tcp bus, else 127.0.0.1:5020)")
+	device := fs.String("device", "", "serve Modbus RTU or ASCII, as the config's first such bus says, on this serial port instead")
 	if fs.Parse(args) != nil {
 		return exitFailure
 	}
@@ -238,9 +241,35 @@ func cmdSimulate(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *device != "" {
+		return serveSerial(ctx, cfg, sim, *device, stderr)
+	}
 	if err := sim.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return exitFailure
 	}
 	return exitOK
+}
+
+// serveSerial serves the simulator on a serial port with the line settings
+// of the config's first RTU or ASCII bus.
+func serveSerial(ctx context.Context, cfg *gateway.Config, sim *simulator.Server, device string, stderr io.Writer) int {
+	for _, b := range cfg.Buses {
+		if b.Protocol != gateway.ProtoModbusRTU && b.Protocol != gateway.ProtoModbusASCII {
+			continue
+		}
+		port, err := modbus.OpenPort(device, modbus.SerialMode(b))
+		if err != nil {
+			fmt.Fprintln(stderr, "edgegw:", err)
+			return exitFailure
+		}
+		defer port.Close()
+		if err := sim.ServeSerial(ctx, port, b.Protocol == gateway.ProtoModbusASCII); err != nil {
+			fmt.Fprintln(stderr, "edgegw:", err)
+			return exitFailure
+		}
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "edgegw: -device: the config has no modbus-rtu or modbus-ascii bus to take line settings from")
+	return exitFailure
 }

@@ -40,12 +40,15 @@ type result struct {
 	err   string
 }
 
-// Bus polls the devices of one Modbus bus. Read must be called from one
-// goroutine at a time: a bus carries one request at a time.
+// Bus polls the devices of one Modbus bus. Read and Write must be called
+// from one goroutine at a time: a bus carries one request at a time.
 type Bus struct {
 	name    string
-	handler *gmodbus.TCPClientHandler
 	client  gmodbus.Client
+	setUnit func(byte)   // addresses the next request
+	reset   func()       // after a failed request: a TCP bus reconnects
+	close   func() error // releases the connection or port
+	timeout time.Duration
 	retries int
 	devices map[string]*device
 	log     *slog.Logger
@@ -56,14 +59,34 @@ type Bus struct {
 func OpenTCP(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger) (*Bus, error) {
 	h := gmodbus.NewTCPClientHandler(bus.Address)
 	h.Timeout = bus.Timeout.D()
-	b := &Bus{
-		name:    bus.Name,
-		handler: h,
-		client:  gmodbus.NewClient(h),
-		retries: bus.Retries,
-		devices: map[string]*device{},
-		log:     log,
+	b := &Bus{client: gmodbus.NewClient(h), setUnit: func(u byte) { h.SlaveId = u },
+		// A timeout or broken connection may leave a late reply in the
+		// socket; a fresh connection keeps it from answering the next request.
+		reset: func() { h.Close() }, close: h.Close}
+	return b.plan(bus, devices, log)
+}
+
+// OpenSerial prepares a Modbus RTU or ASCII bus on a serial port: goburrow's
+// packagers frame and check the requests and replies, lineTransport moves
+// them on the wire. The port opens at the first request and reopens after a
+// failure (an unplugged USB adapter), via open (OpenPort outside tests).
+func OpenSerial(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger, open OpenPortFunc) (*Bus, error) {
+	t := newLineTransport(bus, open)
+	b := &Bus{reset: func() {}, close: t.Close}
+	if bus.Protocol == gateway.ProtoModbusASCII {
+		h := gmodbus.NewASCIIClientHandler(bus.Device)
+		b.client, b.setUnit = gmodbus.NewClient2(h, t), func(u byte) { h.SlaveId = u }
+	} else {
+		h := gmodbus.NewRTUClientHandler(bus.Device)
+		b.client, b.setUnit = gmodbus.NewClient2(h, t), func(u byte) { h.SlaveId = u }
 	}
+	return b.plan(bus, devices, log)
+}
+
+// plan finishes a Bus: its devices and their request plans.
+func (b *Bus) plan(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger) (*Bus, error) {
+	b.name, b.timeout, b.retries, b.log = bus.Name, bus.Timeout.D(), bus.Retries, log
+	b.devices = map[string]*device{}
 	for _, dc := range devices {
 		d := &device{name: dc.Name, unit: byte(dc.UnitID)}
 		for _, pc := range dc.Points {
@@ -108,7 +131,7 @@ func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
 		for _, i := range req.Points {
 			res := &d.results[i]
 			if err != nil {
-				res.err = describe(err, b.handler.Timeout)
+				res.err = describe(err, b.timeout)
 				continue
 			}
 			v, derr := d.points[i].Decode(data, req.Start)
@@ -128,7 +151,7 @@ func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
 }
 
 func (b *Bus) read(unit byte, req Request) ([]byte, error) {
-	b.handler.SlaveId = unit
+	b.setUnit(unit)
 	var data []byte
 	var err error
 	switch req.Table {
@@ -142,15 +165,13 @@ func (b *Bus) read(unit byte, req Request) ([]byte, error) {
 		data, err = b.client.ReadDiscreteInputs(req.Start, req.Count)
 	}
 	if err != nil && !isException(err) {
-		// A timeout or broken connection may leave a late reply in the
-		// socket; a fresh connection keeps it from answering the next request.
-		b.handler.Close()
+		b.reset()
 	}
 	return data, err
 }
 
-// Close closes the bus connection.
-func (b *Bus) Close() error { return b.handler.Close() }
+// Close closes the bus connection or port.
+func (b *Bus) Close() error { return b.close() }
 
 func isException(err error) bool {
 	var me *gmodbus.ModbusError

@@ -42,7 +42,7 @@ func (b *Bus) Write(ctx context.Context, device, point string, value json.RawMes
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}
-	b.handler.SlaveId = d.unit
+	b.setUnit(d.unit)
 	var err error
 	switch {
 	case p.Table == Coil:
@@ -70,9 +70,9 @@ func (b *Bus) Write(ctx context.Context, device, point string, value json.RawMes
 	}
 	if err != nil {
 		if !isException(err) {
-			b.handler.Close()
+			b.reset()
 		}
-		return fmt.Errorf("write %s.%s: %s", device, point, describe(err, b.handler.Timeout))
+		return fmt.Errorf("write %s.%s: %s", device, point, describe(err, b.timeout))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	gmodbus "github.com/goburrow/modbus"
+	"go.bug.st/serial"
 
 	"edgegw/drivers/modbus"
 	"edgegw/gateway"
@@ -85,3 +86,5 @@ func TestSimulatorServesExampleConfig(t *testing.T) {
 		t.Error("unit 99 answered")
 	}
 }
+
+func modbusMode() *serial.Mode { return &serial.Mode{BaudRate: 115200, DataBits: 8} }

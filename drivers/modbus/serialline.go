@@ -1,0 +1,190 @@
+package modbus
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.bug.st/serial"
+
+	"edgegw/gateway"
+)
+
+// Port is what a serial transport needs of a port: go.bug.st/serial's Port.
+type Port interface {
+	io.ReadWriter
+	SetReadTimeout(time.Duration) error
+	ResetInputBuffer() error
+	Close() error
+}
+
+// OpenPortFunc opens a serial port; serial.Open outside tests.
+type OpenPortFunc func(device string, mode *serial.Mode) (Port, error)
+
+// OpenPort opens a serial port with go.bug.st/serial.
+func OpenPort(device string, mode *serial.Mode) (Port, error) { return serial.Open(device, mode) }
+
+// SerialMode turns a bus's line settings into go.bug.st/serial's.
+func SerialMode(bus gateway.BusConfig) *serial.Mode {
+	m := &serial.Mode{BaudRate: bus.Baud, DataBits: bus.DataBits, StopBits: serial.OneStopBit, Parity: serial.NoParity}
+	if bus.StopBits == 2 {
+		m.StopBits = serial.TwoStopBits
+	}
+	switch bus.Parity {
+	case "even":
+		m.Parity = serial.EvenParity
+	case "odd":
+		m.Parity = serial.OddParity
+	}
+	return m
+}
+
+// lineTransport is a goburrow Transporter for Modbus RTU or ASCII on a
+// serial line. goburrow's own serial transport mis-reads exception replies,
+// guesses a delay instead of keeping the line silent, and never flushes
+// stale bytes; this one reads a whole frame by its length (RTU) or its
+// CR LF (ASCII) against an explicit deadline.
+type lineTransport struct {
+	device  string
+	mode    *serial.Mode
+	open    OpenPortFunc
+	ascii   bool
+	timeout time.Duration
+	// silence is the quiet time RTU needs between frames: 3.5 characters
+	// (11 bits each), at least 1.75 ms above 19200 baud.
+	silence time.Duration
+
+	port Port // nil after a failure: reopened at the next request
+	last time.Time
+	buf  []byte
+}
+
+func newLineTransport(bus gateway.BusConfig, open OpenPortFunc) *lineTransport {
+	char := time.Duration(11) * time.Second / time.Duration(max(bus.Baud, 1))
+	silence := max(char*7/2, 1750*time.Microsecond)
+	if bus.Baud <= 19200 {
+		silence = char * 7 / 2
+	}
+	return &lineTransport{device: bus.Device, mode: SerialMode(bus), open: open,
+		ascii: bus.Protocol == gateway.ProtoModbusASCII, timeout: bus.Timeout.D(), silence: silence, buf: make([]byte, 0, 520)}
+}
+
+// errTimeout is a request that got no (whole) reply in time.
+var errTimeout = fmt.Errorf("modbus: %w", os.ErrDeadlineExceeded)
+
+// Send writes a request ADU and returns the reply ADU.
+func (t *lineTransport) Send(req []byte) ([]byte, error) {
+	if t.port == nil {
+		p, err := t.open(t.device, t.mode)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", t.device, err)
+		}
+		t.port = p
+	}
+	if wait := t.silence - time.Since(t.last); wait > 0 {
+		time.Sleep(wait) // the wire's own timing, not an event
+	}
+	// A late reply to an earlier request must not answer this one.
+	t.port.ResetInputBuffer()
+	if _, err := t.port.Write(req); err != nil {
+		t.fail()
+		return nil, fmt.Errorf("write %s: %w", t.device, err)
+	}
+	reply, err := t.readFrame(req[0])
+	t.last = time.Now()
+	return reply, err
+}
+
+// fail closes a port that failed, so the next request reopens it.
+func (t *lineTransport) fail() {
+	if t.port != nil {
+		t.port.Close()
+		t.port = nil
+	}
+}
+
+// Close closes the port.
+func (t *lineTransport) Close() error {
+	if t.port == nil {
+		return nil
+	}
+	err := t.port.Close()
+	t.port = nil
+	return err
+}
+
+// readFrame reads one reply frame before the deadline, skipping noise before
+// it: bytes before the unit id (RTU) or before ':' (ASCII).
+func (t *lineTransport) readFrame(unit byte) ([]byte, error) {
+	deadline := time.Now().Add(t.timeout)
+	b := t.buf[:0]
+	var chunk [256]byte
+	for {
+		if n, done := t.complete(b, unit); done {
+			return append([]byte(nil), b[:n]...), nil
+		} else if n < 0 {
+			b = b[:0] // noise: start over
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, errTimeout
+		}
+		if err := t.port.SetReadTimeout(left); err != nil {
+			t.fail()
+			return nil, err
+		}
+		n, err := t.port.Read(chunk[:])
+		if err != nil {
+			t.fail()
+			return nil, fmt.Errorf("read %s: %w", t.device, err)
+		}
+		b = append(b, chunk[:n]...)
+		if len(b) > 600 {
+			b = b[len(b)-300:]
+		}
+		// Noise before the frame: drop what comes before its first byte,
+		// the unit id (RTU) or ':' (ASCII).
+		lead := unit
+		if t.ascii {
+			lead = ':'
+		}
+		if i := bytes.IndexByte(b, lead); i > 0 {
+			b = b[i:]
+		} else if i < 0 {
+			b = b[:0]
+		}
+	}
+}
+
+// complete tells how long the frame at the start of b is, once b holds it
+// whole; n < 0 means b starts with something that cannot be a frame.
+func (t *lineTransport) complete(b []byte, unit byte) (n int, done bool) {
+	if t.ascii {
+		end := bytes.Index(b, []byte("\r\n"))
+		return end + 2, len(b) > 0 && b[0] == ':' && end > 0
+	}
+	if len(b) < 2 {
+		return 0, false
+	}
+	if b[0] != unit {
+		return -1, false
+	}
+	fc := b[1]
+	need := 0
+	switch {
+	case fc&0x80 != 0:
+		need = 5 // unit, fc|0x80, exception code, CRC
+	case fc >= 1 && fc <= 4:
+		if len(b) < 3 {
+			return 0, false
+		}
+		need = 3 + int(b[2]) + 2
+	case fc == 5 || fc == 6 || fc == 15 || fc == 16:
+		need = 8
+	default:
+		return -1, false
+	}
+	return need, len(b) >= need
+}

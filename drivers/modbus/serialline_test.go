@@ -1,0 +1,112 @@
+package modbus
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"go.bug.st/serial"
+
+	"edgegw/gateway"
+	"edgegw/internal/testpty"
+)
+
+func crc(b []byte) uint16 {
+	c := uint16(0xFFFF)
+	for _, x := range b {
+		c ^= uint16(x)
+		for range 8 {
+			if c&1 != 0 {
+				c = c>>1 ^ 0xA001
+			} else {
+				c >>= 1
+			}
+		}
+	}
+	return c
+}
+
+// rtuReply is a read-holding-registers reply from unit 1 holding v.
+func rtuReply(v uint16) []byte {
+	f := []byte{1, 3, 2, byte(v >> 8), byte(v)}
+	return binary.LittleEndian.AppendUint16(f, crc(f))
+}
+
+// TestLineNoiseAndLateReplies plays the device end of a real pty line:
+// noise before a reply is skipped, a reply with a bad CRC is an error, and a
+// reply that comes after the timeout does not answer the next request.
+func TestLineNoiseAndLateReplies(t *testing.T) {
+	deviceEnd, gatewayEnd := testpty.Pair(t)
+	dev, err := serial.Open(deviceEnd, &serial.Mode{BaudRate: 115200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	bus := gateway.BusConfig{Name: "l", Protocol: gateway.ProtoModbusRTU, Device: gatewayEnd, Baud: 115200, DataBits: 8,
+		Parity: "none", StopBits: 1, Timeout: gateway.Duration(200 * time.Millisecond)}
+	drv, err := OpenSerial(bus, []gateway.DeviceConfig{{Name: "m", UnitID: 1, Points: []gateway.PointConfig{
+		{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}}, slog.New(slog.DiscardHandler), OpenPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drv.Close()
+	// answer reads one 8-byte request off the line, then sends reply.
+	answer := func(reply []byte) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			req := make([]byte, 0, 8)
+			buf := make([]byte, 8)
+			dev.SetReadTimeout(2 * time.Second)
+			for len(req) < 8 {
+				n, err := dev.Read(buf)
+				if err != nil || n == 0 {
+					return
+				}
+				req = append(req, buf[:n]...)
+			}
+			dev.Write(reply)
+		}()
+		return done
+	}
+	read := func() string {
+		var r gateway.Reading
+		r.Reset("m", time.Now())
+		drv.Read(context.Background(), "m", &r)
+		if len(r.Errors) > 0 {
+			return "error: " + r.Errors[0].Err
+		}
+		return fmt.Sprint(r.Values[0].U)
+	}
+
+	done := answer(append([]byte{0x00, 0xFF, 0x55, 0x03}, rtuReply(7)...))
+	if got := read(); got != "7" {
+		t.Errorf("noise before the reply: %s", got)
+	}
+	<-done
+
+	bad := rtuReply(8)
+	bad[len(bad)-1] ^= 0xFF
+	done = answer(bad)
+	if got := read(); !strings.Contains(got, "crc") {
+		t.Errorf("a reply with a bad CRC: %s", got)
+	}
+	<-done
+
+	// No reply in time...
+	done = answer(nil)
+	if got := read(); !strings.Contains(got, "timeout") {
+		t.Errorf("no reply: %s", got)
+	}
+	<-done
+	dev.Write(rtuReply(1)) // ...then it comes late, before the next request
+	done = answer(rtuReply(5))
+	if got := read(); got != "5" {
+		t.Errorf("the late reply answered the next request: %s", got)
+	}
+	<-done
+}
