@@ -25,6 +25,7 @@ lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 	$(GO) vet ./...
+	CGO_ENABLED=0 GOARCH=arm GOARM=6 $(GO) vet ./...   # 32-bit: int overflows, alignment
 
 unit:
 	$(GO) test -race -timeout 10m ./...

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	gmodbus "github.com/goburrow/modbus"
@@ -26,10 +27,16 @@ import (
 
 // device is a device on a bus with its request plan.
 type device struct {
-	name   string
-	unit   byte
-	points []Point
-	plan   []Request
+	name     string
+	unit     byte
+	interval time.Duration
+	points   []Point
+	plan     []Request
+	// failing counts polls in a row where nothing answered; while
+	// retryAt is ahead, the device is not asked, so it cannot eat the bus
+	// time of the others.
+	failing int
+	retryAt time.Time
 	// results holds one poll's outcome per point, so the reading lists
 	// points in config order whatever order the requests ran in.
 	results []result
@@ -88,7 +95,7 @@ func (b *Bus) plan(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *s
 	b.name, b.timeout, b.retries, b.log = bus.Name, bus.Timeout.D(), bus.Retries, log
 	b.devices = map[string]*device{}
 	for _, dc := range devices {
-		d := &device{name: dc.Name, unit: byte(dc.UnitID)}
+		d := &device{name: dc.Name, unit: byte(dc.UnitID), interval: dc.Interval.D()}
 		for _, pc := range dc.Points {
 			p, err := PointFromConfig(pc)
 			if err != nil {
@@ -119,7 +126,16 @@ func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
 	if !ok {
 		return
 	}
-	for _, req := range d.plan {
+	if now := time.Now(); now.Before(d.retryAt) {
+		msg := fmt.Sprintf("device not answering (%d polls); next try in %s", d.failing, d.retryAt.Sub(now).Round(time.Second))
+		for _, p := range d.points {
+			r.AddError(p.Name, msg)
+		}
+		return
+	}
+	answered := false
+	for i := 0; i < len(d.plan); i++ {
+		req := d.plan[i]
 		var data []byte
 		err := ctx.Err()
 		for try := 0; err == nil && try <= b.retries; try++ {
@@ -127,6 +143,18 @@ func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
 			if err == nil || isException(err) || ctx.Err() != nil {
 				break
 			}
+		}
+		if err == nil || isException(err) {
+			answered = true
+		}
+		if code := exceptionCode(err); code == 2 && len(req.Points) > 1 {
+			// One address the device does not have fails the whole request:
+			// split it, for good, and try the halves now.
+			parts := split(req, d.points)
+			d.plan = slices.Concat(d.plan[:i], parts, d.plan[i+1:])
+			b.log.Info("modbus_request_split", "device", d.name, "table", req.Table.String(), "start", req.Start, "count", req.Count, "into", len(parts))
+			i--
+			continue
 		}
 		for _, i := range req.Points {
 			res := &d.results[i]
@@ -148,6 +176,55 @@ func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
 			r.Add(res.value)
 		}
 	}
+	b.noteAnswer(d, answered || ctx.Err() != nil)
+}
+
+// maxBackoff bounds how long a silent device goes unasked.
+const maxBackoff = 5 * time.Minute
+
+// noteAnswer backs off a device that did not answer at all: it is next asked
+// after 2, 4, 8… intervals, at most maxBackoff; logged when it starts and
+// when the device answers again.
+func (b *Bus) noteAnswer(d *device, answered bool) {
+	if answered {
+		if d.failing > 0 {
+			b.log.Info("device_answering_again", "device", d.name, "unit", d.unit, "silent_polls", d.failing)
+		}
+		d.failing, d.retryAt = 0, time.Time{}
+		return
+	}
+	d.failing++
+	if d.failing == 1 {
+		b.log.Warn("device_not_answering", "device", d.name, "unit", d.unit, "hint", "check wiring, unit id and line settings; asked less often until it answers")
+	}
+	backoff := min(d.interval<<min(d.failing, 16), maxBackoff)
+	d.retryAt = time.Now().Add(backoff)
+}
+
+// split cuts a request in two: the first half of its points, by address,
+// and the rest, each reading only the span its points need.
+func split(req Request, points []Point) []Request {
+	idx := slices.Clone(req.Points)
+	slices.SortFunc(idx, func(a, b int) int { return int(points[a].Address) - int(points[b].Address) })
+	half := len(idx) / 2
+	var out []Request
+	for _, part := range [][]int{idx[:half], idx[half:]} {
+		start, end := int(points[part[0]].Address), 0
+		for _, i := range part {
+			end = max(end, int(points[i].Address)+points[i].Width())
+		}
+		out = append(out, Request{Table: req.Table, Start: uint16(start), Count: uint16(end - start), Points: part})
+	}
+	return out
+}
+
+// exceptionCode is the Modbus exception code of err, 0 if it is none.
+func exceptionCode(err error) byte {
+	var me *gmodbus.ModbusError
+	if errors.As(err, &me) {
+		return me.ExceptionCode
+	}
+	return 0
 }
 
 func (b *Bus) read(unit byte, req Request) ([]byte, error) {

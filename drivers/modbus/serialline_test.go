@@ -110,3 +110,75 @@ func TestLineNoiseAndLateReplies(t *testing.T) {
 	}
 	<-done
 }
+
+// TestSilentDeviceIsBackedOff: a unit that never answers is asked once, then
+// left alone for a while (its points under errors), so it cannot eat the
+// time of the live device on the same line.
+func TestSilentDeviceIsBackedOff(t *testing.T) {
+	deviceEnd, gatewayEnd := testpty.Pair(t)
+	dev, err := serial.Open(deviceEnd, &serial.Mode{BaudRate: 115200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	// The live device: answers every request with one register.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		buf := make([]byte, 64)
+		var req []byte
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			dev.SetReadTimeout(50 * time.Millisecond)
+			n, err := dev.Read(buf)
+			if err != nil {
+				return
+			}
+			req = append(req, buf[:n]...)
+			for len(req) >= 8 {
+				if req[0] == 1 {
+					dev.Write(rtuReply(42))
+				}
+				req = req[8:]
+			}
+		}
+	}()
+	bus := gateway.BusConfig{Name: "l", Protocol: gateway.ProtoModbusRTU, Device: gatewayEnd, Baud: 115200, DataBits: 8,
+		Parity: "none", StopBits: 1, Timeout: gateway.Duration(100 * time.Millisecond), Retries: 1}
+	point := []gateway.PointConfig{{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}
+	drv, err := OpenSerial(bus, []gateway.DeviceConfig{
+		{Name: "live", UnitID: 1, Interval: gateway.Duration(time.Second), Points: point},
+		{Name: "dead", UnitID: 2, Interval: gateway.Duration(time.Second), Points: point},
+	}, slog.New(slog.DiscardHandler), OpenPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drv.Close()
+	asked, skipped := 0, 0
+	for range 20 {
+		var r gateway.Reading
+		r.Reset("dead", time.Now())
+		drv.Read(context.Background(), "dead", &r)
+		switch {
+		case len(r.Errors) == 1 && strings.Contains(r.Errors[0].Err, "timeout"):
+			asked++
+		case len(r.Errors) == 1 && strings.Contains(r.Errors[0].Err, "device not answering (1 polls); next try in"):
+			skipped++
+		default:
+			t.Fatalf("dead device: %+v", r.Errors)
+		}
+		r.Reset("live", time.Now())
+		drv.Read(context.Background(), "live", &r)
+		if len(r.Errors) != 0 || r.Values[0].U != 42 {
+			t.Fatalf("live device: %+v %+v", r.Values, r.Errors)
+		}
+	}
+	// Within the 2 s backoff after the first silence, it is not asked again.
+	if asked != 1 || skipped != 19 {
+		t.Fatalf("dead device asked %d times, skipped %d", asked, skipped)
+	}
+}

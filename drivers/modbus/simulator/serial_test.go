@@ -29,8 +29,9 @@ func TestSerialLine(t *testing.T) {
 					name := strings.ToLower(typ + "_" + order)
 					points = append(points, gateway.PointConfig{Name: name, Table: "holding", Address: addr, Type: typ,
 						ByteOrder: order, Bit: -1, Scale: 1, Writable: true})
-					values[name] = map[string]any{"int16": -1234, "uint16": 54321, "int32": -123456789, "uint32": 3123456789,
-						"int64": -1234567890123, "uint64": 1234567890123, "float32": 230.5, "float64": 1234.5678}[typ]
+					values[name] = map[string]any{"int16": int64(-1234), "uint16": int64(54321), "int32": int64(-123456789),
+						"uint32": int64(3123456789), "int64": int64(-1234567890123), "uint64": int64(1234567890123),
+						"float32": 230.5, "float64": 1234.5678}[typ]
 					addr += 4
 				}
 			}
