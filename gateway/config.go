@@ -100,6 +100,11 @@ type BusConfig struct {
 	Timeout Duration `toml:"timeout"`
 	// Retries is the number of extra tries of a failed request.
 	Retries int `toml:"retries"`
+	// MaxGap is how many unused registers (16 times as many bits) one
+	// request may read to save another; -1 (the default) means 125 on
+	// modbus-tcp, where requests cost round trips and bytes are cheap, and
+	// 10 on serial lines, where every register costs wire time.
+	MaxGap int `toml:"max_gap"`
 	// Framing, Delimiter and FrameLength apply to protocol "serial" only.
 	Framing     string `toml:"framing"`
 	Delimiter   string `toml:"delimiter"`

@@ -141,7 +141,7 @@ address = "127.0.0.1:502"`, "protocol = \"serial\"\ndevice = \"/dev/ttyS0\"", 1)
 address = "127.0.0.1:502"`, "protocol = \"serial\"\ndevice = \"/dev/ttyS0\"\nframing = \"fixed\"", 1), `bus = "b"`, "bus = \"b\"\nformat = \"csv\"", 1) + "  field = \"0\"\n", []string{`6: bus.frame_length: 0 is out of range 1..4096`}},
 		{"date value", strings.Replace(minimal, `id = "gw"`, `id = 2026-11-23`, 1), []string{`3: gateway.id: want a string, got a date/time`}},
 		{"inline table for array of tables", minimal + "[[device]]\nname = \"e\"\nbus = \"b\"\npoint = {name = \"x\"}\n", []string{`18: device.point: want an array of tables`}},
-		{"unknown profile", strings.Replace(minimal, `bus = "b"`, "bus = \"b\"\nprofile = \"nosuch\"", 1), []string{`13: device.profile: cannot read profile /etc/edgegw/profiles/nosuch.toml`}},
+		{"unknown profile", strings.Replace(minimal, `bus = "b"`, "bus = \"b\"\nprofile = \"nosuch\"", 1), []string{`13: device.profile: no profile "nosuch" in /etc/edgegw/profiles or built in`}},
 		{"integer overflow", minimal + "  address = 99999999999999999999\n", []string{`15: device.point.address: bad integer "99999999999999999999"`}},
 		{"leading zero", minimal + "  address = 0012\n", []string{`15: syntax error: integers cannot have leading zeroes`}},
 	}

@@ -39,6 +39,7 @@ func (b *BusConfig) setDefaults() {
 		StopBits:  1,
 		Timeout:   Duration(time.Second),
 		Retries:   1,
+		MaxGap:    -1,
 		Framing:   "line",
 		Delimiter: "\n",
 	}

@@ -236,6 +236,10 @@ func (v *validator) buses() map[string]*BusConfig {
 		v.intRange(p+".stop_bits", b.StopBits, 1, 2)
 		v.positive(p+".timeout", b.Timeout)
 		v.intRange(p+".retries", b.Retries, 0, 10)
+		v.intRange(p+".max_gap", b.MaxGap, -1, 125)
+		if b.Protocol == ProtoSerial && v.set(p+".max_gap") {
+			v.errorf(p+".max_gap", "applies to Modbus buses only")
+		}
 		if b.Protocol == ProtoSerial {
 			v.oneOf(p+".framing", b.Framing, framings)
 			if b.Framing == "line" && b.Delimiter == "" {
@@ -325,8 +329,13 @@ func (v *validator) profile(p string, d *DeviceConfig, busKnown, serial bool) {
 	}
 	file := filepath.Join(v.c.Gateway.ProfilesDir, d.Profile+".toml")
 	data, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		if packaged, perr := packagedProfiles.ReadFile("profiles/" + d.Profile + ".toml"); perr == nil {
+			file, data, err = "(built in) "+d.Profile+".toml", packaged, nil
+		}
+	}
 	if err != nil {
-		v.errorf(p+".profile", "cannot read profile %s: %v", file, errors.Unwrap(err))
+		v.errorf(p+".profile", "no profile %q in %s or built in (%v)", d.Profile, v.c.Gateway.ProfilesDir, errors.Unwrap(err))
 		return
 	}
 	root, derr := parseTOML(data)

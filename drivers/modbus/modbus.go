@@ -103,7 +103,7 @@ func (b *Bus) plan(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *s
 			}
 			d.points = append(d.points, p)
 		}
-		d.plan = Plan(d.points, DefaultMaxGap)
+		d.plan = Plan(d.points, MaxGapFor(bus))
 		d.results = make([]result, len(d.points))
 		b.devices[dc.Name] = d
 	}

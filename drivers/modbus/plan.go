@@ -2,6 +2,8 @@ package modbus
 
 import (
 	"sort"
+
+	"edgegw/gateway"
 )
 
 // Protocol limits of one read request.
@@ -10,11 +12,23 @@ const (
 	MaxBits      = 2000 // FC1, FC2
 )
 
-// DefaultMaxGap is how many unused registers (or bits) a request may read
-// to avoid a second request. A request costs a round trip and, on RS-485, a
-// 3.5-character silence and a header each way; a few unused registers cost
-// 2 bytes each.
-const DefaultMaxGap = 10
+// SerialMaxGap is how many unused registers a request on a serial line may
+// read to save a second request: a request costs about 20 characters of
+// wire time (its 8 bytes, the reply's 5 of framing, two 3.5-character
+// silences) plus the device's turnaround; an unused register costs 2.
+const SerialMaxGap = 10
+
+// MaxGapFor is the gap a bus bridges: its max_gap, or by protocol when -1.
+func MaxGapFor(bus gateway.BusConfig) int {
+	switch {
+	case bus.MaxGap >= 0:
+		return bus.MaxGap
+	case bus.Protocol == gateway.ProtoModbusTCP:
+		return MaxRegisters // a round trip costs more than any bytes
+	default:
+		return SerialMaxGap
+	}
+}
 
 // Request is one read of a contiguous range of a table, serving some points.
 type Request struct {
@@ -26,7 +40,8 @@ type Request struct {
 }
 
 // Plan coalesces points into as few requests as the protocol limits allow,
-// reading across gaps of at most maxGap unused addresses.
+// reading across gaps of at most maxGap unused registers (16 times as many
+// bits in the bit tables).
 func Plan(points []Point, maxGap int) []Request {
 	idx := make([]int, len(points))
 	for i := range idx {
@@ -43,15 +58,15 @@ func Plan(points []Point, maxGap int) []Request {
 	var end int // one past the last address of the open request
 	for _, i := range idx {
 		p := &points[i]
-		limit := MaxRegisters
+		limit, gap := MaxRegisters, maxGap
 		if p.Table.bits() {
-			limit = MaxBits
+			limit, gap = MaxBits, maxGap*16
 		}
 		pEnd := int(p.Address) + p.Width()
 		if n := len(reqs); n > 0 {
 			r := &reqs[n-1]
 			newEnd := max(end, pEnd)
-			if r.Table == p.Table && int(p.Address)-end <= maxGap && newEnd-int(r.Start) <= limit {
+			if r.Table == p.Table && int(p.Address)-end <= gap && newEnd-int(r.Start) <= limit {
 				r.Points = append(r.Points, i)
 				end = newEnd
 				r.Count = uint16(end - int(r.Start))

@@ -83,7 +83,7 @@ func serve(t *testing.T, h smodbus.RequestHandler) string {
 }
 
 func tcpBus(addr string) gateway.BusConfig {
-	return gateway.BusConfig{Name: "lan", Protocol: gateway.ProtoModbusTCP, Address: addr, Timeout: gateway.Duration(300 * time.Millisecond), Retries: 0}
+	return gateway.BusConfig{Name: "lan", Protocol: gateway.ProtoModbusTCP, Address: addr, Timeout: gateway.Duration(300 * time.Millisecond), Retries: 0, MaxGap: -1}
 }
 
 // put encodes v for point pc into the server's registers.
