@@ -436,3 +436,36 @@ interval = "200ms"
 		t.Errorf("frequency %v", p.Values["frequency"])
 	}
 }
+
+// TestScan finds the one unit that answers on an RTU line.
+func TestScan(t *testing.T) {
+	deviceEnd, gatewayEnd := testpty.Pair(t)
+	cfgPath := filepath.Join(t.TempDir(), "sensors.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+[gateway]
+id = "scan"
+[mqtt]
+brokers = ["tcp://127.0.0.1:1883"]
+[[bus]]
+name = "rs485"
+protocol = "modbus-rtu"
+device = %q
+[[device]]
+name = "meter"
+bus = "rs485"
+unit_id = 12
+  [[device.point]]
+  name = "v"
+`, gatewayEnd)), 0o644)
+	startBinary(t, "simulate", "-config", cfgPath, "-device", deviceEnd)
+	out, err := exec.Command(binary, "scan", "-config", cfgPath, "-bus", "rs485", "-units", "1-3,10-14", "-timeout", "50ms").CombinedOutput()
+	if err != nil {
+		t.Fatalf("scan: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "unit  12: answers (holding register 0 = ") || !strings.Contains(string(out), "1 of 8 unit ids answered") {
+		t.Errorf("scan output:\n%s", out)
+	}
+	if out, err := exec.Command(binary, "scan", "-config", cfgPath, "-bus", "nope").CombinedOutput(); err == nil {
+		t.Errorf("scan of an unknown bus succeeded:\n%s", out)
+	}
+}

@@ -13,8 +13,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
@@ -60,6 +63,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdPorts(stdout, stderr)
 	case "simulate":
 		return cmdSimulate(rest, stderr)
+	case "scan":
+		return cmdScan(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "edgegw %s (commit %s) %s/%s %s\n", version, commit, runtime.GOOS, runtime.GOARCH, runtime.Version())
 		return exitOK
@@ -81,6 +86,8 @@ func usage(w io.Writer) {
   ports                                   list serial ports (USB VID:PID, serial number)
   simulate [-config PATH] [-listen ADDR]  serve a simulated Modbus TCP device for the config
            [-device PATH]                 ... or Modbus RTU/ASCII on a serial port
+  scan     [-config PATH] -bus NAME [-units 1-247] [-timeout 100ms]
+                                          probe which Modbus unit ids answer on a bus
   version                                 print version, commit, GOOS/GOARCH
 
 The config defaults to `+defaultConfig+`.
@@ -272,4 +279,77 @@ func serveSerial(ctx context.Context, cfg *gateway.Config, sim *simulator.Server
 	}
 	fmt.Fprintln(stderr, "edgegw: -device: the config has no modbus-rtu or modbus-ascii bus to take line settings from")
 	return exitFailure
+}
+
+func cmdScan(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	busName := fs.String("bus", "", "the [[bus]] to scan (required)")
+	unitsArg := fs.String("units", "1-247", "unit ids to ask: 1-247, or a list like 1,2,10-20")
+	timeout := fs.Duration("timeout", 100*time.Millisecond, "how long each unit id gets to answer")
+	if fs.Parse(args) != nil {
+		return exitFailure
+	}
+	cfg, err := gateway.LoadConfig(*path)
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return exitConfig
+	}
+	units, err := parseUnits(*unitsArg)
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw: -units:", err)
+		return exitFailure
+	}
+	var bus *gateway.BusConfig
+	for i := range cfg.Buses {
+		if cfg.Buses[i].Name == *busName {
+			bus = &cfg.Buses[i]
+		}
+	}
+	if bus == nil {
+		fmt.Fprintf(stderr, "edgegw: -bus: no [[bus]] named %q in %s\n", *busName, *path)
+		return exitFailure
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stdout, "scanning %d unit ids on %s (%s), %s each\n", len(units), bus.Name, bus.Protocol, *timeout)
+	answered := 0
+	err = modbus.Scan(ctx, *bus, units, *timeout, func(r modbus.ScanResult) {
+		if r.Answered {
+			answered++
+			fmt.Fprintf(stdout, "unit %3d: answers (%s)\n", r.Unit, r.Detail)
+		}
+	})
+	fmt.Fprintf(stdout, "%d of %d unit ids answered\n", answered, len(units))
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// parseUnits reads "1-247" or "1,2,10-20" into unit ids 0..247.
+func parseUnits(s string) ([]int, error) {
+	var units []int
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a unit id or range", part)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil {
+				return nil, fmt.Errorf("%q is not a unit id or range", part)
+			}
+		}
+		if a < 0 || b > 247 || a > b {
+			return nil, fmt.Errorf("%q: unit ids are 0..247", part)
+		}
+		for u := a; u <= b; u++ {
+			units = append(units, u)
+		}
+	}
+	return units, nil
 }
