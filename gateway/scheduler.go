@@ -34,6 +34,22 @@ type command struct {
 	done          func(error)
 }
 
+// BusStats are one device's request counters, from drivers that keep them.
+type BusStats struct {
+	Device   string
+	Requests uint64
+	// Errors counts failed requests by kind: timeout, exception, transport.
+	Errors map[string]uint64
+	// Responses is the number of replies and ResponseTime their total time.
+	Responses    uint64
+	ResponseTime time.Duration
+}
+
+// statsReporter is a Driver that counts its requests (Modbus does).
+type statsReporter interface {
+	Stats() []BusStats
+}
+
 // OpenFunc opens the driver of one bus for its devices. It is the one place
 // where protocols are wired to drivers (package drivers in the binary).
 type OpenFunc func(bus BusConfig, devices []DeviceConfig, log *slog.Logger) (Driver, error)
@@ -66,9 +82,21 @@ type poller struct {
 	stopped bool
 	// alive is when the last poll finished (unix nanos), for /healthz.
 	alive atomic.Int64
+	// driver is the open driver, for its statistics.
+	driver atomic.Pointer[Driver]
 	// beat is when the loop last showed it is not stuck: every second
 	// while it waits, after every poll and write.
 	beat atomic.Int64
+}
+
+// busStats returns the open driver's request counters, if it keeps any.
+func (p *poller) busStats() []BusStats {
+	if d := p.driver.Load(); d != nil {
+		if sr, ok := (*d).(statsReporter); ok {
+			return sr.Stats()
+		}
+	}
+	return nil
 }
 
 // heartbeat returns when the poller last showed it is not stuck.
@@ -142,15 +170,20 @@ func (p *poller) Run(ctx context.Context) error {
 		}
 		if drv == nil {
 			drv, openErr = p.open(p.bus, p.devices, log)
-			if openErr != nil {
+			switch {
+			case openErr != nil:
 				drv = nil
 				if openFailures == 0 {
 					log.Error("bus_open_failed", "err", openErr)
 				}
 				openFailures++
-			} else if openFailures > 0 {
+			case openFailures > 0:
 				log.Info("bus_open_recovered", "failed_attempts", openFailures)
 				openFailures = 0
+			}
+			if drv != nil {
+				opened := drv // a copy: drv itself changes when the bus reopens
+				p.driver.Store(&opened)
 			}
 		}
 		dev := &p.devices[next]

@@ -114,6 +114,9 @@ var (
 	descReadErrors     = prometheus.NewDesc("edgegw_read_errors_total", "Points that failed a poll, by device.", []string{"device"}, nil)
 	descPublished      = prometheus.NewDesc("edgegw_published_total", "Readings acknowledged by a broker.", nil, nil)
 	descDropped        = prometheus.NewDesc("edgegw_dropped_total", "Readings dropped, by reason: max_bytes, max_age, disk_error, rejected (refused by the broker for good).", []string{"reason"}, nil)
+	descRequests       = prometheus.NewDesc("edgegw_bus_requests_total", "Requests to a device on its bus.", []string{"device"}, nil)
+	descRequestErrors  = prometheus.NewDesc("edgegw_bus_request_errors_total", "Failed requests, by kind: timeout (no reply), exception (refused), transport (broken reply or port).", []string{"device", "kind"}, nil)
+	descResponseTime   = prometheus.NewDesc("edgegw_bus_response_seconds", "Time from request to reply.", []string{"device"}, nil)
 	descConnected      = prometheus.NewDesc("edgegw_mqtt_connected", "1 while connected to a broker.", nil, nil)
 	descBrokerInfo     = prometheus.NewDesc("edgegw_mqtt_broker_info", "1 for the broker in use, 0 for the other configured brokers.", []string{"url"}, nil)
 )
@@ -121,7 +124,8 @@ var (
 // Describe implements prometheus.Collector.
 func (s *statusServer) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBufferReadings, descBufferBytes, descBufferOldest, descBufferFile, descBufferPending,
-		descReadings, descReadErrors, descPublished, descDropped, descConnected, descBrokerInfo} {
+		descReadings, descReadErrors, descPublished, descDropped, descConnected, descBrokerInfo,
+		descRequests, descRequestErrors, descResponseTime} {
 		ch <- d
 	}
 }
@@ -149,6 +153,13 @@ func (s *statusServer) Collect(ch chan<- prometheus.Metric) {
 			ds := p.stats[d.Name]
 			counter(descReadings, float64(ds.Readings.Load()), d.Name)
 			counter(descReadErrors, float64(ds.ReadErrors.Load()), d.Name)
+		}
+		for _, bs := range p.busStats() {
+			counter(descRequests, float64(bs.Requests), bs.Device)
+			for kind, n := range bs.Errors {
+				counter(descRequestErrors, float64(n), bs.Device, kind)
+			}
+			ch <- prometheus.MustNewConstSummary(descResponseTime, bs.Responses, bs.ResponseTime.Seconds(), nil, bs.Device)
 		}
 	}
 	up := s.uplink()

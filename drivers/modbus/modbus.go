@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	gmodbus "github.com/goburrow/modbus"
@@ -37,6 +38,7 @@ type device struct {
 	// time of the others.
 	failing int
 	retryAt time.Time
+	stats   busStats
 	// results holds one poll's outcome per point, so the reading lists
 	// points in config order whatever order the requests ran in.
 	results []result
@@ -139,7 +141,9 @@ func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
 		var data []byte
 		err := ctx.Err()
 		for try := 0; err == nil && try <= b.retries; try++ {
+			start := time.Now()
 			data, err = b.read(d.unit, req)
+			d.stats.note(err, time.Since(start))
 			if err == nil || isException(err) || ctx.Err() != nil {
 				break
 			}
@@ -177,6 +181,50 @@ func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
 		}
 	}
 	b.noteAnswer(d, answered || ctx.Err() != nil)
+}
+
+// busStats count a device's requests; read by Stats from other goroutines.
+type busStats struct {
+	requests, timeouts, exceptions, transport, answered atomic.Uint64
+	responseNanos                                       atomic.Int64
+}
+
+func (s *busStats) note(err error, took time.Duration) {
+	s.requests.Add(1)
+	switch {
+	case err == nil:
+	case isException(err):
+		s.exceptions.Add(1)
+	case errors.Is(err, os.ErrDeadlineExceeded) || isNetTimeout(err):
+		s.timeouts.Add(1)
+		return // no response to time
+	default:
+		s.transport.Add(1)
+		return
+	}
+	s.answered.Add(1)
+	s.responseNanos.Add(int64(took))
+}
+
+func isNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Stats reports each device's requests, errors by kind (timeout: no reply;
+// exception: the device refused; transport: a broken or garbled reply, or
+// the port failed) and the time replies took. Safe while Read runs.
+func (b *Bus) Stats() []gateway.BusStats {
+	out := make([]gateway.BusStats, 0, len(b.devices))
+	for _, d := range b.devices {
+		s := &d.stats
+		out = append(out, gateway.BusStats{
+			Device: d.name, Requests: s.requests.Load(),
+			Errors:    map[string]uint64{"timeout": s.timeouts.Load(), "exception": s.exceptions.Load(), "transport": s.transport.Load()},
+			Responses: s.answered.Load(), ResponseTime: time.Duration(s.responseNanos.Load()),
+		})
+	}
+	return out
 }
 
 // maxBackoff bounds how long a silent device goes unasked.
