@@ -61,6 +61,8 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzParseConfig -fuzztime $(FUZZTIME)
 	$(GO) test ./drivers/modbus -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./drivers/modbus -run '^$$' -fuzz FuzzLineFrame -fuzztime $(FUZZTIME)
+	$(GO) test ./drivers/modbus/simulator -run '^$$' -fuzz FuzzRequests -fuzztime $(FUZZTIME)
 
 ## bench: the figures of docs/BENCHMARKS.md
 bench:

@@ -1,0 +1,128 @@
+package simulator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"go.bug.st/serial"
+
+	"edgegw/drivers/modbus"
+	"edgegw/gateway"
+	"edgegw/internal/testpty"
+)
+
+// pace copies src to dst at one byte per character time, as a serial line
+// at a baud rate would: a pty alone moves bytes instantly. A byte is passed
+// on once its last bit would have arrived; after a late wake-up (timers are
+// coarser than a character at 9600 baud) the bytes due are passed together.
+func pace(src, dst modbus.Port, char time.Duration, stop <-chan struct{}) {
+	buf := make([]byte, 256)
+	var lineFree time.Time
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		src.SetReadTimeout(20 * time.Millisecond)
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		if n == 0 {
+			continue
+		}
+		start := time.Now()
+		if lineFree.After(start) {
+			start = lineFree
+		}
+		for i := 0; i < n; {
+			due := min(n, int(time.Since(start)/char))
+			if due > i {
+				dst.Write(buf[i:due])
+				i = due
+				continue
+			}
+			time.Sleep(time.Until(start.Add(time.Duration(i+1) * char))) // the line's own speed
+		}
+		lineFree = start.Add(time.Duration(n) * char)
+	}
+}
+
+// BenchmarkRTUCycle9600 polls an Eastron SDM630 (the built-in profile, 63
+// float32 points) over Modbus RTU at 9600 baud 8E1 and reports the poll-cycle
+// time against the time its bytes need on the wire. Run with -benchtime 20x.
+func BenchmarkRTUCycle9600(b *testing.B) {
+	gwEnd, relayA := testpty.Pair(b)
+	relayB, devEnd := testpty.Pair(b)
+	const baud = 9600
+	char := 11 * time.Second / baud // start, 8 data, parity, stop
+	open := func(path string) modbus.Port {
+		p, err := modbus.OpenPort(path, &serial.Mode{BaudRate: 115200})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { p.Close() })
+		return p
+	}
+	a, bb := open(relayA), open(relayB)
+	stop := make(chan struct{})
+	defer close(stop)
+	go pace(a, bb, char, stop)
+	go pace(bb, a, char, stop)
+
+	doc := fmt.Sprintf("[gateway]\nid = \"g\"\nprofiles_dir = %q\n[mqtt]\nbrokers = [\"tcp://127.0.0.1:1883\"]\n"+
+		"[[bus]]\nname = \"rs485\"\nprotocol = \"modbus-rtu\"\ndevice = %q\nbaud = %d\nparity = \"even\"\ntimeout = \"2s\"\n"+
+		"[[device]]\nname = \"m\"\nbus = \"rs485\"\nprofile = \"eastron-sdm630\"\n", b.TempDir(), gwEnd, baud)
+	cfg, err := gateway.ParseConfig("b.toml", []byte(doc))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sim, err := New(cfg, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error)
+	devPort := open(devEnd)
+	go func() { served <- sim.ServeSerial(ctx, devPort, false) }()
+	defer func() { cancel(); <-served }()
+	drv, err := modbus.OpenSerial(cfg.Buses[0], cfg.Devices, slog.New(slog.DiscardHandler), modbus.OpenPort)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer drv.Close()
+
+	// The bytes a poll puts on the wire: each request is 8 bytes, each
+	// reply 5 plus 2 per register.
+	var points []modbus.Point
+	for _, pc := range cfg.Devices[0].Points {
+		p, _ := modbus.PointFromConfig(pc)
+		points = append(points, p)
+	}
+	plan := modbus.Plan(points, modbus.MaxGapFor(cfg.Buses[0]))
+	bytes := 0
+	for _, r := range plan {
+		bytes += 8 + 5 + 2*int(r.Count)
+	}
+	wire := time.Duration(bytes) * char
+	silences := time.Duration(2*len(plan)) * char * 7 / 2
+	var r gateway.Reading
+	b.ResetTimer()
+	for range b.N {
+		r.Reset("m", time.Now())
+		drv.Read(ctx, "m", &r)
+		if len(r.Errors) > 0 {
+			b.Fatalf("errors: %+v", r.Errors[0])
+		}
+	}
+	cycle := b.Elapsed() / time.Duration(b.N)
+	b.ReportMetric(float64(len(plan)), "requests")
+	b.ReportMetric(wire.Seconds()*1000, "wire-ms")
+	b.ReportMetric((wire+silences).Seconds()*1000, "wire+silence-ms")
+	b.ReportMetric(cycle.Seconds()*1000, "cycle-ms")
+	b.ReportMetric(float64(cycle)/float64(wire), "x-wire")
+}
