@@ -63,6 +63,8 @@ fuzz:
 	$(GO) test ./drivers/modbus -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./drivers/modbus -run '^$$' -fuzz FuzzLineFrame -fuzztime $(FUZZTIME)
 	$(GO) test ./drivers/modbus/simulator -run '^$$' -fuzz FuzzRequests -fuzztime $(FUZZTIME)
+	$(GO) test ./drivers/serial -run '^$$' -fuzz FuzzFraming -fuzztime $(FUZZTIME)
+	$(GO) test ./drivers/serial -run '^$$' -fuzz FuzzParsers -fuzztime $(FUZZTIME)
 
 ## bench: the figures of docs/BENCHMARKS.md
 bench:

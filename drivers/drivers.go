@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"edgegw/drivers/modbus"
+	"edgegw/drivers/serial"
 	"edgegw/gateway"
 )
 
@@ -20,6 +21,8 @@ func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logge
 		return modbus.OpenTCP(bus, devices, log)
 	case gateway.ProtoModbusRTU, gateway.ProtoModbusASCII:
 		return modbus.OpenSerial(bus, devices, log, modbus.OpenPort)
+	case gateway.ProtoSerial:
+		return serial.Open(bus, devices, log, serial.OpenPort)
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrUnsupported, bus.Protocol)
 	}

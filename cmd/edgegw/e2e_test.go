@@ -469,3 +469,73 @@ unit_id = 12
 		t.Errorf("scan of an unknown bus succeeded:\n%s", out)
 	}
 }
+
+// TestSerialSensorEndToEnd: a sensor pushing key=value lines on a pty line,
+// read by the real binary, published to a real Mosquitto.
+func TestSerialSensorEndToEnd(t *testing.T) {
+	sensorEnd, gatewayEnd := testpty.Pair(t)
+	br := testbroker.Start(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "sensors.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+[gateway]
+id = "ser"
+data_dir = %q
+[mqtt]
+brokers = [%q]
+[status]
+listen = ""
+[[bus]]
+name = "weather"
+protocol = "serial"
+device = %q
+baud = 115200
+delimiter = "\r\n"
+[[device]]
+name = "ws1"
+bus = "weather"
+format = "kv"
+interval = "100ms"
+  [[device.point]]
+  name = "temperature"
+  field = "T"
+  unit = "°C"
+  [[device.point]]
+  name = "rain"
+  field = "R"
+  type = "bool"
+`, filepath.Join(dir, "data"), br.URL(), gatewayEnd)), 0o644)
+	sub := testbroker.Subscribe(t, br.Addr(), "edgegw/ser/ws1")
+	startBinary(t, "run", "-config", cfgPath)
+	sensor, err := os.OpenFile(sensorEnd, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sensor.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(30 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				sensor.Write([]byte("T=21.5;R=1\r\n"))
+			}
+		}
+	}()
+	sub.WaitFor(t, 20*time.Second, "a reading with values", func(m []testbroker.Message) bool {
+		for _, x := range m {
+			var p payload
+			if json.Unmarshal(x.Payload, &p) == nil && p.Values["temperature"] == 21.5 && p.Values["rain"] == true {
+				return true
+			}
+		}
+		return false
+	})
+	if out, err := exec.Command(binary, "ports").CombinedOutput(); err != nil {
+		t.Errorf("ports: %v\n%s", err, out)
+	}
+}

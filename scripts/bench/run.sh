@@ -7,8 +7,9 @@ make -s cross >/dev/null
 for f in dist/edgegw-linux-*; do printf '%-28s %8d bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"; done
 echo "== start to first reading"
 scripts/bench/first-reading.sh
-echo "== encoding, decoding, config loading"
-go test -run '^$' -bench . -benchmem ./gateway ./drivers/modbus
+echo "== encoding, decoding, config loading, serial parsing"
+go test -run '^$' -bench . -benchmem ./gateway ./drivers/modbus ./drivers/serial
+go test -run '^$' -bench BenchmarkRTUCycle9600 -benchtime 20x ./drivers/modbus/simulator
 echo "== buffer: append, drain, memory, flash wear"
 go test -run '^$' -bench 'BenchmarkAppend$' -benchtime 1000000x -count 5 ./buffer
 go test -run '^$' -bench 'BenchmarkDrain|BenchmarkMemory1M' -benchtime 1x -timeout 30m ./buffer

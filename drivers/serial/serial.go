@@ -1,0 +1,297 @@
+package serial
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"go.bug.st/serial"
+
+	"edgegw/gateway"
+)
+
+// Port is what the driver needs of a serial port: go.bug.st/serial's Port.
+type Port interface {
+	io.ReadWriter
+	SetReadTimeout(time.Duration) error
+	ResetInputBuffer() error
+	Close() error
+}
+
+// OpenPortFunc opens a serial port.
+type OpenPortFunc func(device string, mode *serial.Mode) (Port, error)
+
+// OpenPort opens a serial port with go.bug.st/serial.
+func OpenPort(device string, mode *serial.Mode) (Port, error) { return serial.Open(device, mode) }
+
+// Bus reads the sensors of one serial line. Read must be called from one
+// goroutine at a time.
+type Bus struct {
+	name     string
+	device   string
+	mode     *serial.Mode
+	open     OpenPortFunc
+	delim    []byte
+	frameLen int
+	timeout  time.Duration
+	log      *slog.Logger
+	devices  map[string]*sensor
+	push     []*sensor
+
+	port     Port
+	lost     bool // the port failed; logged once until it is back
+	failures int
+	openErr  error
+	nextOpen time.Time
+	skipNext bool // the first frame after opening may be cut: drop it
+	buf      []byte
+	frames   [][]byte
+	chunk    []byte
+}
+
+// sensor is a device on the line.
+type sensor struct {
+	cfg     gateway.DeviceConfig
+	parser  parser
+	request []byte
+	latest  []byte // the newest frame of a push sensor…
+	fresh   bool   // …when it came since the last Read
+}
+
+// Open prepares a serial bus for its devices; the port opens at the first
+// Read, and again after it fails (an unplugged USB adapter), via open.
+func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger, open OpenPortFunc) (*Bus, error) {
+	b := &Bus{name: bus.Name, device: bus.Device, open: open, timeout: bus.Timeout.D(), log: log,
+		mode:    &serial.Mode{BaudRate: bus.Baud, DataBits: bus.DataBits, Parity: serial.NoParity, StopBits: serial.OneStopBit},
+		devices: map[string]*sensor{}, chunk: make([]byte, 1024)}
+	switch bus.Parity {
+	case "even":
+		b.mode.Parity = serial.EvenParity
+	case "odd":
+		b.mode.Parity = serial.OddParity
+	}
+	if bus.StopBits == 2 {
+		b.mode.StopBits = serial.TwoStopBits
+	}
+	if bus.Framing == "fixed" {
+		b.frameLen = bus.FrameLength
+	} else {
+		b.delim = []byte(bus.Delimiter)
+	}
+	for _, d := range devices {
+		p, err := newParser(d)
+		if err != nil {
+			return nil, err
+		}
+		s := &sensor{cfg: d, parser: p}
+		if d.Request != "" {
+			s.request = []byte(d.Request)
+		} else {
+			b.push = append(b.push, s)
+		}
+		b.devices[d.Name] = s
+	}
+	return b, nil
+}
+
+// Read takes one reading of the named device: a push sensor's newest frame
+// since the last Read (or every point stale), a polled sensor's reply.
+func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
+	s, ok := b.devices[name]
+	if !ok {
+		return
+	}
+	if err := b.ensureOpen(); err != nil {
+		s.fail(r, "port "+b.device+" not available: "+err.Error())
+		return
+	}
+	if s.request != nil {
+		b.poll(ctx, s, r)
+		return
+	}
+	b.drain()
+	if !s.fresh {
+		s.fail(r, "no frame since the last reading")
+		return
+	}
+	s.parse(s.latest, r)
+	s.fresh = false
+}
+
+func (s *sensor) fail(r *gateway.Reading, msg string) {
+	for _, p := range s.cfg.Points {
+		r.AddError(p.Name, msg)
+	}
+}
+
+// matches reports whether a frame holds at least one of the sensor's fields.
+func (s *sensor) matches(frame []byte) bool {
+	for i := range s.cfg.Points {
+		if _, ok := s.parser.field(frame, s.cfg.Points[i].Field); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// parse fills r from a frame: a value per point, or why not.
+func (s *sensor) parse(frame []byte, r *gateway.Reading) {
+	for i := range s.cfg.Points {
+		p := &s.cfg.Points[i]
+		text, ok := s.parser.field(frame, p.Field)
+		if !ok {
+			r.AddError(p.Name, "field "+p.Field+" missing from the frame")
+			continue
+		}
+		v, err := value(p, text)
+		if err != nil {
+			r.AddError(p.Name, err.Error())
+			continue
+		}
+		r.Add(v)
+	}
+}
+
+// drain reads what the line holds now, without waiting, and keeps each push
+// sensor's newest frame.
+func (b *Bus) drain() {
+	for b.port != nil {
+		if err := b.port.SetReadTimeout(time.Millisecond); err != nil {
+			b.portFailed(err)
+			return
+		}
+		n, err := b.port.Read(b.chunk)
+		if err != nil {
+			b.portFailed(err)
+			return
+		}
+		if n == 0 {
+			return
+		}
+		b.take(b.chunk[:n], nil)
+	}
+}
+
+// take adds bytes from the line and hands out whole frames: to want when it
+// matches, else to the push sensors they match. It reports a frame for want.
+func (b *Bus) take(data []byte, want *sensor) []byte {
+	b.buf = append(b.buf, data...)
+	var rest []byte
+	b.frames, rest = splitFrames(b.buf, b.delim, b.frameLen, b.frames[:0])
+	defer func() {
+		// The partial frame moves to the front of the same buffer, once
+		// the frames (which alias it) are handled.
+		b.buf = b.buf[:copy(b.buf, rest)]
+	}()
+	var got []byte
+	for _, f := range b.frames {
+		if b.skipNext {
+			b.skipNext = false
+			continue
+		}
+		if want != nil && got == nil && want.matches(f) {
+			got = append([]byte(nil), f...)
+			continue
+		}
+		for _, s := range b.push {
+			if s.matches(f) {
+				s.latest, s.fresh = append(s.latest[:0], f...), true
+			}
+		}
+	}
+	return got
+}
+
+// poll sends a polled sensor's request and waits, up to the bus timeout,
+// for a frame it can read.
+func (b *Bus) poll(ctx context.Context, s *sensor, r *gateway.Reading) {
+	b.drain() // frames of push sensors that came meanwhile
+	if b.port == nil {
+		s.fail(r, "port "+b.device+" failed")
+		return
+	}
+	b.port.ResetInputBuffer()
+	b.buf = b.buf[:0]
+	b.skipNext = false
+	if _, err := b.port.Write(s.request); err != nil {
+		b.portFailed(err)
+		s.fail(r, "write: "+err.Error())
+		return
+	}
+	deadline := time.Now().Add(b.timeout)
+	for ctx.Err() == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		if err := b.port.SetReadTimeout(left); err != nil {
+			b.portFailed(err)
+			break
+		}
+		n, err := b.port.Read(b.chunk)
+		if err != nil {
+			b.portFailed(err)
+			s.fail(r, "read: "+err.Error())
+			return
+		}
+		if frame := b.take(b.chunk[:n], s); frame != nil {
+			s.parse(frame, r)
+			return
+		}
+	}
+	s.fail(r, fmt.Sprintf("timeout: no reply within %s", b.timeout))
+}
+
+// ensureOpen opens the port if it is closed, at most once per backoff step
+// (1 s doubling to 30 s) while it keeps failing; logged when it is lost and
+// when it is back.
+func (b *Bus) ensureOpen() error {
+	if b.port != nil {
+		return nil
+	}
+	if time.Now().Before(b.nextOpen) {
+		return b.openErr
+	}
+	p, err := b.open(b.device, b.mode)
+	if err != nil {
+		b.openErr = err
+		b.failures++
+		b.nextOpen = time.Now().Add(min(time.Second<<min(b.failures-1, 5), 30*time.Second))
+		if !b.lost {
+			b.lost = true
+			b.log.Warn("serial_port_unavailable", "bus", b.name, "device", b.device, "err", err, "hint", "reconnect the adapter; retried with backoff")
+		}
+		return err
+	}
+	if b.lost {
+		b.log.Info("serial_port_back", "bus", b.name, "device", b.device, "failed_opens", b.failures)
+	}
+	b.port, b.lost, b.failures, b.openErr = p, false, 0, nil
+	b.buf, b.skipNext = b.buf[:0], len(b.push) > 0 && b.frameLen == 0
+	return nil
+}
+
+// portFailed closes a port that failed, to be reopened.
+func (b *Bus) portFailed(err error) {
+	if b.port != nil {
+		b.port.Close()
+		b.port = nil
+	}
+	if !b.lost {
+		b.lost = true
+		b.log.Warn("serial_port_lost", "bus", b.name, "device", b.device, "err", err, "hint", "reconnect the adapter; retried with backoff")
+	}
+	b.nextOpen = time.Now().Add(time.Second)
+}
+
+// Close closes the port.
+func (b *Bus) Close() error {
+	if b.port == nil {
+		return nil
+	}
+	err := b.port.Close()
+	b.port = nil
+	return err
+}

@@ -1,0 +1,202 @@
+package serial
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bugserial "go.bug.st/serial"
+
+	"edgegw/gateway"
+	"edgegw/internal/testpty"
+)
+
+func openEnd(t *testing.T, path string) Port {
+	t.Helper()
+	p, err := OpenPort(path, &bugserial.Mode{BaudRate: 9600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func line(bus string, timeout time.Duration) gateway.BusConfig {
+	return gateway.BusConfig{Name: "line", Protocol: gateway.ProtoSerial, Device: bus, Baud: 9600, DataBits: 8, Parity: "none",
+		StopBits: 1, Timeout: gateway.Duration(timeout), Framing: "line", Delimiter: "\n"}
+}
+
+func pt(name, field, typ string) gateway.PointConfig {
+	return gateway.PointConfig{Name: name, Field: field, Type: typ, Scale: 1, Bit: -1}
+}
+
+func reading(t *testing.T, b *Bus, device string) *gateway.Reading {
+	t.Helper()
+	r := &gateway.Reading{}
+	r.Reset(device, time.Now())
+	b.Read(context.Background(), device, r)
+	return r
+}
+
+func describe(r *gateway.Reading) string {
+	var parts []string
+	for _, v := range r.Values {
+		switch v.Kind {
+		case gateway.KindBool:
+			parts = append(parts, fmt.Sprintf("%s=%v", v.Point, v.B))
+		case gateway.KindString:
+			parts = append(parts, fmt.Sprintf("%s=%s", v.Point, v.S))
+		case gateway.KindInt:
+			parts = append(parts, fmt.Sprintf("%s=%d", v.Point, v.I))
+		case gateway.KindUint:
+			parts = append(parts, fmt.Sprintf("%s=%d", v.Point, v.U))
+		default: // as the JSON encoding writes it: 15 significant digits
+			parts = append(parts, fmt.Sprintf("%s=%.15g", v.Point, v.F))
+		}
+	}
+	for _, e := range r.Errors {
+		parts = append(parts, fmt.Sprintf("%s!%s", e.Point, e.Err))
+	}
+	return strings.Join(parts, " ")
+}
+
+func TestPushingKVSensorWithNoiseAndStaleness(t *testing.T) {
+	sensorEnd, gatewayEnd := testpty.Pair(t)
+	sensor := openEnd(t, sensorEnd)
+	dev := gateway.DeviceConfig{Name: "th", Format: "kv", Points: []gateway.PointConfig{
+		pt("temperature", "T", "float64"), pt("humidity", "H", "float64"), pt("alarm", "ALM", "bool")}}
+	dev.Points[1].Scale = 0.01
+	b, err := Open(line(gatewayEnd, time.Second), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), OpenPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// The port opens at the first Read: nothing yet.
+	if got := describe(reading(t, b, "th")); !strings.Contains(got, "no frame since the last reading") {
+		t.Fatalf("before any frame: %s", got)
+	}
+	// Noise, a cut line, then good lines: the newest one wins.
+	sensor.Write([]byte("\x00\xff\xfe garbage\x01"))
+	sensor.Write([]byte("3,ALM=0\n"))
+	sensor.Write([]byte("T=23.5,H=4520;ALM=1\r\nT=23.7 H=4530 ALM=0\n"))
+	var got string
+	waitFor(t, func() bool { got = describe(reading(t, b, "th")); return !strings.Contains(got, "no frame") })
+	if got != "temperature=23.7 humidity=45.3 alarm=false" {
+		t.Fatalf("reading: %q", got)
+	}
+	// Nothing new: stale, once per reading.
+	if got := describe(reading(t, b, "th")); !strings.Contains(got, "temperature!no frame since the last reading") {
+		t.Fatalf("stale: %s", got)
+	}
+	// A frame without one of the fields.
+	sensor.Write([]byte("T=24.0\n"))
+	waitFor(t, func() bool { got = describe(reading(t, b, "th")); return !strings.Contains(got, "no frame") })
+	if got != "temperature=24 humidity!field H missing from the frame alarm!field ALM missing from the frame" {
+		t.Fatalf("partial frame: %q", got)
+	}
+}
+
+func TestPolledRegexAndCSVSensors(t *testing.T) {
+	sensorEnd, gatewayEnd := testpty.Pair(t)
+	sensor := openEnd(t, sensorEnd)
+	stop := make(chan struct{})
+	defer close(stop)
+	// The polled sensor answers READ; another pushes CSV on the same line.
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sensor.SetReadTimeout(20 * time.Millisecond)
+			n, _ := sensor.Read(buf)
+			if strings.Contains(string(buf[:n]), "READ") {
+				sensor.Write([]byte("12,ok,3.5\r\nWS1 T=-3.5C RH=81% V=12.1\r\n"))
+			}
+		}
+	}()
+	ws := gateway.DeviceConfig{Name: "ws", Format: "regex", Request: "READ\r\n",
+		Pattern: `T=(?P<temp>-?[0-9.]+)C RH=(?P<rh>[0-9]+)% V=(?P<v>[0-9.]+)`,
+		Points:  []gateway.PointConfig{pt("temperature", "temp", "float64"), pt("humidity", "rh", "int16"), pt("supply", "v", "float64")}}
+	csv := gateway.DeviceConfig{Name: "counter", Format: "csv",
+		Points: []gateway.PointConfig{pt("count", "0", "uint32"), pt("state", "1", "string"), pt("flow", "2", "float64")}}
+	bus := line(gatewayEnd, 500*time.Millisecond)
+	bus.Delimiter = "\r\n"
+	b, err := Open(bus, []gateway.DeviceConfig{ws, csv}, slog.New(slog.DiscardHandler), OpenPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got := describe(reading(t, b, "ws")); got != "temperature=-3.5 humidity=81 supply=12.1" {
+		t.Fatalf("polled regex sensor: %q", got)
+	}
+	// The CSV line that came with the reply went to the CSV sensor.
+	if got := describe(reading(t, b, "counter")); got != "count=12 state=ok flow=3.5" {
+		t.Fatalf("csv sensor: %q", got)
+	}
+}
+
+// TestReplug: the other end of the line disappears (socat killed: what an
+// unplugged USB adapter looks like) and comes back under the same name.
+func TestReplug(t *testing.T) {
+	socat, err := exec.LookPath("socat")
+	if err != nil {
+		t.Skip("socat is not installed")
+	}
+	dir := t.TempDir()
+	a, g := filepath.Join(dir, "sensor"), filepath.Join(dir, "gw")
+	start := func() *exec.Cmd {
+		cmd := exec.Command(socat, "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+g)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { _, e1 := os.Stat(a); _, e2 := os.Stat(g); return e1 == nil && e2 == nil })
+		return cmd
+	}
+	cmd := start()
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	dev := gateway.DeviceConfig{Name: "th", Format: "kv", Points: []gateway.PointConfig{pt("t", "T", "float64")}}
+	b, err := Open(line(g, time.Second), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), OpenPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	reading(t, b, "th") // opens the port
+	sensor := openEnd(t, a)
+	var got string
+	write := func(p Port, s string) { p.Write([]byte(s)) }
+	waitFor(t, func() bool {
+		write(sensor, "T=1\n")
+		got = describe(reading(t, b, "th"))
+		return got == "t=1"
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, func() bool { return strings.Contains(describe(reading(t, b, "th")), "not available") || strings.Contains(describe(reading(t, b, "th")), "no frame") })
+	cmd = start()
+	sensor2 := openEnd(t, a)
+	waitFor(t, func() bool {
+		write(sensor2, "T=2\n")
+		got = describe(reading(t, b, "th"))
+		return got == "t=2"
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out after 10s")
+		}
+		time.Sleep(20 * time.Millisecond) // the sensor and the line take their time
+	}
+}
