@@ -180,7 +180,9 @@ func TestReplug(t *testing.T) {
 	})
 	cmd.Process.Kill()
 	cmd.Wait()
-	waitFor(t, func() bool { return strings.Contains(describe(reading(t, b, "th")), "not available") || strings.Contains(describe(reading(t, b, "th")), "no frame") })
+	waitFor(t, func() bool {
+		return strings.Contains(describe(reading(t, b, "th")), "not available") || strings.Contains(describe(reading(t, b, "th")), "no frame")
+	})
 	cmd = start()
 	sensor2 := openEnd(t, a)
 	waitFor(t, func() bool {
