@@ -109,6 +109,12 @@ type BusConfig struct {
 	Framing     string `toml:"framing"`
 	Delimiter   string `toml:"delimiter"`
 	FrameLength int    `toml:"frame_length"`
+	// Header (hex, fixed framing) starts every frame: the framer
+	// resynchronises on it after noise.
+	Header string `toml:"header"`
+	// Checksum (fixed framing) is in the last byte(s) of a frame, over the
+	// bytes before: sum8, xor8 or crc16 (Modbus CRC, low byte first).
+	Checksum string `toml:"checksum"`
 }
 
 // DeviceConfig is one [[device]]: something polled on a bus.

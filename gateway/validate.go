@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -35,7 +36,8 @@ var (
 	protocols  = []string{ProtoModbusRTU, ProtoModbusASCII, ProtoModbusTCP, ProtoSerial}
 	parities   = []string{"none", "even", "odd"}
 	framings   = []string{"line", "fixed"}
-	formats    = []string{"kv", "csv", "regex"}
+	formats    = []string{"kv", "csv", "regex", "binary"}
+	checksums  = []string{"", "sum8", "xor8", "crc16"}
 	tables     = []string{"holding", "input", "coil", "discrete"}
 	types      = []string{"bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"}
 	byteOrders = []string{"ABCD", "DCBA", "BADC", "CDAB"}
@@ -247,9 +249,21 @@ func (v *validator) buses() map[string]*BusConfig {
 			}
 			if b.Framing == "fixed" {
 				v.intRange(p+".frame_length", b.FrameLength, 1, 4096)
+				v.oneOf(p+".checksum", b.Checksum, checksums)
+				if h, err := hex.DecodeString(b.Header); err != nil {
+					v.errorf(p+".header", "%q is not hex bytes, like \"AA55\"", b.Header)
+				} else if len(h)+checksumSize(b.Checksum) >= b.FrameLength && b.FrameLength > 0 {
+					v.errorf(p+".header", "header and checksum leave no room in a %d-byte frame", b.FrameLength)
+				}
+			} else {
+				for _, k := range []string{"header", "checksum"} {
+					if v.set(p + "." + k) {
+						v.errorf(p+"."+k, "applies to framing = \"fixed\" only")
+					}
+				}
 			}
 		} else {
-			for _, k := range []string{"framing", "delimiter", "frame_length"} {
+			for _, k := range []string{"framing", "delimiter", "frame_length", "header", "checksum"} {
 				if v.set(p + "." + k) {
 					v.errorf(p+"."+k, "applies to protocol serial only, not %s", b.Protocol)
 				}
@@ -280,6 +294,9 @@ func (v *validator) devices(buses map[string]*BusConfig) {
 			v.errorf(p+".interval", "%s is too short: at least 10ms", d.Interval)
 		}
 		isSerial := ok && bus.Protocol == ProtoSerial
+		if isSerial && d.Format == "binary" && bus.Framing != "fixed" {
+			v.errorf(p+".format", "binary needs a bus with framing = \"fixed\"")
+		}
 		own := len(d.Points)
 		if d.Profile != "" {
 			v.profile(p, d, ok, isSerial)
@@ -412,9 +429,10 @@ func (v *validator) point(pp string, pt *PointConfig, serial bool) {
 		}
 		v.oneOf(pp+".type", pt.Type, types)
 		if pt.Field == "" {
-			v.errorf(pp+".field", "required on a serial device (kv key, csv column or regex group)")
+			v.errorf(pp+".field", "required on a serial device (kv key, csv column, regex group or binary byte offset)")
 		}
-		for _, k := range []string{"table", "address", "byte_order", "length", "bit", "writable"} {
+		v.oneOf(pp+".byte_order", pt.ByteOrder, byteOrders)
+		for _, k := range []string{"table", "address", "length", "bit", "writable"} {
 			if v.set(pp + "." + k) {
 				v.errorf(pp+"."+k, "applies to Modbus points only")
 			}
@@ -462,6 +480,17 @@ func (v *validator) point(pp string, pt *PointConfig, serial bool) {
 	if pt.Writable && (pt.Table == "input" || pt.Table == "discrete") {
 		v.errorf(pp+".writable", "%s is read-only in Modbus: only holding and coil points are writable", pt.Table)
 	}
+}
+
+// checksumSize is how many bytes a frame's checksum takes.
+func checksumSize(kind string) int {
+	switch kind {
+	case "sum8", "xor8":
+		return 1
+	case "crc16":
+		return 2
+	}
+	return 0
 }
 
 func isFinite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }

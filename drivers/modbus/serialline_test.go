@@ -15,25 +15,10 @@ import (
 	"edgegw/internal/testpty"
 )
 
-func crc(b []byte) uint16 {
-	c := uint16(0xFFFF)
-	for _, x := range b {
-		c ^= uint16(x)
-		for range 8 {
-			if c&1 != 0 {
-				c = c>>1 ^ 0xA001
-			} else {
-				c >>= 1
-			}
-		}
-	}
-	return c
-}
-
 // rtuReply is a read-holding-registers reply from unit 1 holding v.
 func rtuReply(v uint16) []byte {
 	f := []byte{1, 3, 2, byte(v >> 8), byte(v)}
-	return binary.LittleEndian.AppendUint16(f, crc(f))
+	return binary.LittleEndian.AppendUint16(f, CRC16(f))
 }
 
 // TestLineNoiseAndLateReplies plays the device end of a real pty line:

@@ -2,27 +2,59 @@ package serial
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 
+	"edgegw/drivers/modbus"
 	"edgegw/gateway"
 )
 
 // maxLine bounds a line: longer ones are noise, dropped.
 const maxLine = 4096
 
-// splitFrames takes the whole frames off the front of buf: lines ending in
-// delim, or fixed frames of n bytes. It returns the frames and what is left
-// for later; noise (a line longer than maxLine) is dropped.
-func splitFrames(buf, delim []byte, n int, frames [][]byte) ([][]byte, []byte) {
-	if n > 0 {
-		for len(buf) >= n {
-			frames = append(frames, buf[:n])
-			buf = buf[n:]
-		}
-		return frames, buf
+// framer cuts what arrives on the line into frames: lines ending in delim,
+// or fixed frames of n bytes, which may start with header and end with a
+// checksum.
+type framer struct {
+	delim    []byte
+	n        int
+	header   []byte
+	checksum string
+}
+
+// split takes the whole frames off the front of buf and returns them with
+// what is left for later. Noise is dropped: a line longer than maxLine, and
+// for fixed frames, bytes before the header or a frame whose checksum fails
+// (the framer then looks for the next frame one byte further).
+func (f *framer) split(buf []byte, frames [][]byte) ([][]byte, []byte) {
+	if f.n == 0 {
+		return splitLines(buf, f.delim, frames)
 	}
+	for {
+		if len(f.header) > 0 {
+			i := bytes.Index(buf, f.header)
+			if i < 0 {
+				// Keep what could be the start of a header.
+				keep := min(len(buf), len(f.header)-1)
+				return frames, buf[len(buf)-keep:]
+			}
+			buf = buf[i:]
+		}
+		if len(buf) < f.n {
+			return frames, buf
+		}
+		if !checksumOK(buf[:f.n], f.checksum) {
+			buf = buf[1:]
+			continue
+		}
+		frames = append(frames, buf[:f.n])
+		buf = buf[f.n:]
+	}
+}
+
+func splitLines(buf, delim []byte, frames [][]byte) ([][]byte, []byte) {
 	for {
 		i := bytes.Index(buf, delim)
 		if i < 0 {
@@ -36,6 +68,28 @@ func splitFrames(buf, delim []byte, n int, frames [][]byte) ([][]byte, []byte) {
 		}
 		buf = buf[i+len(delim):]
 	}
+}
+
+// checksumOK checks the checksum in a frame's last byte(s).
+func checksumOK(frame []byte, kind string) bool {
+	n := len(frame)
+	switch kind {
+	case "sum8":
+		var sum byte
+		for _, c := range frame[:n-1] {
+			sum += c
+		}
+		return sum == frame[n-1]
+	case "xor8":
+		var x byte
+		for _, c := range frame[:n-1] {
+			x ^= c
+		}
+		return x == frame[n-1]
+	case "crc16":
+		return n >= 3 && modbus.CRC16(frame[:n-2]) == uint16(frame[n-2])|uint16(frame[n-1])<<8
+	}
+	return true
 }
 
 // parser finds a point's field in a frame.
@@ -119,8 +173,43 @@ func newParser(d gateway.DeviceConfig) (parser, error) {
 			return nil, fmt.Errorf("serial: device %s: %w", d.Name, err)
 		}
 		return regexParser{re}, nil
+	case "binary":
+		return binaryParser{}, nil
 	}
 	return nil, fmt.Errorf("serial: device %s: format %q", d.Name, d.Format)
+}
+
+// binaryParser reads fields of a fixed frame at byte offsets: the field
+// name is the offset, and the point's type says how many bytes.
+type binaryParser struct{}
+
+func (binaryParser) field(frame []byte, name string) ([]byte, bool) {
+	off, err := strconv.Atoi(name)
+	if err != nil || off < 0 || off >= len(frame) {
+		return nil, false
+	}
+	return frame[off:], true
+}
+
+// binaryValue decodes a binary field (what binaryParser returned: the frame
+// from the field's offset) with Modbus's types and byte orders; bools are a
+// byte, non-zero for true.
+func binaryValue(p *gateway.PointConfig, data []byte) (gateway.Value, error) {
+	if p.Type == "bool" {
+		return gateway.Value{Point: p.Name, Kind: gateway.KindBool, B: data[0] != 0}, nil
+	}
+	if p.Type == "string" {
+		return gateway.Value{Point: p.Name}, errors.New("strings are not read from binary frames")
+	}
+	mp, err := modbus.PointFromConfig(gateway.PointConfig{Name: p.Name, Table: "holding", Type: p.Type,
+		ByteOrder: p.ByteOrder, Bit: -1, Scale: p.Scale, Offset: p.Offset})
+	if err != nil {
+		return gateway.Value{Point: p.Name}, err
+	}
+	if w := 2 * mp.Width(); len(data) < w {
+		return gateway.Value{Point: p.Name}, fmt.Errorf("a %s needs %d bytes; the frame ends first", p.Type, w)
+	}
+	return mp.Decode(data, 0)
 }
 
 // value converts a field's text to the point's type, after scale and offset.

@@ -18,12 +18,16 @@ func FuzzFraming(f *testing.F) {
 			delim = []byte("\n")
 		}
 		total := len(buf)
-		frames, rest := splitFrames(buf, delim, n, nil)
+		fr := framer{delim: delim, n: n, header: []byte{0xAA, 0x55}[:n%3], checksum: []string{"", "sum8", "xor8", "crc16"}[n%4]}
+		if n > 0 && n <= len(fr.header)+2 {
+			fr.n = 0
+		}
+		frames, rest := fr.split(buf, nil)
 		size := len(rest)
-		for _, fr := range frames {
-			size += len(fr)
-			if n > 0 && len(fr) != n {
-				t.Fatalf("fixed frame of %d bytes, want %d", len(fr), n)
+		for _, f := range frames {
+			size += len(f)
+			if fr.n > 0 && len(f) != fr.n {
+				t.Fatalf("fixed frame of %d bytes, want %d", len(f), fr.n)
 			}
 		}
 		if size > total {
@@ -74,11 +78,12 @@ func BenchmarkParseLine(b *testing.B) {
 				s.cfg.Points = append(s.cfg.Points, gateway.PointConfig{Name: f, Field: f, Type: "float64", Scale: 1})
 			}
 			line := []byte(tc.line)
+			fr := framer{delim: []byte("\n")}
 			var frames [][]byte
 			var r gateway.Reading
 			b.ReportAllocs()
 			for b.Loop() {
-				frames, _ = splitFrames(line, []byte("\n"), 0, frames[:0])
+				frames, _ = fr.split(line, frames[:0])
 				r.Reset("s", r.Time)
 				s.parse(frames[0], &r)
 			}

@@ -2,6 +2,7 @@ package serial
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,16 +30,15 @@ func OpenPort(device string, mode *serial.Mode) (Port, error) { return serial.Op
 // Bus reads the sensors of one serial line. Read must be called from one
 // goroutine at a time.
 type Bus struct {
-	name     string
-	device   string
-	mode     *serial.Mode
-	open     OpenPortFunc
-	delim    []byte
-	frameLen int
-	timeout  time.Duration
-	log      *slog.Logger
-	devices  map[string]*sensor
-	push     []*sensor
+	name    string
+	device  string
+	mode    *serial.Mode
+	open    OpenPortFunc
+	framer  framer
+	timeout time.Duration
+	log     *slog.Logger
+	devices map[string]*sensor
+	push    []*sensor
 
 	port     Port
 	lost     bool // the port failed; logged once until it is back
@@ -76,9 +76,13 @@ func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logge
 		b.mode.StopBits = serial.TwoStopBits
 	}
 	if bus.Framing == "fixed" {
-		b.frameLen = bus.FrameLength
+		header, err := hex.DecodeString(bus.Header)
+		if err != nil {
+			return nil, fmt.Errorf("serial: bus %s: header: %w", bus.Name, err)
+		}
+		b.framer = framer{n: bus.FrameLength, header: header, checksum: bus.Checksum}
 	} else {
-		b.delim = []byte(bus.Delimiter)
+		b.framer = framer{delim: []byte(bus.Delimiter)}
 	}
 	for _, d := range devices {
 		p, err := newParser(d)
@@ -145,7 +149,13 @@ func (s *sensor) parse(frame []byte, r *gateway.Reading) {
 			r.AddError(p.Name, "field "+p.Field+" missing from the frame")
 			continue
 		}
-		v, err := value(p, text)
+		var v gateway.Value
+		var err error
+		if s.cfg.Format == "binary" {
+			v, err = binaryValue(p, text)
+		} else {
+			v, err = value(p, text)
+		}
 		if err != nil {
 			r.AddError(p.Name, err.Error())
 			continue
@@ -179,7 +189,7 @@ func (b *Bus) drain() {
 func (b *Bus) take(data []byte, want *sensor) []byte {
 	b.buf = append(b.buf, data...)
 	var rest []byte
-	b.frames, rest = splitFrames(b.buf, b.delim, b.frameLen, b.frames[:0])
+	b.frames, rest = b.framer.split(b.buf, b.frames[:0])
 	defer func() {
 		// The partial frame moves to the front of the same buffer, once
 		// the frames (which alias it) are handled.
@@ -269,7 +279,7 @@ func (b *Bus) ensureOpen() error {
 		b.log.Info("serial_port_back", "bus", b.name, "device", b.device, "failed_opens", b.failures)
 	}
 	b.port, b.lost, b.failures, b.openErr = p, false, 0, nil
-	b.buf, b.skipNext = b.buf[:0], len(b.push) > 0 && b.frameLen == 0
+	b.buf, b.skipNext = b.buf[:0], len(b.push) > 0 && b.framer.n == 0
 	return nil
 }
 

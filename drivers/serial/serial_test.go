@@ -2,8 +2,10 @@ package serial
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -198,5 +200,54 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out after 10s")
 		}
 		time.Sleep(20 * time.Millisecond) // the sensor and the line take their time
+	}
+}
+
+// binaryFrame is AA 55, int16 temperature ×0.1 (big-endian), uint16
+// humidity (little-endian), float32 pressure, a status byte, then xor8.
+func binaryFrame(temp int16, hum uint16, pressure float32, ok bool) []byte {
+	f := []byte{0xAA, 0x55, byte(uint16(temp) >> 8), byte(temp), byte(hum), byte(hum >> 8)}
+	f = binary.BigEndian.AppendUint32(f, math.Float32bits(pressure))
+	if ok {
+		f = append(f, 1)
+	} else {
+		f = append(f, 0)
+	}
+	var x byte
+	for _, c := range f {
+		x ^= c
+	}
+	return append(f, x)
+}
+
+func TestFixedFrameBinarySensorWithChecksum(t *testing.T) {
+	sensorEnd, gatewayEnd := testpty.Pair(t)
+	sensor := openEnd(t, sensorEnd)
+	bus := line(gatewayEnd, time.Second)
+	bus.Framing, bus.FrameLength, bus.Header, bus.Checksum = "fixed", 12, "AA55", "xor8"
+	temp := pt("temperature", "2", "int16")
+	temp.Scale, temp.ByteOrder = 0.1, "ABCD"
+	hum := pt("humidity", "4", "uint16")
+	hum.ByteOrder = "DCBA"
+	pres := pt("pressure", "6", "float32")
+	pres.ByteOrder = "ABCD"
+	dev := gateway.DeviceConfig{Name: "bin", Format: "binary", Points: []gateway.PointConfig{temp, hum, pres, pt("ok", "10", "bool")}}
+	b, err := Open(bus, []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), OpenPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	reading(t, b, "bin") // opens the port
+	bad := binaryFrame(999, 1, 1, false)
+	bad[5] ^= 0x40 // the checksum no longer matches
+	var stream []byte
+	stream = append(stream, 0x13, 0xAA, 0x00, 0x55) // noise, a false start
+	stream = append(stream, bad...)
+	stream = append(stream, binaryFrame(-125, 45, 1013.25, true)...)
+	sensor.Write(stream)
+	var got string
+	waitFor(t, func() bool { got = describe(reading(t, b, "bin")); return !strings.Contains(got, "no frame") })
+	if got != "temperature=-12.5 humidity=45 pressure=1013.25 ok=true" {
+		t.Fatalf("binary frame: %q", got)
 	}
 }

@@ -45,7 +45,7 @@ func (s *Server) ServeSerial(ctx context.Context, port modbus.Port, ascii bool) 
 				if ascii {
 					reply = encodeASCII(reply)
 				} else {
-					reply = binary.LittleEndian.AppendUint16(reply, crc16(reply))
+					reply = binary.LittleEndian.AppendUint16(reply, modbus.CRC16(reply))
 				}
 				if _, err := port.Write(reply); err != nil {
 					return fmt.Errorf("simulator: write: %w", err)
@@ -83,7 +83,7 @@ func nextRequest(buf []byte, ascii bool) (frame, rest []byte, ok bool) {
 		if len(buf) < n {
 			return nil, buf, false
 		}
-		if binary.LittleEndian.Uint16(buf[n-2:n]) == crc16(buf[:n-2]) {
+		if binary.LittleEndian.Uint16(buf[n-2:n]) == modbus.CRC16(buf[:n-2]) {
 			return buf[:n-2], buf[n:], true
 		}
 		buf = buf[1:] // not a frame here: resynchronise a byte later
@@ -186,22 +186,6 @@ func exceptionCode(err error) byte {
 		return 3
 	}
 	return 4 // server device failure
-}
-
-// crc16 is the Modbus RTU CRC (polynomial 0xA001, reflected, start 0xFFFF).
-func crc16(b []byte) uint16 {
-	crc := uint16(0xFFFF)
-	for _, c := range b {
-		crc ^= uint16(c)
-		for range 8 {
-			if crc&1 != 0 {
-				crc = crc>>1 ^ 0xA001
-			} else {
-				crc >>= 1
-			}
-		}
-	}
-	return crc
 }
 
 // lrc is the Modbus ASCII checksum: the two's complement of the byte sum.
