@@ -55,6 +55,9 @@ func (f *framer) split(buf []byte, frames [][]byte) ([][]byte, []byte) {
 }
 
 func splitLines(buf, delim []byte, frames [][]byte) ([][]byte, []byte) {
+	if len(delim) == 0 {
+		delim = []byte{'\n'} // config forbids it; an empty one would never advance
+	}
 	for {
 		i := bytes.Index(buf, delim)
 		if i < 0 {
