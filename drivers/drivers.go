@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 
+	bugserial "go.bug.st/serial"
+
+	"edgegw/board"
 	"edgegw/drivers/modbus"
 	"edgegw/drivers/serial"
 	"edgegw/gateway"
@@ -20,10 +23,29 @@ func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logge
 	case gateway.ProtoModbusTCP:
 		return modbus.OpenTCP(bus, devices, log)
 	case gateway.ProtoModbusRTU, gateway.ProtoModbusASCII:
-		return modbus.OpenSerial(bus, devices, log, modbus.OpenPort)
+		return modbus.OpenSerial(bus, devices, log, func(dev string, mode *bugserial.Mode) (modbus.Port, error) {
+			return openPort(bus, dev, mode)
+		})
 	case gateway.ProtoSerial:
-		return serial.Open(bus, devices, log, serial.OpenPort)
+		return serial.Open(bus, devices, log, func(dev string, mode *bugserial.Mode) (serial.Port, error) {
+			return openPort(bus, dev, mode)
+		})
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrUnsupported, bus.Protocol)
 	}
+}
+
+// openPort opens a serial port, in the kernel's RS-485 mode when the bus
+// asks for it: without it such a line cannot send, so its failure is the
+// open's.
+func openPort(bus gateway.BusConfig, device string, mode *bugserial.Mode) (bugserial.Port, error) {
+	p, err := bugserial.Open(device, mode)
+	if err != nil || !bus.RS485 {
+		return p, err
+	}
+	if err := board.EnableRS485(device); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
 }

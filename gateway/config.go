@@ -91,7 +91,10 @@ type BusConfig struct {
 	// Device is the serial port (modbus-rtu, modbus-ascii, serial).
 	Device string `toml:"device"`
 	// Address is host:port (modbus-tcp).
-	Address  string `toml:"address"`
+	Address string `toml:"address"`
+	// RS485 asks the kernel to drive the transceiver's direction with RTS
+	// (TIOCSRS485), for UARTs wired so; serial buses only.
+	RS485    bool   `toml:"rs485"`
 	Baud     int    `toml:"baud"`
 	DataBits int    `toml:"data_bits"`
 	Parity   string `toml:"parity"`

@@ -221,7 +221,7 @@ func (v *validator) buses() map[string]*BusConfig {
 			if _, port, err := net.SplitHostPort(b.Address); err != nil || port == "" {
 				v.errorf(p+".address", "%q is not host:port (modbus-tcp needs address)", b.Address)
 			}
-			for _, k := range []string{"device", "baud", "data_bits", "parity", "stop_bits"} {
+			for _, k := range []string{"device", "baud", "data_bits", "parity", "stop_bits", "rs485"} {
 				if v.set(p + "." + k) {
 					v.errorf(p+"."+k, "applies to serial buses only, not %s", b.Protocol)
 				}
