@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"edgegw/board"
 	"edgegw/drivers"
 	"edgegw/drivers/modbus"
 	"edgegw/drivers/modbus/simulator"
@@ -195,18 +197,27 @@ func cmdPorts(stdout, stderr io.Writer) int {
 	}
 	if len(ports) == 0 {
 		fmt.Fprintln(stdout, "no serial ports found")
-		return exitOK
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tUSB VID:PID\tSERIAL\tPRODUCT")
-	for _, p := range ports {
-		id := "-"
-		if p.USB {
-			id = p.VID + ":" + p.PID
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PORT\tUSB VID:PID\tSERIAL\tPRODUCT")
+		for _, p := range ports {
+			id := "-"
+			if p.USB {
+				id = p.VID + ":" + p.PID
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, id, dash(p.SerialNumber), dash(p.Product))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, id, dash(p.SerialNumber), dash(p.Product))
+		tw.Flush()
 	}
-	tw.Flush()
+	// Stable names for a config: the board's aliases and udev's by-id links
+	// (a USB adapter keeps its by-id name whichever ttyUSB it gets).
+	byID, _ := filepath.Glob("/dev/serial/by-id/*")
+	b := board.Select("auto")
+	for _, name := range append(b.SerialPorts, byID...) {
+		if target, err := filepath.EvalSymlinks(name); err == nil && target != name {
+			fmt.Fprintf(stdout, "%s -> %s\n", name, target)
+		}
+	}
 	return exitOK
 }
 
