@@ -11,6 +11,7 @@ import (
 	"edgegw/board"
 	"edgegw/drivers/modbus"
 	"edgegw/drivers/serial"
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 )
 
@@ -23,29 +24,27 @@ func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logge
 	case gateway.ProtoModbusTCP:
 		return modbus.OpenTCP(bus, devices, log)
 	case gateway.ProtoModbusRTU, gateway.ProtoModbusASCII:
-		return modbus.OpenSerial(bus, devices, log, func(dev string, mode *bugserial.Mode) (modbus.Port, error) {
-			return openPort(bus, dev, mode)
-		})
+		return modbus.OpenSerial(bus, devices, log, portOpener(bus))
 	case gateway.ProtoSerial:
-		return serial.Open(bus, devices, log, func(dev string, mode *bugserial.Mode) (serial.Port, error) {
-			return openPort(bus, dev, mode)
-		})
+		return serial.Open(bus, devices, log, portOpener(bus))
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrUnsupported, bus.Protocol)
 	}
 }
 
-// openPort opens a serial port, in the kernel's RS-485 mode when the bus
-// asks for it: without it such a line cannot send, so its failure is the
-// open's.
-func openPort(bus gateway.BusConfig, device string, mode *bugserial.Mode) (bugserial.Port, error) {
-	p, err := bugserial.Open(device, mode)
-	if err != nil || !bus.RS485 {
-		return p, err
+// portOpener opens the bus's serial port, in the kernel's RS-485 mode when
+// the bus asks for it: without it such a line cannot send, so its failure
+// is the open's.
+func portOpener(bus gateway.BusConfig) port.OpenFunc {
+	return func(device string, mode *bugserial.Mode) (port.Port, error) {
+		p, err := port.Open(device, mode)
+		if err != nil || !bus.RS485 {
+			return p, err
+		}
+		if err := board.EnableRS485(device); err != nil {
+			p.Close()
+			return nil, err
+		}
+		return p, nil
 	}
-	if err := board.EnableRS485(device); err != nil {
-		p.Close()
-		return nil, err
-	}
-	return p, nil
 }

@@ -27,6 +27,7 @@ import (
 	"edgegw/drivers/modbus"
 	"edgegw/drivers/modbus/simulator"
 	"edgegw/drivers/serial"
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 	"edgegw/internal/journal"
 )
@@ -112,6 +113,17 @@ type systemd struct{}
 
 func (systemd) Notify(state string) { daemon.SdNotify(false, state) }
 
+// loadConfig loads the config, printing every problem as PATH:LINE: key:
+// message when it is not valid.
+func loadConfig(path string, stderr io.Writer) (*gateway.Config, bool) {
+	cfg, err := gateway.LoadConfig(path)
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return nil, false
+	}
+	return cfg, true
+}
+
 // printConfigErrors prints every problem as PATH:LINE: key: message.
 func printConfigErrors(w io.Writer, err error) {
 	ces := gateway.ConfigErrors(err)
@@ -131,9 +143,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if fs.Parse(args) != nil {
 		return exitFailure
 	}
-	cfg, err := gateway.LoadConfig(*path)
-	if err != nil {
-		printConfigErrors(stderr, err)
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
 		return exitConfig
 	}
 	points := 0
@@ -153,9 +164,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	log := newLogger(stderr, *debug)
-	cfg, err := gateway.LoadConfig(*path)
-	if err != nil {
-		printConfigErrors(stderr, err)
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
 		return exitConfig
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -179,7 +189,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}()
 	watchdog, _ := daemon.SdWatchdogEnabled(false)
-	err = gateway.Run(ctx, cfg, gateway.Options{Open: drivers.Open, Logger: log, Version: version,
+	err := gateway.Run(ctx, cfg, gateway.Options{Open: drivers.Open, Logger: log, Version: version,
 		Notifier: systemd{}, WatchdogInterval: watchdog,
 		Reload: reload, Load: func() (*gateway.Config, error) { return gateway.LoadConfig(*path) }})
 	if err != nil {
@@ -238,9 +248,8 @@ func cmdSimulate(args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	log := newLogger(stderr, false)
-	cfg, err := gateway.LoadConfig(*path)
-	if err != nil {
-		printConfigErrors(stderr, err)
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
 		return exitConfig
 	}
 	addr := *listen
@@ -276,7 +285,7 @@ func serveSerial(ctx context.Context, cfg *gateway.Config, sim *simulator.Server
 		if b.Protocol != gateway.ProtoModbusRTU && b.Protocol != gateway.ProtoModbusASCII {
 			continue
 		}
-		port, err := modbus.OpenPort(device, modbus.SerialMode(b))
+		port, err := port.Open(device, port.Mode(b))
 		if err != nil {
 			fmt.Fprintln(stderr, "edgegw:", err)
 			return exitFailure
@@ -302,9 +311,8 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 	if fs.Parse(args) != nil {
 		return exitFailure
 	}
-	cfg, err := gateway.LoadConfig(*path)
-	if err != nil {
-		printConfigErrors(stderr, err)
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
 		return exitConfig
 	}
 	units, err := parseUnits(*unitsArg)

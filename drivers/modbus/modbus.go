@@ -23,6 +23,7 @@ import (
 
 	gmodbus "github.com/goburrow/modbus"
 
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 )
 
@@ -78,8 +79,8 @@ func OpenTCP(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Lo
 // OpenSerial prepares a Modbus RTU or ASCII bus on a serial port: goburrow's
 // packagers frame and check the requests and replies, lineTransport moves
 // them on the wire. The port opens at the first request and reopens after a
-// failure (an unplugged USB adapter), via open (OpenPort outside tests).
-func OpenSerial(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger, open OpenPortFunc) (*Bus, error) {
+// failure (an unplugged USB adapter), via open (port.Open outside tests).
+func OpenSerial(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger, open port.OpenFunc) (*Bus, error) {
 	t := newLineTransport(bus, open)
 	b := &Bus{reset: func() {}, close: t.Close}
 	if bus.Protocol == gateway.ProtoModbusASCII {

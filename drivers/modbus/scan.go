@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 )
 
@@ -30,7 +31,7 @@ func Scan(ctx context.Context, bus gateway.BusConfig, units []int, timeout time.
 	case gateway.ProtoModbusTCP:
 		b, err = OpenTCP(bus, nil, slog.New(slog.DiscardHandler))
 	case gateway.ProtoModbusRTU, gateway.ProtoModbusASCII:
-		b, err = OpenSerial(bus, nil, slog.New(slog.DiscardHandler), OpenPort)
+		b, err = OpenSerial(bus, nil, slog.New(slog.DiscardHandler), port.Open)
 	default:
 		return fmt.Errorf("bus %s is %s, not Modbus", bus.Name, bus.Protocol)
 	}

@@ -3,43 +3,14 @@ package modbus
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
 	"go.bug.st/serial"
 
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 )
-
-// Port is what a serial transport needs of a port: go.bug.st/serial's Port.
-type Port interface {
-	io.ReadWriter
-	SetReadTimeout(time.Duration) error
-	ResetInputBuffer() error
-	Close() error
-}
-
-// OpenPortFunc opens a serial port; serial.Open outside tests.
-type OpenPortFunc func(device string, mode *serial.Mode) (Port, error)
-
-// OpenPort opens a serial port with go.bug.st/serial.
-func OpenPort(device string, mode *serial.Mode) (Port, error) { return serial.Open(device, mode) }
-
-// SerialMode turns a bus's line settings into go.bug.st/serial's.
-func SerialMode(bus gateway.BusConfig) *serial.Mode {
-	m := &serial.Mode{BaudRate: bus.Baud, DataBits: bus.DataBits, StopBits: serial.OneStopBit, Parity: serial.NoParity}
-	if bus.StopBits == 2 {
-		m.StopBits = serial.TwoStopBits
-	}
-	switch bus.Parity {
-	case "even":
-		m.Parity = serial.EvenParity
-	case "odd":
-		m.Parity = serial.OddParity
-	}
-	return m
-}
 
 // lineTransport is a goburrow Transporter for Modbus RTU or ASCII on a
 // serial line. goburrow's own serial transport mis-reads exception replies,
@@ -49,25 +20,25 @@ func SerialMode(bus gateway.BusConfig) *serial.Mode {
 type lineTransport struct {
 	device  string
 	mode    *serial.Mode
-	open    OpenPortFunc
+	open    port.OpenFunc
 	ascii   bool
 	timeout time.Duration
 	// silence is the quiet time RTU needs between frames: 3.5 characters
 	// (11 bits each), at least 1.75 ms above 19200 baud.
 	silence time.Duration
 
-	port Port // nil after a failure: reopened at the next request
+	port port.Port // nil after a failure: reopened at the next request
 	last time.Time
 	buf  []byte
 }
 
-func newLineTransport(bus gateway.BusConfig, open OpenPortFunc) *lineTransport {
+func newLineTransport(bus gateway.BusConfig, open port.OpenFunc) *lineTransport {
 	char := time.Duration(11) * time.Second / time.Duration(max(bus.Baud, 1))
 	silence := max(char*7/2, 1750*time.Microsecond)
 	if bus.Baud <= 19200 {
 		silence = char * 7 / 2
 	}
-	return &lineTransport{device: bus.Device, mode: SerialMode(bus), open: open,
+	return &lineTransport{device: bus.Device, mode: port.Mode(bus), open: open,
 		ascii: bus.Protocol == gateway.ProtoModbusASCII, timeout: bus.Timeout.D(), silence: silence, buf: make([]byte, 0, 520)}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 	"edgegw/internal/testpty"
 )
@@ -34,7 +35,7 @@ func TestLineNoiseAndLateReplies(t *testing.T) {
 	bus := gateway.BusConfig{Name: "l", Protocol: gateway.ProtoModbusRTU, Device: gatewayEnd, Baud: 115200, DataBits: 8,
 		Parity: "none", StopBits: 1, Timeout: gateway.Duration(200 * time.Millisecond)}
 	drv, err := OpenSerial(bus, []gateway.DeviceConfig{{Name: "m", UnitID: 1, Points: []gateway.PointConfig{
-		{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}}, slog.New(slog.DiscardHandler), OpenPort)
+		{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}}, slog.New(slog.DiscardHandler), port.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func TestSilentDeviceIsBackedOff(t *testing.T) {
 	drv, err := OpenSerial(bus, []gateway.DeviceConfig{
 		{Name: "live", UnitID: 1, Interval: gateway.Duration(time.Second), Points: point},
 		{Name: "dead", UnitID: 2, Interval: gateway.Duration(time.Second), Points: point},
-	}, slog.New(slog.DiscardHandler), OpenPort)
+	}, slog.New(slog.DiscardHandler), port.Open)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	smodbus "github.com/simonvetter/modbus"
 
 	"edgegw/gateway"
+	"edgegw/internal/testbroker"
 )
 
 // regServer is a real Modbus TCP server holding fixed registers; addresses
@@ -59,14 +60,8 @@ func (s *regServer) HandleDiscreteInputs(r *smodbus.DiscreteInputsRequest) ([]bo
 	return nil, smodbus.ErrIllegalFunction
 }
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is a loopback host:port that was free a moment ago.
+func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t)) }
 
 func serve(t *testing.T, h smodbus.RequestHandler) string {
 	t.Helper()

@@ -4,28 +4,14 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
 	"go.bug.st/serial"
 
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 )
-
-// Port is what the driver needs of a serial port: go.bug.st/serial's Port.
-type Port interface {
-	io.ReadWriter
-	SetReadTimeout(time.Duration) error
-	ResetInputBuffer() error
-	Close() error
-}
-
-// OpenPortFunc opens a serial port.
-type OpenPortFunc func(device string, mode *serial.Mode) (Port, error)
-
-// OpenPort opens a serial port with go.bug.st/serial.
-func OpenPort(device string, mode *serial.Mode) (Port, error) { return serial.Open(device, mode) }
 
 // Bus reads the sensors of one serial line. Read must be called from one
 // goroutine at a time.
@@ -33,14 +19,14 @@ type Bus struct {
 	name    string
 	device  string
 	mode    *serial.Mode
-	open    OpenPortFunc
+	open    port.OpenFunc
 	framer  framer
 	timeout time.Duration
 	log     *slog.Logger
 	devices map[string]*sensor
 	push    []*sensor
 
-	port     Port
+	port     port.Port
 	lost     bool // the port failed; logged once until it is back
 	failures int
 	openErr  error
@@ -62,19 +48,9 @@ type sensor struct {
 
 // Open prepares a serial bus for its devices; the port opens at the first
 // Read, and again after it fails (an unplugged USB adapter), via open.
-func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger, open OpenPortFunc) (*Bus, error) {
+func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger, open port.OpenFunc) (*Bus, error) {
 	b := &Bus{name: bus.Name, device: bus.Device, open: open, timeout: bus.Timeout.D(), log: log,
-		mode:    &serial.Mode{BaudRate: bus.Baud, DataBits: bus.DataBits, Parity: serial.NoParity, StopBits: serial.OneStopBit},
-		devices: map[string]*sensor{}, chunk: make([]byte, 1024)}
-	switch bus.Parity {
-	case "even":
-		b.mode.Parity = serial.EvenParity
-	case "odd":
-		b.mode.Parity = serial.OddParity
-	}
-	if bus.StopBits == 2 {
-		b.mode.StopBits = serial.TwoStopBits
-	}
+		mode: port.Mode(bus), devices: map[string]*sensor{}, chunk: make([]byte, 1024)}
 	if bus.Framing == "fixed" {
 		header, err := hex.DecodeString(bus.Header)
 		if err != nil {

@@ -15,13 +15,14 @@ import (
 
 	bugserial "go.bug.st/serial"
 
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 	"edgegw/internal/testpty"
 )
 
-func openEnd(t *testing.T, path string) Port {
+func openEnd(t *testing.T, path string) port.Port {
 	t.Helper()
-	p, err := OpenPort(path, &bugserial.Mode{BaudRate: 9600})
+	p, err := port.Open(path, &bugserial.Mode{BaudRate: 9600})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestPushingKVSensorWithNoiseAndStaleness(t *testing.T) {
 	dev := gateway.DeviceConfig{Name: "th", Format: "kv", Points: []gateway.PointConfig{
 		pt("temperature", "T", "float64"), pt("humidity", "H", "float64"), pt("alarm", "ALM", "bool")}}
 	dev.Points[1].Scale = 0.01
-	b, err := Open(line(gatewayEnd, time.Second), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), OpenPort)
+	b, err := Open(line(gatewayEnd, time.Second), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), port.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,7 @@ func TestPolledRegexAndCSVSensors(t *testing.T) {
 		Points: []gateway.PointConfig{pt("count", "0", "uint32"), pt("state", "1", "string"), pt("flow", "2", "float64")}}
 	bus := line(gatewayEnd, 500*time.Millisecond)
 	bus.Delimiter = "\r\n"
-	b, err := Open(bus, []gateway.DeviceConfig{ws, csv}, slog.New(slog.DiscardHandler), OpenPort)
+	b, err := Open(bus, []gateway.DeviceConfig{ws, csv}, slog.New(slog.DiscardHandler), port.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestReplug(t *testing.T) {
 	cmd := start()
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	dev := gateway.DeviceConfig{Name: "th", Format: "kv", Points: []gateway.PointConfig{pt("t", "T", "float64")}}
-	b, err := Open(line(g, time.Second), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), OpenPort)
+	b, err := Open(line(g, time.Second), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), port.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestReplug(t *testing.T) {
 	reading(t, b, "th") // opens the port
 	sensor := openEnd(t, a)
 	var got string
-	write := func(p Port, s string) { p.Write([]byte(s)) }
+	write := func(p port.Port, s string) { p.Write([]byte(s)) }
 	waitFor(t, func() bool {
 		write(sensor, "T=1\n")
 		got = describe(reading(t, b, "th"))
@@ -232,7 +233,7 @@ func TestFixedFrameBinarySensorWithChecksum(t *testing.T) {
 	pres := pt("pressure", "6", "float32")
 	pres.ByteOrder = "ABCD"
 	dev := gateway.DeviceConfig{Name: "bin", Format: "binary", Points: []gateway.PointConfig{temp, hum, pres, pt("ok", "10", "bool")}}
-	b, err := Open(bus, []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), OpenPort)
+	b, err := Open(bus, []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), port.Open)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,21 +12,22 @@ import (
 	smodbus "github.com/simonvetter/modbus"
 
 	"edgegw/drivers/modbus"
+	"edgegw/drivers/serial/port"
 )
 
-// ServeSerial answers Modbus RTU requests (ASCII when ascii is set) on port
+// ServeSerial answers Modbus RTU requests (ASCII when ascii is set) on p
 // until ctx ends, as the devices of a real RS-485 line would: requests for
 // other unit ids get no answer, exceptions are sent as exception replies.
-// The caller closes port.
-func (s *Server) ServeSerial(ctx context.Context, port modbus.Port, ascii bool) error {
+// The caller closes p.
+func (s *Server) ServeSerial(ctx context.Context, p port.Port, ascii bool) error {
 	var buf []byte
 	chunk := make([]byte, 256)
 	s.log.Info("simulator_serving_serial", "ascii", ascii, "units", len(s.units))
 	for ctx.Err() == nil {
-		if err := port.SetReadTimeout(50 * time.Millisecond); err != nil {
+		if err := p.SetReadTimeout(50 * time.Millisecond); err != nil {
 			return err
 		}
-		n, err := port.Read(chunk)
+		n, err := p.Read(chunk)
 		if err != nil {
 			return fmt.Errorf("simulator: read: %w", err)
 		}
@@ -47,7 +48,7 @@ func (s *Server) ServeSerial(ctx context.Context, port modbus.Port, ascii bool) 
 				} else {
 					reply = binary.LittleEndian.AppendUint16(reply, modbus.CRC16(reply))
 				}
-				if _, err := port.Write(reply); err != nil {
+				if _, err := p.Write(reply); err != nil {
 					return fmt.Errorf("simulator: write: %w", err)
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"edgegw/drivers/modbus"
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 	"edgegw/internal/testpty"
 )
@@ -49,16 +50,16 @@ func TestSerialLine(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			port, err := modbus.OpenPort(deviceEnd, modbusMode())
+			devPort, err := port.Open(deviceEnd, modbusMode())
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			served := make(chan error)
-			go func() { served <- sim.ServeSerial(ctx, port, proto == gateway.ProtoModbusASCII) }()
-			defer func() { cancel(); <-served; port.Close() }()
+			go func() { served <- sim.ServeSerial(ctx, devPort, proto == gateway.ProtoModbusASCII) }()
+			defer func() { cancel(); <-served; devPort.Close() }()
 
-			drv, err := modbus.OpenSerial(bus, []gateway.DeviceConfig{dev, silent}, slog.New(slog.DiscardHandler), modbus.OpenPort)
+			drv, err := modbus.OpenSerial(bus, []gateway.DeviceConfig{dev, silent}, slog.New(slog.DiscardHandler), port.Open)
 			if err != nil {
 				t.Fatal(err)
 			}

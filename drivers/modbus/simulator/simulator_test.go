@@ -2,8 +2,8 @@ package simulator
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -15,14 +15,8 @@ import (
 	"edgegw/internal/testbroker"
 )
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is a loopback host:port that was free a moment ago.
+func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t)) }
 
 // TestSimulatorServesExampleConfig reads the example config's devices from
 // the simulator with the real driver: every point answers, plausibly.

@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"go.bug.st/serial"
+	bugserial "go.bug.st/serial"
 
 	"edgegw/drivers/modbus"
+	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
 	"edgegw/internal/testpty"
 )
@@ -18,7 +19,7 @@ import (
 // at a baud rate would: a pty alone moves bytes instantly. A byte is passed
 // on once its last bit would have arrived; after a late wake-up (timers are
 // coarser than a character at 9600 baud) the bytes due are passed together.
-func pace(src, dst modbus.Port, char time.Duration, stop <-chan struct{}) {
+func pace(src, dst port.Port, char time.Duration, stop <-chan struct{}) {
 	buf := make([]byte, 256)
 	var lineFree time.Time
 	for {
@@ -60,8 +61,8 @@ func BenchmarkRTUCycle9600(b *testing.B) {
 	relayB, devEnd := testpty.Pair(b)
 	const baud = 9600
 	char := 11 * time.Second / baud // start, 8 data, parity, stop
-	open := func(path string) modbus.Port {
-		p, err := modbus.OpenPort(path, &serial.Mode{BaudRate: 115200})
+	open := func(path string) port.Port {
+		p, err := port.Open(path, &bugserial.Mode{BaudRate: 115200})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -90,7 +91,7 @@ func BenchmarkRTUCycle9600(b *testing.B) {
 	devPort := open(devEnd)
 	go func() { served <- sim.ServeSerial(ctx, devPort, false) }()
 	defer func() { cancel(); <-served }()
-	drv, err := modbus.OpenSerial(cfg.Buses[0], cfg.Devices, slog.New(slog.DiscardHandler), modbus.OpenPort)
+	drv, err := modbus.OpenSerial(cfg.Buses[0], cfg.Devices, slog.New(slog.DiscardHandler), port.Open)
 	if err != nil {
 		b.Fatal(err)
 	}
