@@ -32,6 +32,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -48,6 +49,12 @@ const format = "1"
 
 // recordOverhead is what a record costs besides its data: key and time.
 const recordOverhead = 16
+
+// recordSize is what a record of data counts toward MaxBytes.
+func recordSize(data []byte) int64 { return int64(len(data)) + recordOverhead }
+
+// storedSize is the same for a value as bbolt stores it (time, then data).
+func storedSize(v []byte) int64 { return recordSize(v[8:]) }
 
 // Reasons a record is dropped, as counted in Stats.Dropped.
 const (
@@ -232,7 +239,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 	}
 	b.seqs = floor
 	epoch, db, err := b.openFile()
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		floor.close()
 		return nil, fmt.Errorf("buffer: %s is locked by another process (is another edgegw running?): %w", path, err)
 	}
@@ -265,7 +272,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 			continue // already in bbolt
 		}
 		b.tail = append(b.tail, Record{Seq: seqs[i], Time: r.t, Data: r.data})
-		b.tailBytes += int64(len(r.data)) + recordOverhead
+		b.tailBytes += recordSize(r.data)
 		b.lastSeq = seqs[i]
 	}
 	if err := b.seqs.reserve(b.lastSeq); err != nil {
@@ -382,7 +389,7 @@ func (b *Buffer) scan() (epoch uint64, err error) {
 					b.dbOldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 				}
 				b.dbCount++
-				b.dbBytes += int64(len(v)) + 8
+				b.dbBytes += storedSize(v)
 				return nil
 			})
 		})
@@ -448,7 +455,7 @@ func (b *Buffer) Append(data []byte) error {
 		return ErrClosed
 	}
 	b.pending = append(b.pending, pendingRecord{t: now, data: data})
-	b.pendingBytes += int64(len(data)) + recordOverhead
+	b.pendingBytes += recordSize(data)
 	return nil
 }
 

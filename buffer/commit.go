@@ -165,7 +165,7 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 				binary.BigEndian.PutUint64(key[:], s)
 				if v := rb.Get(key[:]); v != nil {
 					count--
-					bytes -= int64(len(v)) + 8
+					bytes -= storedSize(v)
 					if err := rb.Delete(key[:]); err != nil {
 						return err
 					}
@@ -187,7 +187,7 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 				slab = binary.BigEndian.AppendUint64(slab, uint64(t.UnixNano()))
 				slab = append(slab, data...)
 				count++
-				bytes += int64(len(data)) + recordOverhead
+				bytes += recordSize(data)
 				return rb.Put(slab[at:at+8], slab[at+8:])
 			}
 			for _, r := range tail {
@@ -233,7 +233,7 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 	}
 	b.tailBytes = 0
 	for _, r := range b.tail {
-		b.tailBytes += int64(len(r.Data)) + recordOverhead
+		b.tailBytes += recordSize(r.Data)
 	}
 	b.dbCount, b.dbBytes, b.dbOldest = res.count, res.bytes, res.oldest
 	b.dbLast = max(b.dbLast, last)
@@ -272,7 +272,7 @@ func (b *Buffer) trim(rb *bolt.Bucket, count int, bytes int64, now time.Time) co
 			res.droppedBytes.add(seq)
 		}
 		res.count--
-		res.bytes -= int64(len(v)) + 8
+		res.bytes -= storedSize(v)
 		if c.Delete() != nil {
 			break // the transaction fails and reports it
 		}
@@ -300,7 +300,7 @@ func (b *Buffer) boundPending(now time.Time) {
 	var dropped seqRange
 	i := 0
 	for b.pendingBytes > b.opts.MaxPendingBytes && i < len(b.pending) {
-		b.pendingBytes -= int64(len(b.pending[i].data)) + recordOverhead
+		b.pendingBytes -= recordSize(b.pending[i].data)
 		dropped.n++ // never numbered: the range stays 0-0
 		i++
 	}
