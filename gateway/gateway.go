@@ -46,13 +46,6 @@ type Options struct {
 	Load func() (*Config, error)
 }
 
-// FatalError is a problem that stops the gateway before it can run
-// (the buffer cannot be opened, a secret cannot be read).
-type FatalError struct{ Err error }
-
-func (e *FatalError) Error() string { return e.Err.Error() }
-func (e *FatalError) Unwrap() error { return e.Err }
-
 // BufferPath is where the flash buffer lives inside data_dir.
 func BufferPath(cfg *Config) string { return filepath.Join(cfg.Gateway.DataDir, "buffer.db") }
 
@@ -68,7 +61,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 
 	password, tlsCfg, err := secrets(cfg)
 	if err != nil {
-		return &FatalError{err}
+		return err
 	}
 	buf, err := buffer.Open(BufferPath(cfg), buffer.Options{
 		CommitInterval: cfg.Buffer.CommitInterval.D(),
@@ -77,7 +70,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		Logger:         log.With("component", "buffer"),
 	})
 	if err != nil {
-		return &FatalError{err}
+		return err
 	}
 	st := buf.Stats()
 	log.Info("buffer_opened", "path", BufferPath(cfg), "readings", st.Readings, "bytes", st.Bytes, "last_seq", st.LastSeq)
