@@ -299,10 +299,7 @@ func (b *Bus) read(unit byte, req Request) ([]byte, error) {
 // Close closes the bus connection or port.
 func (b *Bus) Close() error { return b.close() }
 
-func isException(err error) bool {
-	var me *gmodbus.ModbusError
-	return errors.As(err, &me)
-}
+func isException(err error) bool { return exceptionCode(err) != 0 }
 
 var exceptionNames = map[byte]string{
 	1: "illegal function", 2: "illegal data address", 3: "illegal data value",
