@@ -143,30 +143,13 @@ func (p *poller) Run(ctx context.Context) error {
 			}
 		}
 		p.beat.Store(p.now().UnixNano())
-		if wait := due[next].Sub(p.now()); wait > 0 {
-			timer.Reset(wait)
-			ran := false
-		idle:
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case cmd := <-p.cmds:
-					timer.Stop()
-					cmd.done(p.write(ctx, drv, openErr, cmd))
-					ran = true
-					break idle
-				case <-beat.C:
-					p.beat.Store(p.now().UnixNano())
-				case <-timer.C:
-					break idle
-				}
-			}
-			if ran {
-				continue
-			}
-		} else if ctx.Err() != nil {
+		switch p.idle(ctx, due[next].Sub(p.now()), timer, beat, func(cmd command) {
+			cmd.done(p.write(ctx, drv, openErr, cmd))
+		}) {
+		case stopped:
 			return nil
+		case wroteCommand:
+			continue // the next due poll may have changed
 		}
 		if drv == nil {
 			drv, openErr = p.open(p.bus, p.devices, log)
@@ -210,6 +193,41 @@ func (p *poller) Run(ctx context.Context) error {
 		due[next] = due[next].Add(iv)
 		if now := p.now(); due[next].Before(now) {
 			due[next] = now.Add(iv)
+		}
+	}
+}
+
+// idleOutcome is how an idle wait ended.
+type idleOutcome int
+
+const (
+	pollDue      idleOutcome = iota // the next poll is due
+	wroteCommand                    // a command ran on the bus meanwhile
+	stopped                         // ctx ended
+)
+
+// idle waits up to wait for the next poll, beating the heartbeat every
+// tick, and runs at most one command that arrives meanwhile.
+func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer, beat *time.Ticker, run func(command)) idleOutcome {
+	if wait <= 0 {
+		if ctx.Err() != nil {
+			return stopped
+		}
+		return pollDue
+	}
+	timer.Reset(wait)
+	for {
+		select {
+		case <-ctx.Done():
+			return stopped
+		case cmd := <-p.cmds:
+			timer.Stop()
+			run(cmd)
+			return wroteCommand
+		case <-beat.C:
+			p.beat.Store(p.now().UnixNano())
+		case <-timer.C:
+			return pollDue
 		}
 	}
 }
