@@ -4,15 +4,22 @@
 // It promises:
 //   - A record handed to Append is on disk within the commit interval, in one
 //     write with everything else appended in that interval (one fdatasync per
-//     batch, which is what keeps an SD card alive).
+//     batch, which is what keeps an SD card alive). Acknowledgements ride in
+//     the same batches: after a crash, only records acknowledged within the
+//     last commit interval come back.
 //   - Sequence numbers are assigned at commit: contiguous, never reused, kept
-//     across restarts, even when a damaged file has to be replaced
-//     (seqfloor.go). A crash loses only records that never got a number.
-//   - Records leave by Ack (applied in batches), oldest first by Next, or,
-//     counted and logged, when MaxBytes or MaxAge is exceeded (oldest first)
-//     or when the disk fails for longer than RAM can hold (MaxPendingBytes).
-//   - The file stays near the size of what it holds (compact.go), and a file
-//     that cannot be read at start is moved aside, never crash-looped on.
+//     across restarts, whatever file was damaged or deleted (seqfloor.go).
+//     A crash loses only records that never got a number; seqs that were
+//     given out but cannot be read back are logged and counted as corrupt.
+//   - Records leave by Ack, oldest first by Next, or, counted and logged,
+//     when MaxBytes or MaxAge is exceeded (oldest first) or when the disk
+//     fails for longer than RAM can hold (MaxPendingBytes). Age is judged by
+//     the buffer's own clock (clock.go), which clock steps do not move.
+//   - Open takes the same time however many records are held. A file that is
+//     damaged (verified) is salvaged: what can be read is kept, the rest is
+//     moved aside; a file that cannot be read now (an I/O error) is left
+//     alone and Open fails with ErrUnavailable, to be tried again.
+//   - The file stays near the size of what it holds (compact.go).
 //
 // Commits append to a write-ahead log (wal.go); bbolt holds the records at
 // checkpoints. The buffer stores opaque bytes: it knows nothing of MQTT or JSON.
@@ -24,15 +31,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -40,20 +44,24 @@ var (
 	metaBucket     = []byte("meta")
 	formatKey      = []byte("format")
 	epochKey       = []byte("wal_epoch")
+	countKey       = []byte("count")
+	bytesKey       = []byte("bytes")
+	clockKey       = []byte("clock")
 )
 
 // format is the layout of this package's file: readings keyed by 8-byte
-// big-endian seq, each value an 8-byte unix-nanosecond append time followed
-// by the record's data.
+// big-endian seq, each value an 8-byte stamp of the buffer clock followed by
+// the record's data; the meta bucket holds the log epoch, the record count
+// and bytes (so Open need not read every record) and the buffer clock.
 const format = "1"
 
-// recordOverhead is what a record costs besides its data: key and time.
+// recordOverhead is what a record costs besides its data: key and stamp.
 const recordOverhead = 16
 
 // recordSize is what a record of data counts toward MaxBytes.
 func recordSize(data []byte) int64 { return int64(len(data)) + recordOverhead }
 
-// storedSize is the same for a value as bbolt stores it (time, then data).
+// storedSize is the same for a value as bbolt stores it (stamp, then data).
 func storedSize(v []byte) int64 { return recordSize(v[8:]) }
 
 // Reasons a record is dropped, as counted in Stats.Dropped.
@@ -61,6 +69,9 @@ const (
 	DropMaxBytes  = "max_bytes"
 	DropMaxAge    = "max_age"
 	DropDiskError = "disk_error"
+	// DropCorrupt counts records that were committed but cannot be read
+	// back: a damaged batch of the log or page of the file.
+	DropCorrupt = "corrupt"
 )
 
 // ackCheckpoint is how many acknowledgements of records in bbolt make a
@@ -69,10 +80,9 @@ const ackCheckpoint = 20000
 
 // Record is one committed entry.
 type Record struct {
-	Seq uint64
-	// Time is when the record was appended.
-	Time time.Time
-	Data []byte
+	Seq   uint64
+	Data  []byte
+	stamp int64 // buffer clock at append
 }
 
 // Options tune a Buffer. The zero value of a field means its default.
@@ -83,8 +93,9 @@ type Options struct {
 	// oldest are dropped at the next checkpoint. Between checkpoints the
 	// buffer may exceed it by MaxBytes/16, at most 1 MiB. 128 MiB by default.
 	MaxBytes int64
-	// MaxAge drops records older than this, checked at least every
-	// MaxAge/16 (at most a minute); 168h by default.
+	// MaxAge drops records that have waited longer than this by the buffer
+	// clock (time the buffer was open), checked at least every MaxAge/16
+	// (at most a minute); 168h by default.
 	MaxAge time.Duration
 	// MaxPendingBytes bounds the records held in RAM while the disk refuses
 	// writes; beyond it the oldest of them are dropped. 16 MiB by default.
@@ -98,7 +109,8 @@ type Options struct {
 	OpenTimeout time.Duration
 	// Logger receives the buffer's events; discarded when nil.
 	Logger *slog.Logger
-	// Now is the clock; time.Now when nil.
+	// Now is the clock the buffer clock advances with; time.Now (whose
+	// monotonic reading ignores clock steps) when nil.
 	Now func() time.Time
 }
 
@@ -139,9 +151,11 @@ type Stats struct {
 	Pending int
 	// LastSeq is the seq of the newest committed record (0 when none ever was).
 	LastSeq uint64
-	// Oldest is the append time of the oldest record held; zero when empty.
-	Oldest time.Time
-	// Dropped counts records dropped, by reason (DropMaxBytes, DropMaxAge, DropDiskError).
+	// OldestAge is how long the oldest record held has waited, by the
+	// buffer clock; zero when empty.
+	OldestAge time.Duration
+	// Dropped counts records dropped, by reason (DropMaxBytes, DropMaxAge,
+	// DropDiskError, DropCorrupt).
 	Dropped map[string]uint64
 	// FileSize is the size of the bbolt file on disk.
 	FileSize int64
@@ -150,22 +164,23 @@ type Stats struct {
 }
 
 type pendingRecord struct {
-	t    time.Time
-	data []byte
+	stamp int64
+	data  []byte
 }
 
 // Buffer is the durable FIFO. Append, Ack, Next, Committed and Stats are safe
 // for concurrent use. Run commits on its own every commit interval; Close
 // commits whatever is left.
 type Buffer struct {
-	path string
-	opts Options
-	log  *slog.Logger
-	seqs *seqFloor
-	wal  *wal
+	path  string
+	opts  Options
+	log   *slog.Logger
+	seqs  *seqFloor
+	wal   *wal
+	clock bufClock
 
-	// dbMu guards db itself, which compaction replaces: Next holds it for
-	// reading, compaction for writing.
+	// dbMu guards db itself, which compaction and recovery replace: Next
+	// holds it for reading, they for writing.
 	dbMu sync.RWMutex
 	db   *bolt.DB
 
@@ -176,12 +191,14 @@ type Buffer struct {
 	pendingBytes int64
 	tail         []Record // committed to the log, not yet to bbolt; seq order
 	tailBytes    int64
-	acks         map[uint64]struct{}
-	dbAcks       int // acks of records in bbolt
+	acks         map[uint64]struct{} // acknowledged, not yet applied to bbolt
+	ackLog       []uint64            // acknowledged, not yet written to the log
+	dbAcks       int                 // acks of records in bbolt
 	dbCount      int
 	dbBytes      int64
-	dbOldest     time.Time
+	dbOldest     int64  // stamp of bbolt's oldest record; 0 when none
 	dbLast       uint64 // highest seq bbolt has accounted for
+	gen          uint64 // raised whenever records move between tail and bbolt
 	lastSeq      uint64
 	dropped      map[string]uint64
 	episodes     map[string]*episode
@@ -195,6 +212,11 @@ type Buffer struct {
 	checkpointRetry    time.Time
 	commitErr          error // of the last commit; nil when it worked
 	beat               atomic.Int64
+	damage             error // damage found while running; Run stops
+	reopenErr          error // bbolt could not be reopened; Run stops
+	// afterDBRead, when set (tests), runs in Next between reading bbolt
+	// and reading the log's tail.
+	afterDBRead func()
 }
 
 // Heartbeat returns when Run last went round its loop: a commit that hangs
@@ -212,264 +234,38 @@ func (b *Buffer) Err() error {
 // ErrClosed is returned by operations on a closed Buffer.
 var ErrClosed = errors.New("buffer: closed")
 
-// Open opens or creates the buffer at path (with path.wal and path.seq beside
-// it), creating its directory, and replays the log. A file that is not a
-// readable buffer is renamed to path.corrupt-TIMESTAMP and a fresh one
-// started, continuing the seq numbers; a file locked by another process is an
-// error after OpenTimeout.
-func Open(path string, opts Options) (*Buffer, error) {
-	opts.setDefaults()
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("buffer: %w", err)
-	}
-	b := &Buffer{
-		path:     path,
-		opts:     opts,
-		log:      opts.Logger,
-		acks:     map[uint64]struct{}{},
-		dropped:  map[string]uint64{},
-		episodes: map[string]*episode{},
-		notify:   make(chan struct{}),
-	}
-	b.lastCompact = opts.Now()
-	os.Remove(path + ".compact") // left by a crash during compaction; the file itself is intact
-	floor, err := openSeqFloor(path + ".seq")
-	if err != nil {
-		return nil, err
-	}
-	b.seqs = floor
-	epoch, db, err := b.openFile()
-	if errors.Is(err, berrors.ErrTimeout) {
-		floor.close()
-		return nil, fmt.Errorf("buffer: %s is locked by another process (is another edgegw running?): %w", path, err)
-	}
-	if err != nil {
-		epoch, db, err = b.replaceCorrupt(err)
-		if err != nil {
-			floor.close()
-			return nil, err
-		}
-	}
-	b.db = db
-	fail := func(err error) (*Buffer, error) {
-		db.Close()
-		floor.close()
-		if b.wal != nil {
-			b.wal.close()
-		}
-		return nil, err
-	}
-	if b.wal, err = openWAL(path + ".wal"); err != nil {
-		return fail(err)
-	}
-	recs, seqs, err := b.wal.replay(epoch)
-	if err != nil {
-		return fail(err)
-	}
-	b.lastSeq = b.dbLast
-	for i, r := range recs {
-		if seqs[i] <= b.dbLast {
-			continue // already in bbolt
-		}
-		b.tail = append(b.tail, Record{Seq: seqs[i], Time: r.t, Data: r.data})
-		b.tailBytes += recordSize(r.data)
-		b.lastSeq = seqs[i]
-	}
-	if err := b.seqs.reserve(b.lastSeq); err != nil {
-		return fail(err)
-	}
-	return b, nil
-}
-
-// boltOptions bounds the memory map: a Pi Zero has 512 MB of RAM, and 32-bit
-// ARM little address space to spare.
-func (b *Buffer) boltOptions() *bolt.Options {
-	return &bolt.Options{
-		Timeout:         b.opts.OpenTimeout,
-		InitialMmapSize: initialMmapSize,
-		MaxSize:         maxFileSize,
-		// NoFreelistSync would save a page write per checkpoint, but a file
-		// without a synced freelist is scanned at open by a goroutine of
-		// bbolt's, where a damaged page panics beyond any recover: the
-		// gateway would crash-loop on its own data.
-		FreelistType: bolt.FreelistMapType,
-	}
-}
-
-// openBolt opens a bbolt file with the buffer's options.
-func (b *Buffer) openBolt(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o640, b.boltOptions())
-	if err != nil {
-		return nil, err
-	}
-	// Grow the file 1 MiB at a time, not 16: it stays near what it holds.
-	db.AllocSize = 1 << 20
-	return db, nil
-}
-
-// openFile opens the bbolt file and reads its state, turning any panic of
-// bbolt on a damaged file into an error. It returns the log epoch.
-//
-// Every record is read once, to find damage now rather than mid-drain, but
-// through a read-only open that is closed afterwards: the pages it touched
-// leave the process with its mapping, and RSS stays small however big the
-// backlog.
-func (b *Buffer) openFile() (epoch uint64, db *bolt.DB, err error) {
-	b.dbCount, b.dbBytes, b.dbOldest, b.dbLast = 0, 0, time.Time{}, 0
-	epoch = 1
-	if fileSize(b.path) > 0 {
-		if epoch, err = b.scan(); err != nil {
-			return 0, nil, err
-		}
-	}
-	err = safeTx(func() (err error) {
-		db, err = b.openBolt(b.path)
-		return err
-	})
-	if err != nil {
-		return 0, nil, err
-	}
-	err = safeTx(func() error {
-		return db.Update(func(tx *bolt.Tx) error {
-			meta, err := tx.CreateBucketIfNotExists(metaBucket)
-			if err != nil {
-				return err
-			}
-			if meta.Get(formatKey) == nil { // a new file
-				if err := meta.Put(formatKey, []byte(format)); err != nil {
-					return err
-				}
-				if err := meta.Put(epochKey, binary.BigEndian.AppendUint64(nil, epoch)); err != nil {
-					return err
-				}
-			}
-			_, err = tx.CreateBucketIfNotExists(readingsBucket)
-			return err
-		})
-	})
-	if err != nil {
-		db.Close()
-		return 0, nil, err
-	}
-	return epoch, db, nil
-}
-
-// scan reads an existing file read-only: format, log epoch, seq counter and
-// every record.
-func (b *Buffer) scan() (epoch uint64, err error) {
-	defer func() {
-		if r := recover(); r != nil { // bbolt.Open on a damaged meta page
-			err = fmt.Errorf("buffer: damaged file: %v", r)
-		}
-	}()
-	ro, err := bolt.Open(b.path, 0o640, &bolt.Options{ReadOnly: true, Timeout: b.opts.OpenTimeout})
-	if err != nil {
-		return 0, err
-	}
-	defer ro.Close()
-	err = safeTx(func() error {
-		return ro.View(func(tx *bolt.Tx) error {
-			meta, rb := tx.Bucket(metaBucket), tx.Bucket(readingsBucket)
-			if meta == nil || rb == nil {
-				return errors.New("buffer: not an edgegw buffer file")
-			}
-			if v := meta.Get(formatKey); string(v) != format {
-				return fmt.Errorf("buffer: file format %q, want %q", v, format)
-			}
-			epoch = 1
-			if v := meta.Get(epochKey); len(v) == 8 {
-				epoch = binary.BigEndian.Uint64(v)
-			}
-			b.dbLast = rb.Sequence()
-			return rb.ForEach(func(k, v []byte) error {
-				if len(k) != 8 || len(v) < 8 {
-					return fmt.Errorf("buffer: malformed record %x", k)
-				}
-				if b.dbCount == 0 {
-					b.dbOldest = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-				}
-				b.dbCount++
-				b.dbBytes += storedSize(v)
-				return nil
-			})
-		})
-	})
-	return epoch, err
-}
-
-// replaceCorrupt moves an unreadable file aside and starts a fresh one whose
-// seq numbers continue above any the old file can have used.
-func (b *Buffer) replaceCorrupt(cause error) (uint64, *bolt.DB, error) {
-	recovered := recoverSequence(b.path)
-	stamp := b.opts.Now().UTC().Format("20060102T150405Z")
-	aside := b.path + ".corrupt-" + stamp
-	if err := os.Rename(b.path, aside); err != nil {
-		return 0, nil, fmt.Errorf("buffer: %s is unreadable (%v) and cannot be moved aside: %w", b.path, cause, err)
-	}
-	// The log's epochs belong to the old file: keep it beside it.
-	os.Rename(b.path+".wal", aside+".wal")
-	start := max(recovered, b.seqs.ceiling())
-	b.log.Error("buffer_file_replaced", "path", b.path, "moved_to", aside, "err", cause, "seq_continues_after", start,
-		"hint", "readings in the old file were not published; inspect or delete it")
-	epoch, db, err := b.openFile()
-	if err != nil {
-		return 0, nil, fmt.Errorf("buffer: start a fresh %s: %w", b.path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(readingsBucket).SetSequence(start) })
-	if err != nil {
-		db.Close()
-		return 0, nil, fmt.Errorf("buffer: start a fresh %s: %w", b.path, err)
-	}
-	b.dbLast = start
-	return epoch, db, nil
-}
-
-// recoverSequence reads the seq counter of a damaged file, if it can.
-func recoverSequence(path string) (seq uint64) {
-	defer func() {
-		if recover() != nil {
-			seq = 0
-		}
-	}()
-	db, err := bolt.Open(path, 0o640, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		return 0
-	}
-	defer db.Close()
-	db.View(func(tx *bolt.Tx) error {
-		if rb := tx.Bucket(readingsBucket); rb != nil {
-			seq = rb.Sequence()
-		}
-		return nil
-	})
-	return seq
-}
-
-// Append queues data for the next commit, stamped with the current time. The
-// buffer keeps data; the caller must not change it afterwards.
+// Append queues data for the next commit. The buffer keeps data; the caller
+// must not change it afterwards.
 func (b *Buffer) Append(data []byte) error {
-	now := b.opts.Now()
+	stamp := b.clock.stamp()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return ErrClosed
 	}
-	b.pending = append(b.pending, pendingRecord{t: now, data: data})
+	b.pending = append(b.pending, pendingRecord{stamp: stamp, data: data})
 	b.pendingBytes += recordSize(data)
 	return nil
 }
 
-// Ack marks a committed record as delivered; it is deleted at the next
-// checkpoint and Next no longer returns it.
+// Ack marks a committed record as delivered: Next no longer returns it, the
+// next commit makes that durable, and a checkpoint deletes it.
 func (b *Buffer) Ack(seq uint64) {
 	b.mu.Lock()
-	if _, dup := b.acks[seq]; !dup && seq <= b.lastSeq {
-		b.acks[seq] = struct{}{}
-		if seq <= b.dbLast {
-			b.dbAcks++
-		}
-	}
+	b.ackLocked(seq)
 	b.mu.Unlock()
+}
+
+// ackLocked records an acknowledgement. b.mu is held.
+func (b *Buffer) ackLocked(seq uint64) {
+	if _, dup := b.acks[seq]; dup || seq == 0 || seq > b.lastSeq {
+		return
+	}
+	b.acks[seq] = struct{}{}
+	b.ackLog = append(b.ackLog, seq)
+	if seq <= b.dbLast {
+		b.dbAcks++
+	}
 }
 
 // Committed returns a channel closed at the next commit that adds records.
@@ -483,30 +279,48 @@ func (b *Buffer) Committed() <-chan struct{} {
 // oldest first, appended to dst. The caller must not modify their data.
 func (b *Buffer) Next(after uint64, limit int, dst []Record) ([]Record, error) {
 	start := len(dst)
-	b.mu.Lock()
-	dbLast := b.dbLast
-	b.mu.Unlock()
-	if after < dbLast {
-		var err error
-		if dst, err = b.nextFromDB(after, dbLast, limit, dst); err != nil {
-			return dst[:start], err
+	for {
+		b.mu.Lock()
+		dbLast, gen := b.dbLast, b.gen
+		b.mu.Unlock()
+		from := after
+		if len(dst) > start {
+			from = dst[len(dst)-1].Seq
 		}
-	}
-	// The log's tail follows bbolt's records: seqs above dbLast.
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	tail := b.tail
-	i := sort.Search(len(tail), func(i int) bool { return tail[i].Seq > max(after, dbLast) })
-	for ; i < len(tail) && len(dst)-start < limit; i++ {
-		if _, acked := b.acks[tail[i].Seq]; !acked {
-			dst = append(dst, tail[i])
+		if from < dbLast && len(dst)-start < limit {
+			var err error
+			if dst, err = b.nextFromDB(from, dbLast, limit-(len(dst)-start), dst); err != nil {
+				return dst[:start], err
+			}
+			if len(dst) > start {
+				from = dst[len(dst)-1].Seq
+			}
 		}
+		if b.afterDBRead != nil {
+			b.afterDBRead()
+		}
+		b.mu.Lock()
+		if b.gen != gen {
+			// A checkpoint moved the tail into bbolt meanwhile: what was
+			// read stands, read on from there.
+			b.mu.Unlock()
+			continue
+		}
+		// The log's tail follows bbolt's records: seqs above dbLast.
+		tail := b.tail
+		i := sort.Search(len(tail), func(i int) bool { return tail[i].Seq > max(from, dbLast) })
+		for ; i < len(tail) && len(dst)-start < limit; i++ {
+			if _, acked := b.acks[tail[i].Seq]; !acked {
+				dst = append(dst, tail[i])
+			}
+		}
+		b.mu.Unlock()
+		return dst, nil
 	}
-	return dst, nil
 }
 
-// nextFromDB reads records in (after, last] from bbolt, skipping those
-// acknowledged but not yet deleted.
+// nextFromDB reads up to limit records in (after, last] from bbolt,
+// skipping those acknowledged but not yet deleted.
 func (b *Buffer) nextFromDB(after, last uint64, limit int, dst []Record) ([]Record, error) {
 	start := len(dst)
 	var key [8]byte
@@ -524,6 +338,9 @@ func (b *Buffer) nextFromDB(after, last uint64, limit int, dst []Record) ([]Reco
 				if seq > last {
 					break
 				}
+				if len(k) != 8 || len(v) < 8 {
+					return damaged(fmt.Errorf("malformed record %x", k))
+				}
 				b.mu.Lock()
 				_, acked := b.acks[seq]
 				b.mu.Unlock()
@@ -531,41 +348,32 @@ func (b *Buffer) nextFromDB(after, last uint64, limit int, dst []Record) ([]Reco
 					continue
 				}
 				dst = append(dst, Record{
-					Seq:  seq,
-					Time: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
-					Data: append([]byte(nil), v[8:]...),
+					Seq:   seq,
+					stamp: int64(binary.BigEndian.Uint64(v)),
+					Data:  append([]byte(nil), v[8:]...),
 				})
 			}
 			return nil
 		})
 	})
 	if err != nil {
+		b.noteDamage(err)
 		return dst, fmt.Errorf("buffer: read: %w", err)
 	}
 	return dst, nil
 }
 
-// safeTx runs fn, turning a bbolt panic (a damaged page) into an error: a
-// bad file must not take the gateway down; Open replaces it at next start.
-func safeTx(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("damaged file: %v", r)
-		}
-	}()
-	return fn()
-}
-
 // Stats returns what the buffer holds now.
 func (b *Buffer) Stats() Stats {
+	now := b.clock.stamp()
 	b.mu.Lock()
 	st := Stats{
 		Readings: b.dbCount + len(b.tail) - len(b.acks), Bytes: b.dbBytes + b.tailBytes,
-		Pending: len(b.pending), LastSeq: b.lastSeq, Oldest: b.dbOldest,
+		Pending: len(b.pending), LastSeq: b.lastSeq,
 		Dropped: make(map[string]uint64, len(b.dropped)), Checkpoints: b.checkpoints,
 	}
-	if b.dbCount == 0 && len(b.tail) > 0 {
-		st.Oldest = b.tail[0].Time
+	if oldest := b.oldestLocked(); oldest != 0 {
+		st.OldestAge = max(time.Duration(now-oldest), 0)
 	}
 	for k, v := range b.dropped {
 		st.Dropped[k] = v
@@ -575,9 +383,26 @@ func (b *Buffer) Stats() Stats {
 	return st
 }
 
+// oldestLocked is the stamp of the oldest record held, 0 when none. b.mu is held.
+func (b *Buffer) oldestLocked() int64 {
+	if b.dbCount > 0 {
+		return b.dbOldest
+	}
+	if len(b.tail) > 0 {
+		return b.tail[0].stamp
+	}
+	return 0
+}
+
+// ErrStopped is returned by Run when the buffer cannot go on: its file
+// could not be reopened, or damage was found. The gateway must stop (and
+// be restarted) rather than keep readings in RAM that nothing commits.
+var ErrStopped = errors.New("buffer: stopped")
+
 // Run commits appends and acks every commit interval until ctx ends, then
 // commits once more. A failing disk is logged once when it starts failing
-// and once when it recovers; records wait in RAM meanwhile.
+// and once when it recovers; records wait in RAM meanwhile. Run returns
+// early, with an error wrapping ErrStopped, only when the buffer cannot go on.
 func (b *Buffer) Run(ctx context.Context) error {
 	t := time.NewTicker(b.opts.CommitInterval)
 	defer t.Stop()
@@ -591,6 +416,8 @@ func (b *Buffer) Run(ctx context.Context) error {
 		}
 		err := b.Commit()
 		switch {
+		case errors.Is(err, ErrClosed):
+			return fmt.Errorf("%w: closed while running", ErrStopped)
 		case err != nil && failures == 0:
 			b.log.Error("buffer_write_failed", "path", b.path, "err", err, "hint", "check free space and the storage device; readings wait in RAM")
 			failures++
@@ -600,9 +427,12 @@ func (b *Buffer) Run(ctx context.Context) error {
 			b.log.Info("buffer_write_recovered", "path", b.path, "failed_commits", failures)
 			failures = 0
 		}
+		if err := b.damageFound(); err != nil {
+			return err
+		}
 		if err == nil {
 			if cerr := b.maybeCompact(); cerr != nil {
-				return cerr
+				return fmt.Errorf("%w: %w", ErrStopped, cerr)
 			}
 		}
 	}

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"time"
 
@@ -36,18 +38,20 @@ func (b *Buffer) commit() error {
 	pending, pendingBytes := b.pending, b.pendingBytes
 	b.pending, b.pendingBytes = nil, 0
 	first := b.lastSeq + 1
+	acks := ackRanges(b.ackLog)
+	ackCount := len(b.ackLog)
 	b.mu.Unlock()
 
-	if len(pending) > 0 {
+	if len(pending) > 0 || len(acks) > 0 {
 		err := b.seqs.reserve(first + uint64(len(pending)))
 		if err == nil {
-			if b.wal.fits(len(pending), pendingBytes) {
-				err = b.wal.append(pending, first)
+			if b.wal.fits(len(pending), pendingBytes, len(acks)) {
+				err = b.wal.append(walRecords(pending, first), first, acks, b.clock.stamp())
 			} else if now.Before(b.checkpointRetry) {
 				err = ErrWALFull // and bbolt failed a moment ago: wait
 			} else {
 				// Too much for what is left of the log: straight to bbolt,
-				// with the log's tail.
+				// with the log's tail (and the acks, as deletes).
 				err = b.checkpoint(now, pending)
 				if err == nil {
 					b.signal()
@@ -69,13 +73,18 @@ func (b *Buffer) commit() error {
 			return fmt.Errorf("buffer: commit: %w", err)
 		}
 		b.mu.Lock()
+		b.ackLog = append(b.ackLog[:0], b.ackLog[ackCount:]...)
 		for i, p := range pending {
-			b.tail = append(b.tail, Record{Seq: first + uint64(i), Time: p.t, Data: p.data})
+			b.tail = append(b.tail, Record{Seq: first + uint64(i), Data: p.data, stamp: p.stamp})
 		}
 		b.tailBytes += pendingBytes
-		b.lastSeq = first + uint64(len(pending)) - 1
+		if len(pending) > 0 {
+			b.lastSeq = first + uint64(len(pending)) - 1
+		}
 		b.mu.Unlock()
-		b.signal()
+		if len(pending) > 0 {
+			b.signal()
+		}
 	}
 	var err error
 	if b.checkpointDue(now, false) {
@@ -85,6 +94,37 @@ func (b *Buffer) commit() error {
 	b.endQuietEpisodes(now)
 	b.mu.Unlock()
 	return err
+}
+
+// walRecords numbers pending records from first.
+func walRecords(pending []pendingRecord, first uint64) []walRecord {
+	out := make([]walRecord, len(pending))
+	for i, p := range pending {
+		out[i] = walRecord{seq: first + uint64(i), stamp: p.stamp, data: p.data}
+	}
+	return out
+}
+
+// ackRanges folds acknowledged seqs into sorted runs: acks come nearly in
+// order, so a commit's acks are a range or two, a few bytes in the log.
+func ackRanges(seqs []uint64) []seqRange {
+	if len(seqs) == 0 {
+		return nil
+	}
+	s := slices.Clone(seqs)
+	slices.Sort(s)
+	var out []seqRange
+	for _, q := range s {
+		if n := len(out); n > 0 && q <= out[n-1].last+1 {
+			if q == out[n-1].last+1 {
+				out[n-1].last = q
+				out[n-1].n++
+			}
+			continue
+		}
+		out = append(out, seqRange{n: 1, first: q, last: q})
+	}
+	return out
 }
 
 func (b *Buffer) signal() {
@@ -98,6 +138,7 @@ func (b *Buffer) signal() {
 // three quarters full, enough records in bbolt were acknowledged, or a limit
 // is exceeded by more than its slack. acksOnly asks only the second question.
 func (b *Buffer) checkpointDue(now time.Time, acksOnly bool) bool {
+	stamp := b.clock.stamp()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.dbAcks >= ackCheckpoint || (acksOnly && b.dbAcks > 0) {
@@ -113,12 +154,9 @@ func (b *Buffer) checkpointDue(now time.Time, acksOnly bool) bool {
 	if b.dbBytes+b.tailBytes > b.opts.MaxBytes+min(b.opts.MaxBytes/16, 1<<20) {
 		return true
 	}
-	oldest := b.dbOldest
-	if b.dbCount == 0 && len(b.tail) > 0 {
-		oldest = b.tail[0].Time
-	}
 	slack := min(b.opts.MaxAge/16, time.Minute)
-	return !oldest.IsZero() && now.Sub(oldest) > b.opts.MaxAge+slack
+	oldest := b.oldestLocked()
+	return oldest != 0 && time.Duration(stamp-oldest) > b.opts.MaxAge+slack
 }
 
 // Checkpoint moves the log into bbolt now, applying acknowledgements and
@@ -131,9 +169,11 @@ func (b *Buffer) Checkpoint() error {
 
 // checkpoint writes, in one bbolt transaction: the deletes of acknowledged
 // records, the log's unacknowledged tail and extra (numbered after it), the
-// drops MaxAge and MaxBytes call for, the seq counter and the next log
-// epoch. Then the log starts over. b.commitMu is held.
+// drops MaxAge and MaxBytes call for, the seq counter, the record count and
+// bytes, the buffer clock and the next log epoch. Then the log starts over.
+// b.commitMu is held.
 func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
+	stamp := b.clock.stamp()
 	b.mu.Lock()
 	tail := b.tail
 	acks := make(map[uint64]struct{}, len(b.acks))
@@ -142,8 +182,8 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 		acks[s] = struct{}{}
 		ackList = append(ackList, s)
 	}
+	ackLogged := len(b.ackLog)
 	first := b.lastSeq + 1
-	count, bytes := b.dbCount, b.dbBytes
 	b.mu.Unlock()
 	last := first - 1 + uint64(len(extra))
 	newEpoch := b.wal.epoch + 1
@@ -156,9 +196,12 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 	}
 	err := safeTx(func() error {
 		return b.db.Update(func(tx *bolt.Tx) error {
-			rb := tx.Bucket(readingsBucket)
+			rb, meta := tx.Bucket(readingsBucket), tx.Bucket(metaBucket)
 			// Keys only ever grow: full pages halve the pages written.
 			rb.FillPercent = 1.0
+			// The counters are adjusted by what the file holds, not by what
+			// RAM believes: a checkpoint whose sync failed may have landed.
+			count, bytes := int(getU64(meta, countKey, 0)), int64(getU64(meta, bytesKey, 0))
 			var key [8]byte
 			slices.Sort(ackList) // deletes in key order touch each page once
 			for _, s := range ackList {
@@ -181,11 +224,15 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 				size += 16 + len(p.data)
 			}
 			slab := make([]byte, 0, size)
-			put := func(seq uint64, t time.Time, data []byte) error {
+			put := func(seq uint64, stamp int64, data []byte) error {
 				at := len(slab)
 				slab = binary.BigEndian.AppendUint64(slab, seq)
-				slab = binary.BigEndian.AppendUint64(slab, uint64(t.UnixNano()))
+				slab = binary.BigEndian.AppendUint64(slab, uint64(stamp))
 				slab = append(slab, data...)
+				if old := rb.Get(slab[at : at+8]); old != nil {
+					count--
+					bytes -= storedSize(old)
+				}
 				count++
 				bytes += recordSize(data)
 				return rb.Put(slab[at:at+8], slab[at+8:])
@@ -194,39 +241,40 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 				if _, acked := acks[r.Seq]; acked {
 					continue // delivered before it ever reached bbolt
 				}
-				if err := put(r.Seq, r.Time, r.Data); err != nil {
+				if err := put(r.Seq, r.stamp, r.Data); err != nil {
 					return err
 				}
 			}
 			for i, p := range extra {
-				if err := put(first+uint64(i), p.t, p.data); err != nil {
+				if err := put(first+uint64(i), p.stamp, p.data); err != nil {
 					return err
 				}
 			}
 			if err := rb.SetSequence(max(last, rb.Sequence())); err != nil {
 				return err
 			}
-			res = b.trim(rb, count, bytes, now)
-			return tx.Bucket(metaBucket).Put(epochKey, binary.BigEndian.AppendUint64(nil, newEpoch))
+			res = b.trim(rb, count, bytes, stamp)
+			return errors.Join(putU64(meta, countKey, uint64(res.count)), putU64(meta, bytesKey, uint64(res.bytes)),
+				putU64(meta, clockKey, uint64(stamp)), putU64(meta, epochKey, newEpoch))
 		})
 	})
 	b.dbMu.RUnlock()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err != nil {
-		// The log keeps taking commits meanwhile; retrying at every commit
-		// would only churn a failing disk.
-		b.checkpointFailures++
-		b.checkpointRetry = now.Add(min(time.Second<<min(b.checkpointFailures, 6), time.Minute))
+		b.noteDamage(err)
+		b.checkpointFailed(now)
 		return fmt.Errorf("buffer: checkpoint: %w", err)
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.checkpointFailures, b.checkpointRetry = 0, time.Time{}
 	b.wal.reset(newEpoch)
 
 	for s := range acks {
 		delete(b.acks, s)
 	}
-	b.dbAcks = len(b.acks) // acks that came during the transaction
+	// Acks that came during the transaction go into the new epoch's log.
+	b.ackLog = append(b.ackLog[:0], b.ackLog[ackLogged:]...)
+	b.dbAcks = len(b.acks)
 	b.tail = b.tail[len(tail):]
 	if len(b.tail) == 0 {
 		b.tail = nil
@@ -238,31 +286,94 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 	b.dbCount, b.dbBytes, b.dbOldest = res.count, res.bytes, res.oldest
 	b.dbLast = max(b.dbLast, last)
 	b.lastSeq = max(b.lastSeq, last)
+	b.gen++
 	b.checkpoints++
 	b.noteDrops(DropMaxBytes, res.droppedBytes, now)
 	b.noteDrops(DropMaxAge, res.droppedAge, now)
 	return nil
 }
 
+// checkpointFailed backs the next checkpoint off and reopens bbolt: after a
+// failed sync the file's pages in RAM may differ from the disk, and bbolt's
+// own idea of its free pages may be wrong. Reopened (its cache dropped), it
+// says whether the transaction landed; the log is kept either way, and its
+// replay skips what bbolt already holds. b.commitMu is held.
+func (b *Buffer) checkpointFailed(now time.Time) {
+	b.mu.Lock()
+	b.checkpointFailures++
+	// The log keeps taking commits meanwhile; retrying at every commit
+	// would only churn a failing disk.
+	b.checkpointRetry = now.Add(min(time.Second<<min(b.checkpointFailures, 6), time.Minute))
+	b.mu.Unlock()
+	b.dbMu.Lock()
+	defer b.dbMu.Unlock()
+	if b.db == nil {
+		return
+	}
+	if err := b.db.Close(); err != nil {
+		b.log.Warn("buffer_reopen_failed", "path", b.path, "err", err)
+	}
+	b.db = nil
+	if f, err := os.Open(b.path); err == nil {
+		dropCache(f)
+		f.Close()
+	}
+	var st dbState
+	db, err := b.openBolt(b.path)
+	if err == nil {
+		err = safeTx(func() error { return db.View(func(tx *bolt.Tx) error { return b.readMeta(tx, &st, false, false) }) })
+		if err != nil {
+			db.Close()
+		}
+	}
+	if err != nil {
+		// Run stops on this: nothing can be checkpointed or read.
+		b.mu.Lock()
+		b.reopenErr = fmt.Errorf("reopen %s after a failed checkpoint: %w", b.path, err)
+		b.mu.Unlock()
+		return
+	}
+	b.db = db
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dbCount, b.dbBytes, b.dbOldest = st.count, st.bytes, st.oldest
+	if st.last > b.dbLast {
+		// It landed: the tail up to st.last is in bbolt now.
+		i := sort.Search(len(b.tail), func(i int) bool { return b.tail[i].Seq > st.last })
+		for _, r := range b.tail[:i] {
+			b.tailBytes -= recordSize(r.Data)
+		}
+		b.tail = b.tail[i:]
+		b.dbLast = st.last
+		b.gen++
+	}
+	b.dbAcks = 0
+	for s := range b.acks {
+		if s <= b.dbLast {
+			b.dbAcks++
+		}
+	}
+}
+
 // commitResult is bbolt's state after a checkpoint.
 type commitResult struct {
 	count                    int
 	bytes                    int64
-	oldest                   time.Time
+	oldest                   int64
 	droppedBytes, droppedAge seqRange
 }
 
-// trim drops from the front of rb what is older than MaxAge, then what
-// exceeds MaxBytes, and returns the state left.
-func (b *Buffer) trim(rb *bolt.Bucket, count int, bytes int64, now time.Time) commitResult {
+// trim drops from the front of rb what is older than MaxAge by the buffer
+// clock (now), then what exceeds MaxBytes, and returns the state left.
+func (b *Buffer) trim(rb *bolt.Bucket, count int, bytes int64, now int64) commitResult {
 	res := commitResult{count: count, bytes: bytes}
-	cutoff := now.Add(-b.opts.MaxAge)
+	cutoff := now - int64(b.opts.MaxAge)
 	c := rb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.First() {
-		t := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-		tooOld := t.Before(cutoff)
+		stamp := int64(binary.BigEndian.Uint64(v))
+		tooOld := stamp < cutoff
 		if !tooOld && res.bytes <= b.opts.MaxBytes {
-			res.oldest = t
+			res.oldest = stamp
 			break
 		}
 		seq := binary.BigEndian.Uint64(k)
@@ -278,20 +389,6 @@ func (b *Buffer) trim(rb *bolt.Bucket, count int, bytes int64, now time.Time) co
 		}
 	}
 	return res
-}
-
-// seqRange is a run of dropped records.
-type seqRange struct {
-	n           int
-	first, last uint64
-}
-
-func (r *seqRange) add(seq uint64) {
-	if r.n == 0 {
-		r.first = seq
-	}
-	r.last = seq
-	r.n++
 }
 
 // boundPending drops the oldest records waiting in RAM beyond MaxPendingBytes.
@@ -331,8 +428,11 @@ func (b *Buffer) Close() error {
 	b.mu.Unlock()
 	b.dbMu.Lock()
 	defer b.dbMu.Unlock()
-	cerr := b.db.Close()
-	b.db = nil
+	var cerr error
+	if b.db != nil { // nil when a reopen failed
+		cerr = b.db.Close()
+		b.db = nil
+	}
 	return errors.Join(err, cerr, b.wal.close(), b.seqs.close())
 }
 

@@ -3,7 +3,6 @@ package buffer
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -64,7 +63,7 @@ func (b *Buffer) Compact() error {
 	}
 	renameErr := os.Rename(tmp, b.path)
 	if renameErr == nil {
-		syncDir(filepath.Dir(b.path))
+		renameErr = syncDir(b.path)
 	} else {
 		os.Remove(tmp)
 	}
@@ -82,18 +81,3 @@ func (b *Buffer) Compact() error {
 	return nil
 }
 
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// syncDir makes a rename durable.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}

@@ -21,9 +21,16 @@ type seqFloor struct {
 }
 
 func openSeqFloor(path string) (*seqFloor, error) {
+	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("buffer: %w", err)
+	}
+	if os.IsNotExist(statErr) {
+		if err := syncDir(path); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	buf := make([]byte, 32)
 	n, _ := f.ReadAt(buf, 0)

@@ -108,7 +108,7 @@ func (p *poller) stallLimit() time.Duration {
 var (
 	descBufferReadings = prometheus.NewDesc("edgegw_buffer_readings", "Readings on flash not yet acknowledged by a broker.", nil, nil)
 	descBufferBytes    = prometheus.NewDesc("edgegw_buffer_bytes", "Size of the buffered readings, as buffer.max_bytes counts it.", nil, nil)
-	descBufferOldest   = prometheus.NewDesc("edgegw_buffer_oldest_age_seconds", "Age of the oldest buffered reading; 0 when empty.", nil, nil)
+	descBufferOldest   = prometheus.NewDesc("edgegw_buffer_oldest_age_seconds", "How long the oldest buffered reading has waited while the gateway ran (clock steps do not count); 0 when empty.", nil, nil)
 	descBufferFile     = prometheus.NewDesc("edgegw_buffer_file_bytes", "Size of the buffer file on disk.", nil, nil)
 	descBufferPending  = prometheus.NewDesc("edgegw_buffer_pending_readings", "Readings taken and waiting in RAM for their commit.", nil, nil)
 	descReadings       = prometheus.NewDesc("edgegw_readings_total", "Readings taken, by device.", []string{"device"}, nil)
@@ -144,11 +144,7 @@ func (s *statusServer) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBufferBytes, float64(st.Bytes))
 	gauge(descBufferFile, float64(st.FileSize))
 	gauge(descBufferPending, float64(st.Pending))
-	age := 0.0
-	if !st.Oldest.IsZero() {
-		age = s.now().Sub(st.Oldest).Seconds()
-	}
-	gauge(descBufferOldest, age)
+	gauge(descBufferOldest, st.OldestAge.Seconds())
 	for _, p := range s.pollers() {
 		for _, d := range p.devices {
 			ds := p.stats[d.Name]
@@ -165,7 +161,7 @@ func (s *statusServer) Collect(ch chan<- prometheus.Metric) {
 	}
 	up := s.uplink()
 	counter(descPublished, float64(up.Published()))
-	for _, reason := range []string{buffer.DropMaxBytes, buffer.DropMaxAge, buffer.DropDiskError} {
+	for _, reason := range []string{buffer.DropMaxBytes, buffer.DropMaxAge, buffer.DropDiskError, buffer.DropCorrupt} {
 		counter(descDropped, float64(st.Dropped[reason]), reason)
 	}
 	counter(descDropped, float64(up.Rejected()), "rejected")

@@ -1,0 +1,459 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Open opens or creates the buffer at path (with path.wal and path.seq beside
+// it), creating its directory, and replays the log. It reads no records, so
+// it takes the same time however many are held. A damaged file is salvaged
+// (what can be read is kept, the file moved aside to path.corrupt-TIMESTAMP,
+// what is lost logged and counted); seq numbers continue above any that can
+// have been used. Errors that may pass wrap ErrUnavailable and change
+// nothing; a file locked by another process is an error after OpenTimeout.
+func Open(path string, opts Options) (*Buffer, error) {
+	opts.setDefaults()
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	b := &Buffer{
+		path:     path,
+		opts:     opts,
+		log:      opts.Logger,
+		acks:     map[uint64]struct{}{},
+		dropped:  map[string]uint64{},
+		episodes: map[string]*episode{},
+		notify:   make(chan struct{}),
+	}
+	b.lastCompact = opts.Now()
+	os.Remove(path + ".compact") // left by a crash during compaction; the file itself is intact
+	floor, err := openSeqFloor(path + ".seq")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	b.seqs = floor
+	if err := b.open(); err != nil {
+		floor.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// dbState is what bbolt's meta bucket says.
+type dbState struct {
+	epoch  uint64
+	last   uint64 // the seq counter
+	count  int
+	bytes  int64
+	oldest int64 // stamp of the first record; 0 when none
+	clock  int64
+}
+
+// open opens the files and recovers the buffer's state.
+func (b *Buffer) open() error {
+	existed := fileSize(b.path) > 0
+	_, verr := os.Stat(b.checkMarker())
+	verify := verr == nil
+	st, db, err := b.openDB(verify)
+	if errors.Is(err, berrors.ErrTimeout) {
+		return fmt.Errorf("buffer: %s is locked by another process (is another edgegw running?): %w", b.path, err)
+	}
+	salvaged := false
+	if err != nil && isDamage(err) {
+		st, db, err = b.salvage(err)
+		salvaged = true
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, b.path, err)
+	}
+	b.db = db
+	w, walCreated, err := openWAL(b.path + ".wal")
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	b.wal = w
+	// A new or salvaged bbolt file does not know the log's epoch: take
+	// every batch the log has, then checkpoint them in.
+	adopt := (!existed || salvaged) && !walCreated
+	epoch := st.epoch
+	if adopt {
+		epoch = 0
+	}
+	rep, err := w.replay(epoch, st.last)
+	if err != nil {
+		return b.abandon(fmt.Errorf("%w: %w", ErrUnavailable, err))
+	}
+	b.dbCount, b.dbBytes, b.dbOldest, b.dbLast = st.count, st.bytes, st.oldest, st.last
+	b.clock = startClock(max(st.clock, rep.clock), b.opts.Now)
+	b.lastSeq = max(st.last, rep.maxSeq)
+	for _, r := range rep.recs {
+		b.tail = append(b.tail, Record{Seq: r.seq, Data: r.data, stamp: r.stamp})
+		b.tailBytes += recordSize(r.data)
+	}
+	if err := b.replayAcks(rep.acks); err != nil {
+		return b.abandon(fmt.Errorf("%w: %w", ErrUnavailable, err))
+	}
+	if !rep.onlyStale {
+		b.ackLog = b.ackLog[:0] // they are in the log already
+	}
+	now := b.opts.Now()
+	for _, r := range rep.lost {
+		b.noteLost(r, r.n, "a damaged or torn batch of the log", now)
+	}
+	// Whatever is missing or damaged may have held seqs above those found:
+	// numbering goes on above the reserved ceiling.
+	if ceil := b.seqs.ceiling(); ceil > b.lastSeq && (salvaged || (walCreated && existed) || (!existed && ceil > 0)) {
+		b.log.Error("buffer_seqs_skipped", "path", b.path, "first_seq", b.lastSeq+1, "last_seq", ceil,
+			"reason", "a buffer file was missing or damaged: these seqs may have been given to readings that are gone; none is reused")
+		b.lastSeq = ceil
+	}
+	if err := b.seqs.reserve(b.lastSeq); err != nil {
+		return b.abandon(fmt.Errorf("%w: %w", ErrUnavailable, err))
+	}
+	if adopt {
+		if err := b.Checkpoint(); err != nil {
+			return b.abandon(fmt.Errorf("%w: %w", ErrUnavailable, err))
+		}
+	}
+	if verify {
+		os.Remove(b.checkMarker())
+		syncDir(b.checkMarker())
+	}
+	return nil
+}
+
+// replayAcks takes the acknowledgements the log holds for records still
+// held (the log may also hold acks of records deleted since).
+func (b *Buffer) replayAcks(acks []seqRange) error {
+	held := func(seq uint64) bool {
+		i := sort.Search(len(b.tail), func(i int) bool { return b.tail[i].Seq >= seq })
+		return i < len(b.tail) && b.tail[i].Seq == seq
+	}
+	return safeTx(func() error {
+		return b.db.View(func(tx *bolt.Tx) error {
+			rb := tx.Bucket(readingsBucket)
+			var key [8]byte
+			for _, r := range acks {
+				for s := r.first; s <= min(r.last, b.lastSeq); s++ {
+					binary.BigEndian.PutUint64(key[:], s)
+					if (s > b.dbLast && held(s)) || (s <= b.dbLast && rb.Get(key[:]) != nil) {
+						b.ackLocked(s)
+					}
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// abandon closes what open opened and returns err.
+func (b *Buffer) abandon(err error) error {
+	b.db.Close()
+	b.wal.close()
+	return err
+}
+
+// noteLost counts n records lost in r and logs the range.
+func (b *Buffer) noteLost(r seqRange, n int, where string, now time.Time) {
+	b.log.Error("buffer_readings_lost", "path", b.path, "first_seq", r.first, "last_seq", r.last, "count", n, "cause", where)
+	b.noteDrops(DropCorrupt, seqRange{n: n, first: r.first, last: r.last}, now)
+}
+
+// boltOptions bounds the memory map: a Pi Zero has 512 MB of RAM, and 32-bit
+// ARM little address space to spare.
+func (b *Buffer) boltOptions() *bolt.Options {
+	return &bolt.Options{
+		Timeout:         b.opts.OpenTimeout,
+		InitialMmapSize: initialMmapSize,
+		MaxSize:         maxFileSize,
+		// NoFreelistSync would save a page write per checkpoint, but a file
+		// without a synced freelist is scanned at open by a goroutine of
+		// bbolt's, where a damaged page panics beyond any recover: the
+		// gateway would crash-loop on its own data.
+		FreelistType: bolt.FreelistMapType,
+	}
+}
+
+// openBolt opens a bbolt file with the buffer's options.
+func (b *Buffer) openBolt(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o640, b.boltOptions())
+	if err != nil {
+		return nil, err
+	}
+	// Grow the file 1 MiB at a time, not 16: it stays near what it holds.
+	db.AllocSize = 1 << 20
+	return db, nil
+}
+
+// openDB opens the bbolt file, creating it when missing, and reads its
+// meta bucket. With verify, or for a file of an earlier version without
+// counters, it reads every record too.
+func (b *Buffer) openDB(verify bool) (st dbState, db *bolt.DB, err error) {
+	size := fileSize(b.path)
+	if size > 0 && size < 2*int64(os.Getpagesize()) {
+		return st, nil, damaged(fmt.Errorf("%d bytes is shorter than a bbolt file's meta pages", size))
+	}
+	err = safeTx(func() (err error) {
+		db, err = b.openBolt(b.path)
+		return err
+	})
+	if err != nil {
+		return st, nil, err
+	}
+	err = safeTx(func() error {
+		return db.Update(func(tx *bolt.Tx) error { return b.readMeta(tx, &st, size == 0, verify) })
+	})
+	if err != nil {
+		db.Close()
+		return st, nil, err
+	}
+	if size == 0 {
+		if err := syncDir(b.path); err != nil {
+			db.Close()
+			return st, nil, err
+		}
+	}
+	return st, db, nil
+}
+
+// readMeta reads (or, in a new file, writes) the meta bucket into st.
+func (b *Buffer) readMeta(tx *bolt.Tx, st *dbState, isNew, verify bool) error {
+	meta, rb := tx.Bucket(metaBucket), tx.Bucket(readingsBucket)
+	if isNew {
+		var err error
+		if meta, err = tx.CreateBucket(metaBucket); err != nil {
+			return err
+		}
+		if rb, err = tx.CreateBucket(readingsBucket); err != nil {
+			return err
+		}
+		st.epoch = 1
+		return errors.Join(meta.Put(formatKey, []byte(format)), putU64(meta, epochKey, 1),
+			putU64(meta, countKey, 0), putU64(meta, bytesKey, 0))
+	}
+	if meta == nil || rb == nil {
+		return damaged(errors.New("not an edgegw buffer file (no meta or readings bucket)"))
+	}
+	if v := meta.Get(formatKey); string(v) != format {
+		return damaged(fmt.Errorf("file format %q, want %q", v, format))
+	}
+	st.epoch, st.last = getU64(meta, epochKey, 1), rb.Sequence()
+	st.clock = int64(getU64(meta, clockKey, 0))
+	if k, v := rb.Cursor().First(); k != nil {
+		if len(k) != 8 || len(v) < 8 {
+			return damaged(fmt.Errorf("malformed record %x", k))
+		}
+		st.oldest = int64(binary.BigEndian.Uint64(v))
+	}
+	count, bytes := meta.Get(countKey), meta.Get(bytesKey)
+	if !verify && len(count) == 8 && len(bytes) == 8 {
+		st.count, st.bytes = int(binary.BigEndian.Uint64(count)), int64(binary.BigEndian.Uint64(bytes))
+		return nil
+	}
+	// Count (and so check) every record: a file of an earlier version,
+	// or damage was found while running.
+	err := rb.ForEach(func(k, v []byte) error {
+		if len(k) != 8 || len(v) < 8 {
+			return damaged(fmt.Errorf("malformed record %x", k))
+		}
+		st.count++
+		st.bytes += storedSize(v)
+		st.clock = max(st.clock, int64(binary.BigEndian.Uint64(v)))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if verify {
+		for cerr := range tx.Check() {
+			return damaged(cerr)
+		}
+	}
+	return errors.Join(putU64(meta, countKey, uint64(st.count)), putU64(meta, bytesKey, uint64(st.bytes)))
+}
+
+func putU64(bk *bolt.Bucket, key []byte, v uint64) error {
+	return bk.Put(key, binary.BigEndian.AppendUint64(nil, v))
+}
+
+func getU64(bk *bolt.Bucket, key []byte, def uint64) uint64 {
+	if v := bk.Get(key); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return def
+}
+
+// salvage moves a damaged file aside and starts a fresh one holding every
+// record that could be read from it, with seq numbers going on above any
+// the old file can have used; what could not be read is logged and counted.
+func (b *Buffer) salvage(cause error) (dbState, *bolt.DB, error) {
+	sv := readSalvage(b.path, b.seqs.ceiling())
+	aside := b.path + ".corrupt-" + b.opts.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(b.path, aside); err != nil {
+		return dbState{}, nil, fmt.Errorf("%s is damaged (%v) and cannot be moved aside: %w", b.path, cause, err)
+	}
+	if err := syncDir(b.path); err != nil {
+		return dbState{}, nil, err
+	}
+	b.log.Error("buffer_file_replaced", "path", b.path, "moved_to", aside, "err", cause, "records_saved", len(sv.recs),
+		"hint", "what could be read was kept; inspect or delete the old file")
+	_, db, err := b.openDB(false)
+	if err != nil {
+		return dbState{}, nil, fmt.Errorf("start a fresh %s: %w", b.path, err)
+	}
+	var st dbState
+	err = db.Update(func(tx *bolt.Tx) error {
+		rb, meta := tx.Bucket(readingsBucket), tx.Bucket(metaBucket)
+		rb.FillPercent = 1.0
+		for _, r := range sv.recs {
+			v := binary.BigEndian.AppendUint64(nil, uint64(r.stamp))
+			if err := rb.Put(binary.BigEndian.AppendUint64(nil, r.Seq), append(v, r.Data...)); err != nil {
+				return err
+			}
+			st.count++
+			st.bytes += recordSize(r.Data)
+			st.clock = max(st.clock, r.stamp)
+		}
+		if len(sv.recs) > 0 {
+			st.oldest = sv.recs[0].stamp
+		}
+		st.last, st.epoch = sv.seq, 1
+		return errors.Join(rb.SetSequence(st.last), putU64(meta, countKey, uint64(st.count)),
+			putU64(meta, bytesKey, uint64(st.bytes)), putU64(meta, clockKey, uint64(st.clock)))
+	})
+	if err != nil {
+		db.Close()
+		return dbState{}, nil, fmt.Errorf("start a fresh %s: %w", b.path, err)
+	}
+	now := b.opts.Now()
+	for i, r := range sv.lost {
+		n := r.n
+		if sv.count >= 0 { // the file's own count says how many were lost
+			n = 0
+			if i == 0 {
+				n = max(sv.count-len(sv.recs), 0)
+			}
+		}
+		b.noteLost(r, n, "a damaged page of "+filepath.Base(aside), now)
+	}
+	return st, db, nil
+}
+
+// salvaged is what could be read from a damaged file.
+type salvaged struct {
+	recs  []Record
+	seq   uint64     // its seq counter, or the highest seq seen
+	count int        // its record count; -1 when unreadable
+	lost  []seqRange // runs of seqs behind damaged pages
+}
+
+// readSalvage reads what it can from a damaged bbolt file: it walks the
+// records, and where a page cannot be read, probes further and further
+// ahead for the next readable one. ceiling bounds the seqs it probes.
+func readSalvage(path string, ceiling uint64) (sv salvaged) {
+	sv.count = -1
+	var db *bolt.DB
+	if safeTx(func() (err error) {
+		db, err = bolt.Open(path, 0o640, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+		return err
+	}) != nil {
+		if ceiling > 0 {
+			sv.lost = append(sv.lost, seqRange{n: int(ceiling), first: 1, last: ceiling})
+		}
+		sv.seq = ceiling
+		return sv
+	}
+	defer db.Close()
+	safeTx(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			if meta := tx.Bucket(metaBucket); meta != nil {
+				if v := meta.Get(countKey); len(v) == 8 {
+					sv.count = int(binary.BigEndian.Uint64(v))
+				}
+			}
+			if rb := tx.Bucket(readingsBucket); rb != nil {
+				sv.seq = rb.Sequence()
+			}
+			return nil
+		})
+	})
+	upper := max(sv.seq, ceiling)
+	from := uint64(1)
+	for {
+		err := safeTx(func() error {
+			return db.View(func(tx *bolt.Tx) error {
+				rb := tx.Bucket(readingsBucket)
+				if rb == nil {
+					return errors.New("no readings bucket")
+				}
+				c := rb.Cursor()
+				for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, from)); k != nil; k, v = c.Next() {
+					if len(k) != 8 || len(v) < 8 {
+						return errors.New("malformed record")
+					}
+					seq := binary.BigEndian.Uint64(k)
+					sv.recs = append(sv.recs, Record{Seq: seq, stamp: int64(binary.BigEndian.Uint64(v)), Data: append([]byte(nil), v[8:]...)})
+					from = seq + 1
+				}
+				return nil
+			})
+		})
+		if err == nil {
+			break
+		}
+		next := probe(db, from, upper)
+		last := upper
+		if next > 0 {
+			last = next - 1
+		}
+		if last >= from {
+			sv.lost = append(sv.lost, seqRange{n: int(last - from + 1), first: from, last: last})
+		}
+		if next == 0 {
+			break
+		}
+		from = next
+	}
+	if n := len(sv.recs); n > 0 {
+		sv.seq = max(sv.seq, sv.recs[n-1].Seq)
+	}
+	return sv
+}
+
+// probe returns the first readable seq after from, looking 1, 2, 4 ...
+// seqs ahead up to upper; 0 when none is found.
+func probe(db *bolt.DB, from, upper uint64) uint64 {
+	for step := uint64(1); from+step <= upper && step > 0; step *= 2 {
+		var found uint64
+		safeTx(func() error {
+			return db.View(func(tx *bolt.Tx) error {
+				if k, _ := tx.Bucket(readingsBucket).Cursor().Seek(binary.BigEndian.AppendUint64(nil, from+step)); len(k) == 8 {
+					found = binary.BigEndian.Uint64(k)
+				}
+				return nil
+			})
+		})
+		if found > from {
+			return found
+		}
+	}
+	return 0
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
