@@ -15,11 +15,7 @@ import (
 
 func open(t *testing.T, path string) *Buffer {
 	t.Helper()
-	b, err := Open(path, Options{CommitInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return openChecked(t, path, Options{CommitInterval: 10 * time.Millisecond})
 }
 
 func seqs(recs []Record) []uint64 {

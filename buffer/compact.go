@@ -80,4 +80,3 @@ func (b *Buffer) Compact() error {
 	b.log.Info("buffer_compacted", "path", b.path, "bytes_before", before, "bytes_after", fileSize(b.path))
 	return nil
 }
-

@@ -11,7 +11,6 @@ import (
 	"slices"
 )
 
-
 // Why a write-ahead log in front of bbolt: a bbolt commit rewrites, copy on
 // write, every page on the path to what changed, plus the freelist and meta
 // pages: about 24 KiB per commit however few readings it holds, 4 commits a
@@ -156,8 +155,8 @@ type batch struct {
 type replayed struct {
 	recs   []walRecord // seq > dbLast, ascending
 	acks   []seqRange
-	clock  int64     // the latest batch's clock
-	maxSeq uint64    // the highest seq any batch claims (records or damaged)
+	clock  int64      // the latest batch's clock
+	maxSeq uint64     // the highest seq any batch claims (records or damaged)
 	lost   []seqRange // seqs above dbLast that batches held but cannot be read
 	// onlyStale: every batch read was left by the previous epoch and holds
 	// nothing above dbLast: the log can start over.

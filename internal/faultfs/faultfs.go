@@ -1,0 +1,381 @@
+// Package faultfs mounts a directory through FUSE so that a test sees, in
+// order, every write, sync, truncation, rename and removal a program makes
+// to its files, and can make any of them fail with an errno. It sees what a
+// disk would see: the writes bbolt makes through its own file handles as
+// much as the program's own, with nothing of the page cache in between
+// (FUSE passes each write through). crash.go builds from the record the
+// states a power cut could leave on disk.
+//
+// Mount needs root and /dev/fuse; where it cannot mount, the test is
+// skipped with the reason. Files live flat in the mount's root.
+package faultfs
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Kind is the kind of a recorded operation.
+type Kind int
+
+// The operations recorded.
+const (
+	Create Kind = iota
+	Write
+	Sync
+	Truncate
+	Rename
+	Remove
+	SyncDir
+	Mark
+)
+
+func (k Kind) String() string {
+	return [...]string{"create", "write", "sync", "truncate", "rename", "remove", "syncdir", "mark"}[k]
+}
+
+// Op is one operation that succeeded, in the order the file system got it.
+type Op struct {
+	Kind  Kind
+	Ino   uint64 // the file: stays across renames
+	Name  string // its name when the op came (Rename: the old name)
+	To    string // Rename: the new name
+	Off   int64  // Write
+	Data  []byte // Write
+	Size  int64  // Truncate
+	Label string // Mark
+}
+
+// Fault makes operations fail: the first Skip operations of Kind on a file
+// whose name ends with Name pass, the next Times fail with Errno (Times 0:
+// every one from then on).
+type Fault struct {
+	Kind  Kind
+	Name  string
+	Skip  int
+	Times int
+	Errno syscall.Errno
+}
+
+// FS is a mounted directory.
+type FS struct {
+	// Dir is where the files are seen through FUSE.
+	Dir string
+	// Backing is where they are stored.
+	Backing string
+
+	mu        sync.Mutex
+	recording bool
+	ops       []Op
+	faults    []*Fault
+	failed    int
+}
+
+// Mount mounts a new empty directory; the test's cleanup unmounts it.
+func Mount(t testing.TB) *FS {
+	t.Helper()
+	f := &FS{Dir: t.TempDir(), Backing: t.TempDir()}
+	root := &fs.LoopbackRoot{Path: f.Backing}
+	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
+		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, fs: f}
+	}
+	rn := &node{LoopbackNode: fs.LoopbackNode{RootData: root}, fs: f}
+	root.RootNode = rn
+	var st syscall.Stat_t
+	if err := syscall.Stat(f.Backing, &st); err != nil {
+		t.Fatal(err)
+	}
+	root.Dev = uint64(st.Dev)
+	zero := time.Duration(0)
+	srv, err := fs.Mount(f.Dir, rn, &fs.Options{
+		MountOptions: fuse.MountOptions{DirectMount: true, FsName: "faultfs", DisableXAttrs: true},
+		// No attribute or entry cache: every operation reaches us.
+		AttrTimeout: &zero, EntryTimeout: &zero, NegativeTimeout: &zero,
+	})
+	if err != nil {
+		t.Skipf("cannot mount FUSE (needs root and /dev/fuse; make test runs as root): %v", err)
+	}
+	t.Cleanup(func() {
+		for range 50 {
+			if srv.Unmount() == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond) // a file still closing
+		}
+		syscall.Unmount(f.Dir, syscall.MNT_DETACH)
+		t.Errorf("faultfs: %s was still busy at cleanup: something left a file open", f.Dir)
+	})
+	return f
+}
+
+// Record starts (true) or stops recording.
+func (f *FS) Record(on bool) {
+	f.mu.Lock()
+	f.recording = on
+	f.mu.Unlock()
+}
+
+// Ops returns what was recorded so far.
+func (f *FS) Ops() []Op {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Op(nil), f.ops...)
+}
+
+// Mark records label between the operations before and after it.
+func (f *FS) Mark(label string) { f.record(Op{Kind: Mark, Label: label}) }
+
+// Fail adds a fault.
+func (f *FS) Fail(fault Fault) {
+	f.mu.Lock()
+	f.faults = append(f.faults, &fault)
+	f.mu.Unlock()
+}
+
+// Heal removes every fault and returns how many operations failed.
+func (f *FS) Heal() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.faults = nil
+	n := f.failed
+	f.failed = 0
+	return n
+}
+
+func (f *FS) record(op Op) {
+	f.mu.Lock()
+	if f.recording {
+		f.ops = append(f.ops, op)
+	}
+	f.mu.Unlock()
+}
+
+// fault returns the errno an operation fails with, 0 when it passes.
+func (f *FS) fault(kind Kind, name string) syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ft := range f.faults {
+		if ft.Kind != kind || !strings.HasSuffix(name, ft.Name) {
+			continue
+		}
+		if ft.Skip > 0 {
+			ft.Skip--
+			continue
+		}
+		if ft.Times < 0 {
+			continue // used up
+		}
+		if ft.Times == 1 {
+			ft.Times = -1
+		} else if ft.Times > 1 {
+			ft.Times--
+		}
+		f.failed++
+		return ft.Errno
+	}
+	return 0
+}
+
+// node is a loopback file or directory that reports to its FS.
+type node struct {
+	fs.LoopbackNode
+	fs *FS
+}
+
+func (n *node) name() string { return n.Path(n.Root()) }
+
+func (n *node) ino() uint64 { return n.StableAttr().Ino }
+
+func (n *node) child(name string) *node {
+	if c := n.GetChild(name); c != nil {
+		if cn, ok := c.Operations().(*node); ok {
+			return cn
+		}
+	}
+	return nil
+}
+
+var (
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
+)
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if e := n.fs.fault(Create, name); e != 0 {
+		return nil, nil, 0, e
+	}
+	in, fh, ff, e := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	if e != 0 {
+		return nil, nil, 0, e
+	}
+	c := in.Operations().(*node)
+	n.fs.record(Op{Kind: Create, Ino: c.ino(), Name: name})
+	return in, &file{FileHandle: fh, node: c}, ff, 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, ff, e := n.LoopbackNode.Open(ctx, flags)
+	if e != 0 {
+		return nil, 0, e
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		n.fs.record(Op{Kind: Truncate, Ino: n.ino(), Name: n.name()})
+	}
+	return &file{FileHandle: fh, node: n}, ff, 0
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if e := n.fs.fault(Rename, name); e != 0 {
+		return e
+	}
+	c := n.child(name)
+	if e := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); e != 0 {
+		return e
+	}
+	if c != nil {
+		n.fs.record(Op{Kind: Rename, Ino: c.ino(), Name: name, To: newName})
+	}
+	return 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if e := n.fs.fault(Remove, name); e != 0 {
+		return e
+	}
+	c := n.child(name)
+	if e := n.LoopbackNode.Unlink(ctx, name); e != 0 {
+		return e
+	}
+	if c != nil {
+		n.fs.record(Op{Kind: Remove, Ino: c.ino(), Name: name})
+	}
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if f, ok := fh.(*file); ok {
+		fh = f.FileHandle
+	}
+	size, truncate := in.GetSize()
+	if truncate {
+		if e := n.fs.fault(Truncate, n.name()); e != 0 {
+			return e
+		}
+	}
+	if e := n.LoopbackNode.Setattr(ctx, fh, in, out); e != 0 {
+		return e
+	}
+	if truncate {
+		n.fs.record(Op{Kind: Truncate, Ino: n.ino(), Name: n.name(), Size: int64(size)})
+	}
+	return 0
+}
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, ff, e := n.LoopbackNode.OpendirHandle(ctx, flags)
+	if e != 0 {
+		return nil, 0, e
+	}
+	return &dir{FileHandle: fh, node: n}, ff, 0
+}
+
+// file is an open file that reports writes and syncs.
+type file struct {
+	fs.FileHandle
+	node *node
+}
+
+var (
+	_ fs.FileReader    = (*file)(nil)
+	_ fs.FileWriter    = (*file)(nil)
+	_ fs.FileFsyncer   = (*file)(nil)
+	_ fs.FileFlusher   = (*file)(nil)
+	_ fs.FileReleaser  = (*file)(nil)
+	_ fs.FileGetattrer = (*file)(nil)
+)
+
+func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return f.FileHandle.(fs.FileReader).Read(ctx, dest, off)
+}
+
+func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	name := f.node.name()
+	if e := f.node.fs.fault(Write, name); e != 0 {
+		return 0, e
+	}
+	n, e := f.FileHandle.(fs.FileWriter).Write(ctx, data, off)
+	if e == 0 {
+		f.node.fs.record(Op{Kind: Write, Ino: f.node.ino(), Name: name, Off: off, Data: append([]byte(nil), data[:n]...)})
+	}
+	return n, e
+}
+
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	name := f.node.name()
+	if e := f.node.fs.fault(Sync, name); e != 0 {
+		return e
+	}
+	// The backing file is not synced: what is durable is what the record
+	// says, and a test need not wait for a real disk.
+	f.node.fs.record(Op{Kind: Sync, Ino: f.node.ino(), Name: name})
+	return 0
+}
+
+func (f *file) Flush(ctx context.Context) syscall.Errno {
+	return f.FileHandle.(fs.FileFlusher).Flush(ctx)
+}
+
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	return f.FileHandle.(fs.FileReleaser).Release(ctx)
+}
+
+func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	return f.FileHandle.(fs.FileGetattrer).Getattr(ctx, out)
+}
+
+func (f *file) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return f.node.Setattr(ctx, f, in, out)
+}
+
+func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return f.FileHandle.(fs.FileAllocater).Allocate(ctx, off, size, mode)
+}
+
+// dir is an open directory that reports fsync.
+type dir struct {
+	fs.FileHandle
+	node *node
+}
+
+var _ fs.FileFsyncdirer = (*dir)(nil)
+
+func (d *dir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	if e := d.node.fs.fault(SyncDir, ""); e != 0 {
+		return e
+	}
+	d.node.fs.record(Op{Kind: SyncDir, Ino: d.node.ino(), Name: d.node.name()})
+	return 0
+}
+
+func (d *dir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	return d.FileHandle.(fs.FileReaddirenter).Readdirent(ctx)
+}
+
+func (d *dir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	return d.FileHandle.(fs.FileSeekdirer).Seekdir(ctx, off)
+}
+
+func (d *dir) Releasedir(ctx context.Context, flags uint32) {
+	d.FileHandle.(fs.FileReleasedirer).Releasedir(ctx, flags)
+}
