@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"edgegw/internal/faultfs"
 )
 
 func open(t *testing.T, path string) *Buffer {
@@ -156,6 +158,7 @@ func selfCommand(args ...string) *exec.Cmd {
 const crashChildEnv = "EDGEGW_BUFFER_CRASH_CHILD"
 
 func TestMain(m *testing.M) {
+	faultfs.ServeIfAsked()
 	if path := os.Getenv(crashChildEnv); path != "" {
 		crashChild(path)
 		return

@@ -6,12 +6,20 @@
 // (FUSE passes each write through). crash.go builds from the record the
 // states a power cut could leave on disk.
 //
-// Mount needs root and /dev/fuse; where it cannot mount, the test is
-// skipped with the reason. Files live flat in the mount's root.
+// The file system is served by another process (the test binary run again,
+// see ServeIfAsked): a program that maps a file of the mount into memory, as
+// bbolt does, takes page faults that only the server can answer, and Go's
+// stop-the-world waits for a thread stuck in one: served in-process, that
+// deadlocks. Mount needs root and /dev/fuse; where it cannot mount, the test
+// is skipped with the reason. Files live flat in the mount's root.
 package faultfs
 
 import (
 	"context"
+	"encoding/gob"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,13 +72,8 @@ type Fault struct {
 	Errno syscall.Errno
 }
 
-// FS is a mounted directory.
-type FS struct {
-	// Dir is where the files are seen through FUSE.
-	Dir string
-	// Backing is where they are stored.
-	Backing string
-
+// server is the state of the serving process.
+type server struct {
 	mu        sync.Mutex
 	recording bool
 	ops       []Op
@@ -78,78 +81,190 @@ type FS struct {
 	failed    int
 }
 
-// Mount mounts a new empty directory; the test's cleanup unmounts it.
-func Mount(t testing.TB) *FS {
-	t.Helper()
-	f := &FS{Dir: t.TempDir(), Backing: t.TempDir()}
-	root := &fs.LoopbackRoot{Path: f.Backing}
+// serve mounts backing at dir and serves it until stdin closes, answering
+// the test's requests on stdin and stdout.
+func serve(dir, backing string) error {
+	srv := &server{}
+	root := &fs.LoopbackRoot{Path: backing}
 	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, fs: f}
+		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, fs: srv}
 	}
-	rn := &node{LoopbackNode: fs.LoopbackNode{RootData: root}, fs: f}
+	rn := &node{LoopbackNode: fs.LoopbackNode{RootData: root}, fs: srv}
 	root.RootNode = rn
 	var st syscall.Stat_t
-	if err := syscall.Stat(f.Backing, &st); err != nil {
-		t.Fatal(err)
+	if err := syscall.Stat(backing, &st); err != nil {
+		return err
 	}
 	root.Dev = uint64(st.Dev)
 	zero := time.Duration(0)
-	srv, err := fs.Mount(f.Dir, rn, &fs.Options{
+	fsrv, err := fs.Mount(dir, rn, &fs.Options{
 		MountOptions: fuse.MountOptions{DirectMount: true, FsName: "faultfs", DisableXAttrs: true},
 		// No attribute or entry cache: every operation reaches us.
 		AttrTimeout: &zero, EntryTimeout: &zero, NegativeTimeout: &zero,
 	})
+	enc, dec := gob.NewEncoder(os.Stdout), gob.NewDecoder(os.Stdin)
 	if err != nil {
-		t.Skipf("cannot mount FUSE (needs root and /dev/fuse; make test runs as root): %v", err)
+		return enc.Encode(response{Err: err.Error()})
+	}
+	defer fsrv.Unmount()
+	if err := enc.Encode(response{}); err != nil {
+		return err
+	}
+	for {
+		var req request
+		if err := dec.Decode(&req); err != nil {
+			return nil // the test is done
+		}
+		var resp response
+		srv.mu.Lock()
+		switch req.Cmd {
+		case "record":
+			srv.recording = req.On
+		case "mark":
+			if srv.recording {
+				srv.ops = append(srv.ops, Op{Kind: Mark, Label: req.Label})
+			}
+		case "ops":
+			resp.Ops = srv.ops
+		case "fail":
+			f := req.Fault
+			srv.faults = append(srv.faults, &f)
+		case "heal":
+			srv.faults, resp.Failed, srv.failed = nil, srv.failed, 0
+		}
+		srv.mu.Unlock()
+		if req.Cmd == "unmount" {
+			resp.Err = fmt.Sprint(unmount(fsrv))
+		}
+		if err := enc.Encode(resp); err != nil {
+			return err
+		}
+	}
+}
+
+func unmount(fsrv *fuse.Server) error {
+	var err error
+	for range 100 {
+		if err = fsrv.Unmount(); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond) // a file still closing
+	}
+	return err
+}
+
+type request struct {
+	Cmd   string
+	On    bool
+	Label string
+	Fault Fault
+}
+
+type response struct {
+	Ops    []Op
+	Failed int
+	Err    string
+}
+
+// serveEnv names the directories a re-executed test binary serves.
+const serveEnv = "EDGEGW_FAULTFS_SERVE"
+
+// ServeIfAsked serves a mount and exits when this process was started by
+// Mount to do so. A test package that mounts calls it first in TestMain.
+func ServeIfAsked() {
+	v := os.Getenv(serveEnv)
+	if v == "" {
+		return
+	}
+	dir, backing, _ := strings.Cut(v, "|")
+	if err := serve(dir, backing); err != nil {
+		fmt.Fprintln(os.Stderr, "faultfs:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// FS is a mounted directory, served by a child process.
+type FS struct {
+	// Dir is where the files are seen through FUSE.
+	Dir string
+	// Backing is where they are stored.
+	Backing string
+
+	mu  sync.Mutex
+	enc *gob.Encoder
+	dec *gob.Decoder
+	t   testing.TB
+}
+
+// Mount mounts a new empty directory; the test's cleanup unmounts it.
+func Mount(t testing.TB) *FS {
+	t.Helper()
+	if os.Getenv("EDGEGW_TEST_EXEC") != "" {
+		t.Skip("FUSE is not served under an emulator")
+	}
+	f := &FS{Dir: t.TempDir(), Backing: t.TempDir(), t: t}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), serveEnv+"="+f.Dir+"|"+f.Backing)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.enc, f.dec = gob.NewEncoder(in), gob.NewDecoder(out)
+	var first response
+	if err := f.dec.Decode(&first); err != nil || first.Err != "" {
+		in.Close()
+		cmd.Wait()
+		t.Skipf("cannot mount FUSE (needs root and /dev/fuse; make test runs as root): %v%s", err, first.Err)
 	}
 	t.Cleanup(func() {
-		for range 50 {
-			if srv.Unmount() == nil {
-				return
-			}
-			time.Sleep(20 * time.Millisecond) // a file still closing
+		if resp := f.call(request{Cmd: "unmount"}); resp.Err != "<nil>" {
+			syscall.Unmount(f.Dir, syscall.MNT_DETACH)
+			t.Errorf("faultfs: %s was still busy at cleanup (%s): something left a file open", f.Dir, resp.Err)
 		}
-		syscall.Unmount(f.Dir, syscall.MNT_DETACH)
-		t.Errorf("faultfs: %s was still busy at cleanup: something left a file open", f.Dir)
+		in.Close()
+		cmd.Wait()
 	})
 	return f
 }
 
-// Record starts (true) or stops recording.
-func (f *FS) Record(on bool) {
+func (f *FS) call(req request) response {
 	f.mu.Lock()
-	f.recording = on
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	var resp response
+	if err := f.enc.Encode(req); err != nil {
+		f.t.Fatalf("faultfs: %v", err)
+	}
+	if err := f.dec.Decode(&resp); err != nil {
+		f.t.Fatalf("faultfs: %v", err)
+	}
+	return resp
 }
+
+// Record starts (true) or stops recording.
+func (f *FS) Record(on bool) { f.call(request{Cmd: "record", On: on}) }
 
 // Ops returns what was recorded so far.
-func (f *FS) Ops() []Op {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]Op(nil), f.ops...)
-}
+func (f *FS) Ops() []Op { return f.call(request{Cmd: "ops"}).Ops }
 
 // Mark records label between the operations before and after it.
-func (f *FS) Mark(label string) { f.record(Op{Kind: Mark, Label: label}) }
+func (f *FS) Mark(label string) { f.call(request{Cmd: "mark", Label: label}) }
 
 // Fail adds a fault.
-func (f *FS) Fail(fault Fault) {
-	f.mu.Lock()
-	f.faults = append(f.faults, &fault)
-	f.mu.Unlock()
-}
+func (f *FS) Fail(fault Fault) { f.call(request{Cmd: "fail", Fault: fault}) }
 
 // Heal removes every fault and returns how many operations failed.
-func (f *FS) Heal() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.faults = nil
-	n := f.failed
-	f.failed = 0
-	return n
-}
+func (f *FS) Heal() int { return f.call(request{Cmd: "heal"}).Failed }
 
-func (f *FS) record(op Op) {
+func (f *server) record(op Op) {
 	f.mu.Lock()
 	if f.recording {
 		f.ops = append(f.ops, op)
@@ -158,7 +273,7 @@ func (f *FS) record(op Op) {
 }
 
 // fault returns the errno an operation fails with, 0 when it passes.
-func (f *FS) fault(kind Kind, name string) syscall.Errno {
+func (f *server) fault(kind Kind, name string) syscall.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, ft := range f.faults {
@@ -186,7 +301,7 @@ func (f *FS) fault(kind Kind, name string) syscall.Errno {
 // node is a loopback file or directory that reports to its FS.
 type node struct {
 	fs.LoopbackNode
-	fs *FS
+	fs *server
 }
 
 func (n *node) name() string { return n.Path(n.Root()) }
