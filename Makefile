@@ -59,6 +59,7 @@ cross:
 ## fuzz: each fuzz target for FUZZTIME (make test runs only their seed corpus)
 FUZZTIME ?= 60s
 fuzz:
+	$(GO) test ./buffer -run TestCrashStates -crash.states 20000 -timeout 30m
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzParseConfig -fuzztime $(FUZZTIME)
 	$(GO) test ./drivers/modbus -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./drivers/modbus -run '^$$' -fuzz FuzzLineFrame -fuzztime $(FUZZTIME)

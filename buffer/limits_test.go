@@ -241,14 +241,21 @@ func TestCompactionShrinksFileKeepsSeq(t *testing.T) {
 	t.Logf("file %d -> %d bytes", big, st.FileSize)
 }
 
-// TestDiskFull fills a real, small tmpfs: commits fail without a panic,
+// TestDiskFull fills a real, small ext4 file system (a loop-mounted image,
+// so that the log's O_DIRECT writes meet a block device): commits fail without a panic,
 // records wait in RAM up to the bound and the excess is dropped and counted,
 // committed records can still be read and acknowledged, and everything
 // resumes, seq contiguous, once space returns.
 func TestDiskFull(t *testing.T) {
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root; make test runs as root in CI): %v %s", err, out)
+	dir, image := t.TempDir(), filepath.Join(t.TempDir(), "ext4.img")
+	if err := os.WriteFile(image, nil, 0o600); err != nil || os.Truncate(image, 24<<20) != nil {
+		t.Fatal("cannot make the image")
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", image).CombinedOutput(); err != nil {
+		t.Skipf("no mkfs.ext4: %v %s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", image, dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount an ext4 image (needs root; make test runs as root in CI): %v %s", err, out)
 	}
 	defer exec.Command("umount", dir).Run()
 	var logs syncBuffer
@@ -260,6 +267,9 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	if !b.wal.direct {
+		t.Error("the log does not use O_DIRECT on ext4")
+	}
 	rec := bytes.Repeat([]byte("d"), 200)
 	for range 100 {
 		b.Append(rec)

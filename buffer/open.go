@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -68,6 +69,9 @@ func (b *Buffer) open() error {
 		return fmt.Errorf("buffer: %s is locked by another process (is another edgegw running?): %w", b.path, err)
 	}
 	salvaged := false
+	if err != nil && isDamage(err) {
+		err = confirmDamage(b.path, err)
+	}
 	if err != nil && isDamage(err) {
 		st, db, err = b.salvage(err)
 		salvaged = true
@@ -154,6 +158,28 @@ func (b *Buffer) replayAcks(acks []seqRange) error {
 			return nil
 		})
 	})
+}
+
+// confirmDamage checks bbolt's verdict: bbolt calls a file invalid when it
+// cannot read its meta pages, whatever the reason. Only a file that reads
+// without an error, all of it, is damaged; otherwise the read error is
+// returned, and the file is left alone.
+func confirmDamage(path string, verdict error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); ; off += int64(len(buf)) {
+		n, err := f.ReadAt(buf, off)
+		if errors.Is(err, io.EOF) || (err == nil && n < len(buf)) {
+			return verdict
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	}
 }
 
 // abandon closes what open opened and returns err.

@@ -63,12 +63,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	buf, err := buffer.Open(BufferPath(cfg), buffer.Options{
-		CommitInterval: cfg.Buffer.CommitInterval.D(),
-		MaxBytes:       int64(cfg.Buffer.MaxBytes),
-		MaxAge:         cfg.Buffer.MaxAge.D(),
-		Logger:         log.With("component", "buffer"),
-	})
+	buf, err := openBuffer(ctx, cfg, opts, log)
 	if err != nil {
 		return err
 	}
@@ -82,7 +77,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	wg.Add(1)
-	go func() { defer wg.Done(); errs[0] = buf.Run(bufCtx) }()
+	// A buffer that stops early stops the gateway: nothing would commit
+	// the readings the pollers keep taking.
+	bufStopped := make(chan struct{})
+	go func() { defer wg.Done(); defer close(bufStopped); errs[0] = buf.Run(bufCtx) }()
 	g.startUplink(ctx, cfg, password, tlsCfg)
 	g.startFleet(ctx, cfg, nil)
 	if cfg.Status.Listen != "" {
@@ -104,6 +102,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 		select {
 		case <-ctx.Done():
 			running = false
+		case <-bufStopped:
+			log.Error("buffer_stopped", "hint", "the gateway stops; systemd restarts it, and the buffer recovers at start")
+			running = false
 		case <-opts.Reload:
 			g.reload(ctx)
 		}
@@ -119,6 +120,40 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	st = buf.Stats()
 	log.Info("stopped", "buffered_readings", st.Readings, "last_seq", st.LastSeq, "published", g.uplink().Published())
 	return err
+}
+
+// openBuffer opens the flash buffer, trying again with a capped backoff
+// while the storage is unavailable (an I/O error, no memory to map the file):
+// such an error must not cost the backlog, nor a restart loop.
+func openBuffer(ctx context.Context, cfg *Config, opts Options, log *slog.Logger) (*buffer.Buffer, error) {
+	bo := buffer.Options{
+		CommitInterval: cfg.Buffer.CommitInterval.D(),
+		MaxBytes:       int64(cfg.Buffer.MaxBytes),
+		MaxAge:         cfg.Buffer.MaxAge.D(),
+		Logger:         log.With("component", "buffer"),
+	}
+	for attempt := 0; ; attempt++ {
+		buf, err := buffer.Open(BufferPath(cfg), bo)
+		if !errors.Is(err, buffer.ErrUnavailable) {
+			if err == nil && attempt > 0 {
+				log.Info("buffer_available", "path", BufferPath(cfg), "attempts", attempt+1)
+			}
+			return buf, err
+		}
+		if attempt == 0 {
+			log.Error("buffer_unavailable", "path", BufferPath(cfg), "err", err, "hint", "check the storage device; retrying")
+		}
+		if opts.Notifier != nil {
+			opts.Notifier.Notify("STATUS=waiting for the buffer's storage: " + err.Error())
+		}
+		t := time.NewTimer(min(time.Second<<min(attempt, 5), 30*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
 }
 
 // gateway is what runs for one Run: the buffer for good, the uplink and the

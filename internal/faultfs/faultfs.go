@@ -43,10 +43,11 @@ const (
 	Remove
 	SyncDir
 	Mark
+	Read // never recorded; only failed
 )
 
 func (k Kind) String() string {
-	return [...]string{"create", "write", "sync", "truncate", "rename", "remove", "syncdir", "mark"}[k]
+	return [...]string{"create", "write", "sync", "truncate", "rename", "remove", "syncdir", "mark", "read"}[k]
 }
 
 // Op is one operation that succeeded, in the order the file system got it.
@@ -421,6 +422,9 @@ var (
 )
 
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if e := f.node.fs.fault(Read, f.node.name()); e != 0 {
+		return nil, e
+	}
 	return f.FileHandle.(fs.FileReader).Read(ctx, dest, off)
 }
 
