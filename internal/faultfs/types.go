@@ -58,4 +58,3 @@ type Fault struct {
 	Times int
 	Errno syscall.Errno
 }
-
