@@ -63,19 +63,34 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	buf, err := openBuffer(ctx, cfg, opts, log)
+	g := &gateway{cfg: cfg, opts: opts, log: log}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	// The status server comes first: while the buffer's storage is
+	// unavailable, /healthz says why.
+	state := &bufferState{}
+	statusCtx, stopStatus := context.WithCancel(ctx)
+	defer stopStatus()
+	if cfg.Status.Listen != "" {
+		status := &statusServer{listen: cfg.Status.Listen, log: log.With("component", "status"), buf: state,
+			uplink: g.uplink, brokers: func() []string { return g.config().MQTT.Brokers }, pollers: g.pollers,
+			started: time.Now(), now: time.Now}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[1] = status.Run(statusCtx) }()
+	}
+	buf, err := openBuffer(ctx, cfg, opts, log, state)
 	if err != nil {
+		stopStatus()
+		wg.Wait()
 		return err
 	}
+	g.buf = buf
 	st := buf.Stats()
 	log.Info("buffer_opened", "path", BufferPath(cfg), "readings", st.Readings, "bytes", st.Bytes, "last_seq", st.LastSeq)
 
-	g := &gateway{cfg: cfg, opts: opts, log: log, buf: buf}
 	// The buffer outlives the pollers so that their last readings commit.
 	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBuf()
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
 	wg.Add(1)
 	// A buffer that stops early stops the gateway: nothing would commit
 	// the readings the pollers keep taking.
@@ -83,13 +98,6 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	go func() { defer wg.Done(); defer close(bufStopped); errs[0] = buf.Run(bufCtx) }()
 	g.startUplink(ctx, cfg, password, tlsCfg)
 	g.startFleet(ctx, cfg, nil)
-	if cfg.Status.Listen != "" {
-		status := &statusServer{listen: cfg.Status.Listen, log: log.With("component", "status"), buf: buf,
-			uplink: g.uplink, brokers: func() []string { return g.config().MQTT.Brokers }, pollers: g.pollers,
-			started: time.Now(), now: time.Now}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[1] = status.Run(ctx) }()
-	}
 	if opts.Notifier != nil {
 		wd := &watchdog{notify: opts.Notifier, interval: opts.WatchdogInterval, pollers: g.pollers, uplink: g.uplink,
 			buf: buf, log: log.With("component", "watchdog"), now: time.Now}
@@ -115,6 +123,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	g.current().stop()
 	upErr := g.stopUplink()
 	stopBuf()
+	stopStatus()
 	wg.Wait()
 	err = errors.Join(append(errs, upErr, buf.Close())...)
 	st = buf.Stats()
@@ -125,7 +134,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 // openBuffer opens the flash buffer, trying again with a capped backoff
 // while the storage is unavailable (an I/O error, no memory to map the file):
 // such an error must not cost the backlog, nor a restart loop.
-func openBuffer(ctx context.Context, cfg *Config, opts Options, log *slog.Logger) (*buffer.Buffer, error) {
+func openBuffer(ctx context.Context, cfg *Config, opts Options, log *slog.Logger, state *bufferState) (*buffer.Buffer, error) {
 	bo := buffer.Options{
 		CommitInterval: cfg.Buffer.CommitInterval.D(),
 		MaxBytes:       int64(cfg.Buffer.MaxBytes),
@@ -134,6 +143,7 @@ func openBuffer(ctx context.Context, cfg *Config, opts Options, log *slog.Logger
 	}
 	for attempt := 0; ; attempt++ {
 		buf, err := buffer.Open(BufferPath(cfg), bo)
+		state.set(buf, err)
 		if !errors.Is(err, buffer.ErrUnavailable) {
 			if err == nil && attempt > 0 {
 				log.Info("buffer_available", "path", BufferPath(cfg), "attempts", attempt+1)
@@ -156,6 +166,38 @@ func openBuffer(ctx context.Context, cfg *Config, opts Options, log *slog.Logger
 	}
 }
 
+// bufferState is the buffer as the status server sees it: while its
+// storage is unavailable at start, the reason; then the buffer.
+type bufferState struct {
+	mu      sync.Mutex
+	buf     *buffer.Buffer
+	openErr error
+}
+
+func (b *bufferState) set(buf *buffer.Buffer, err error) {
+	b.mu.Lock()
+	b.buf, b.openErr = buf, err
+	b.mu.Unlock()
+}
+
+func (b *bufferState) get() (*buffer.Buffer, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf, b.openErr
+}
+
+// Err is why readings cannot be stored now; nil when they can.
+func (b *bufferState) Err() error {
+	buf, err := b.get()
+	if buf == nil {
+		if err == nil {
+			err = errors.New("opening")
+		}
+		return err
+	}
+	return buf.Err()
+}
+
 // gateway is what runs for one Run: the buffer for good, the uplink and the
 // pollers of the current config, which reload replaces.
 type gateway struct {
@@ -173,7 +215,12 @@ type gateway struct {
 
 func (g *gateway) config() *Config        { g.mu.Lock(); defer g.mu.Unlock(); return g.cfg }
 func (g *gateway) current() *fleet        { g.mu.Lock(); defer g.mu.Unlock(); return g.fl }
-func (g *gateway) pollers() []*poller     { return g.current().pollers }
+func (g *gateway) pollers() []*poller {
+	if f := g.current(); f != nil { // nil until the first fleet starts
+		return f.pollers
+	}
+	return nil
+}
 func (g *gateway) uplink() *uplink.Uplink { g.mu.Lock(); defer g.mu.Unlock(); return g.up }
 
 // fleet is the pollers of one config, one per bus.

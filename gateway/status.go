@@ -24,7 +24,7 @@ import (
 type statusServer struct {
 	listen  string
 	log     *slog.Logger
-	buf     *buffer.Buffer
+	buf     *bufferState
 	uplink  func() *uplink.Uplink // the current ones: a reload replaces them
 	brokers func() []string
 	pollers func() []*poller
@@ -114,7 +114,7 @@ var (
 	descReadings       = prometheus.NewDesc("edgegw_readings_total", "Readings taken, by device.", []string{"device"}, nil)
 	descReadErrors     = prometheus.NewDesc("edgegw_read_errors_total", "Points that failed a poll, by device.", []string{"device"}, nil)
 	descPublished      = prometheus.NewDesc("edgegw_published_total", "Readings acknowledged by a broker.", nil, nil)
-	descDropped        = prometheus.NewDesc("edgegw_dropped_total", "Readings dropped, by reason: max_bytes, max_age, disk_error, rejected (refused by the broker for good).", []string{"reason"}, nil)
+	descDropped        = prometheus.NewDesc("edgegw_dropped_total", "Readings dropped, by reason: max_bytes, max_age, disk_error, corrupt (lost to a damaged buffer file), rejected (refused by the broker for good).", []string{"reason"}, nil)
 	descRequests       = prometheus.NewDesc("edgegw_bus_requests_total", "Requests to a device on its bus.", []string{"device"}, nil)
 	descRequestErrors  = prometheus.NewDesc("edgegw_bus_request_errors_total", "Failed requests, by kind: timeout (no reply), exception (refused), transport (broken reply or port).", []string{"device", "kind"}, nil)
 	descResponseTime   = prometheus.NewDesc("edgegw_bus_response_seconds", "Time from request to reply.", []string{"device"}, nil)
@@ -133,49 +133,56 @@ func (s *statusServer) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (s *statusServer) Collect(ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	if buf, _ := s.buf.get(); buf != nil { // nil until the buffer is open
+		st := buf.Stats()
+		gauge(ch, descBufferReadings, float64(st.Readings))
+		gauge(ch, descBufferBytes, float64(st.Bytes))
+		gauge(ch, descBufferFile, float64(st.FileSize))
+		gauge(ch, descBufferPending, float64(st.Pending))
+		gauge(ch, descBufferOldest, st.OldestAge.Seconds())
+		for _, reason := range []string{buffer.DropMaxBytes, buffer.DropMaxAge, buffer.DropDiskError, buffer.DropCorrupt} {
+			counter(ch, descDropped, float64(st.Dropped[reason]), reason)
+		}
 	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
-	st := s.buf.Stats()
-	gauge(descBufferReadings, float64(st.Readings))
-	gauge(descBufferBytes, float64(st.Bytes))
-	gauge(descBufferFile, float64(st.FileSize))
-	gauge(descBufferPending, float64(st.Pending))
-	gauge(descBufferOldest, st.OldestAge.Seconds())
 	for _, p := range s.pollers() {
 		for _, d := range p.devices {
 			ds := p.stats[d.Name]
-			counter(descReadings, float64(ds.Readings.Load()), d.Name)
-			counter(descReadErrors, float64(ds.ReadErrors.Load()), d.Name)
+			counter(ch, descReadings, float64(ds.Readings.Load()), d.Name)
+			counter(ch, descReadErrors, float64(ds.ReadErrors.Load()), d.Name)
 		}
 		for _, bs := range p.busStats() {
-			counter(descRequests, float64(bs.Requests), bs.Device)
+			counter(ch, descRequests, float64(bs.Requests), bs.Device)
 			for kind, n := range bs.Errors {
-				counter(descRequestErrors, float64(n), bs.Device, kind)
+				counter(ch, descRequestErrors, float64(n), bs.Device, kind)
 			}
 			ch <- prometheus.MustNewConstSummary(descResponseTime, bs.Responses, bs.ResponseTime.Seconds(), nil, bs.Device)
 		}
 	}
 	up := s.uplink()
-	counter(descPublished, float64(up.Published()))
-	for _, reason := range []string{buffer.DropMaxBytes, buffer.DropMaxAge, buffer.DropDiskError, buffer.DropCorrupt} {
-		counter(descDropped, float64(st.Dropped[reason]), reason)
+	if up == nil { // not started yet
+		return
 	}
-	counter(descDropped, float64(up.Rejected()), "rejected")
+	counter(ch, descPublished, float64(up.Published()))
+	counter(ch, descDropped, float64(up.Rejected()), "rejected")
 	inUse := up.Broker()
 	connected := 0.0
 	if inUse != "" {
 		connected = 1
 	}
-	gauge(descConnected, connected)
+	gauge(ch, descConnected, connected)
 	for _, b := range s.brokers() {
 		v := 0.0
 		if b == inUse {
 			v = 1
 		}
-		gauge(descBrokerInfo, v, b)
+		gauge(ch, descBrokerInfo, v, b)
 	}
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 }
