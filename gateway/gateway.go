@@ -213,8 +213,8 @@ type gateway struct {
 	upDone   chan error
 }
 
-func (g *gateway) config() *Config        { g.mu.Lock(); defer g.mu.Unlock(); return g.cfg }
-func (g *gateway) current() *fleet        { g.mu.Lock(); defer g.mu.Unlock(); return g.fl }
+func (g *gateway) config() *Config { g.mu.Lock(); defer g.mu.Unlock(); return g.cfg }
+func (g *gateway) current() *fleet { g.mu.Lock(); defer g.mu.Unlock(); return g.fl }
 func (g *gateway) pollers() []*poller {
 	if f := g.current(); f != nil { // nil until the first fleet starts
 		return f.pollers
