@@ -90,6 +90,7 @@ func TestLineNoiseAndLateReplies(t *testing.T) {
 	}
 	<-done
 	dev.Write(rtuReply(1)) // ...then it comes late, before the next request
+	testpty.WaitInput(t, gatewayEnd, len(rtuReply(1)))
 	done = answer(rtuReply(5))
 	if got := read(); got != "5" {
 		t.Errorf("the late reply answered the next request: %s", got)
