@@ -173,89 +173,17 @@ func (b *Buffer) Checkpoint() error {
 // bytes, the buffer clock and the next log epoch. Then the log starts over.
 // b.commitMu is held.
 func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
-	stamp := b.clock.stamp()
-	b.mu.Lock()
-	tail := b.tail
-	acks := make(map[uint64]struct{}, len(b.acks))
-	ackList := make([]uint64, 0, len(b.acks))
-	for s := range b.acks {
-		acks[s] = struct{}{}
-		ackList = append(ackList, s)
-	}
-	ackLogged := len(b.ackLog)
-	first := b.lastSeq + 1
-	b.mu.Unlock()
-	last := first - 1 + uint64(len(extra))
-	newEpoch := b.wal.epoch + 1
-
-	var res commitResult
+	p := b.planCheckpoint(extra)
 	b.dbMu.RLock()
 	if b.db == nil {
 		b.dbMu.RUnlock()
 		return ErrClosed
 	}
+	var res commitResult
 	err := safeTx(func() error {
-		return b.db.Update(func(tx *bolt.Tx) error {
-			rb, meta := tx.Bucket(readingsBucket), tx.Bucket(metaBucket)
-			// Keys only ever grow: full pages halve the pages written.
-			rb.FillPercent = 1.0
-			// The counters are adjusted by what the file holds, not by what
-			// RAM believes: a checkpoint whose sync failed may have landed.
-			count, bytes := int(getU64(meta, countKey, 0)), int64(getU64(meta, bytesKey, 0))
-			var key [8]byte
-			slices.Sort(ackList) // deletes in key order touch each page once
-			for _, s := range ackList {
-				binary.BigEndian.PutUint64(key[:], s)
-				if v := rb.Get(key[:]); v != nil {
-					count--
-					bytes -= storedSize(v)
-					if err := rb.Delete(key[:]); err != nil {
-						return err
-					}
-				}
-			}
-			// One slab holds every new key and value: bbolt keeps them
-			// until the transaction ends.
-			size := 0
-			for _, r := range tail {
-				size += 16 + len(r.Data)
-			}
-			for _, p := range extra {
-				size += 16 + len(p.data)
-			}
-			slab := make([]byte, 0, size)
-			put := func(seq uint64, stamp int64, data []byte) error {
-				at := len(slab)
-				slab = binary.BigEndian.AppendUint64(slab, seq)
-				slab = binary.BigEndian.AppendUint64(slab, uint64(stamp))
-				slab = append(slab, data...)
-				if old := rb.Get(slab[at : at+8]); old != nil {
-					count--
-					bytes -= storedSize(old)
-				}
-				count++
-				bytes += recordSize(data)
-				return rb.Put(slab[at:at+8], slab[at+8:])
-			}
-			for _, r := range tail {
-				if _, acked := acks[r.Seq]; acked {
-					continue // delivered before it ever reached bbolt
-				}
-				if err := put(r.Seq, r.stamp, r.Data); err != nil {
-					return err
-				}
-			}
-			for i, p := range extra {
-				if err := put(first+uint64(i), p.stamp, p.data); err != nil {
-					return err
-				}
-			}
-			if err := rb.SetSequence(max(last, rb.Sequence())); err != nil {
-				return err
-			}
-			res = b.trim(rb, count, bytes, stamp)
-			return errors.Join(putU64(meta, countKey, uint64(res.count)), putU64(meta, bytesKey, uint64(res.bytes)),
-				putU64(meta, clockKey, uint64(stamp)), putU64(meta, epochKey, newEpoch))
+		return b.db.Update(func(tx *bolt.Tx) (err error) {
+			res, err = b.writeCheckpoint(tx, p)
+			return err
 		})
 	})
 	b.dbMu.RUnlock()
@@ -264,18 +192,116 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 		b.checkpointFailed(now)
 		return fmt.Errorf("buffer: checkpoint: %w", err)
 	}
+	b.checkpointDone(p, res, now)
+	return nil
+}
+
+// checkpointPlan is what a checkpoint moves, taken under b.mu.
+type checkpointPlan struct {
+	tail        []Record
+	extra       []pendingRecord
+	acks        map[uint64]struct{}
+	ackList     []uint64 // sorted: deletes in key order touch each page once
+	ackLogged   int      // acks in b.ackLog that the checkpoint covers
+	first, last uint64   // seqs of extra
+	stamp       int64
+	newEpoch    uint64
+}
+
+func (b *Buffer) planCheckpoint(extra []pendingRecord) *checkpointPlan {
+	p := &checkpointPlan{extra: extra, stamp: b.clock.stamp(), newEpoch: b.wal.epoch + 1}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p.tail = b.tail
+	p.acks = make(map[uint64]struct{}, len(b.acks))
+	p.ackList = make([]uint64, 0, len(b.acks))
+	for s := range b.acks {
+		p.acks[s] = struct{}{}
+		p.ackList = append(p.ackList, s)
+	}
+	slices.Sort(p.ackList)
+	p.ackLogged = len(b.ackLog)
+	p.first = b.lastSeq + 1
+	p.last = p.first - 1 + uint64(len(extra))
+	return p
+}
+
+// writeCheckpoint is the checkpoint's bbolt transaction.
+func (b *Buffer) writeCheckpoint(tx *bolt.Tx, p *checkpointPlan) (commitResult, error) {
+	rb, meta := tx.Bucket(readingsBucket), tx.Bucket(metaBucket)
+	// Keys only ever grow: full pages halve the pages written.
+	rb.FillPercent = 1.0
+	// The counters are adjusted by what the file holds, not by what RAM
+	// believes: a checkpoint whose sync failed may have landed.
+	count, bytes := int(getU64(meta, countKey, 0)), int64(getU64(meta, bytesKey, 0))
+	var key [8]byte
+	for _, s := range p.ackList {
+		binary.BigEndian.PutUint64(key[:], s)
+		if v := rb.Get(key[:]); v != nil {
+			count--
+			bytes -= storedSize(v)
+			if err := rb.Delete(key[:]); err != nil {
+				return commitResult{}, err
+			}
+		}
+	}
+	// One slab holds every new key and value: bbolt keeps them until the
+	// transaction ends.
+	size := 0
+	for _, r := range p.tail {
+		size += 16 + len(r.Data)
+	}
+	for _, r := range p.extra {
+		size += 16 + len(r.data)
+	}
+	slab := make([]byte, 0, size)
+	put := func(seq uint64, stamp int64, data []byte) error {
+		at := len(slab)
+		slab = binary.BigEndian.AppendUint64(slab, seq)
+		slab = binary.BigEndian.AppendUint64(slab, uint64(stamp))
+		slab = append(slab, data...)
+		if old := rb.Get(slab[at : at+8]); old != nil {
+			count--
+			bytes -= storedSize(old)
+		}
+		count++
+		bytes += recordSize(data)
+		return rb.Put(slab[at:at+8], slab[at+8:])
+	}
+	for _, r := range p.tail {
+		if _, acked := p.acks[r.Seq]; acked {
+			continue // delivered before it ever reached bbolt
+		}
+		if err := put(r.Seq, r.stamp, r.Data); err != nil {
+			return commitResult{}, err
+		}
+	}
+	for i, r := range p.extra {
+		if err := put(p.first+uint64(i), r.stamp, r.data); err != nil {
+			return commitResult{}, err
+		}
+	}
+	if err := rb.SetSequence(max(p.last, rb.Sequence())); err != nil {
+		return commitResult{}, err
+	}
+	res := b.trim(rb, count, bytes, p.stamp)
+	return res, errors.Join(putU64(meta, countKey, uint64(res.count)), putU64(meta, bytesKey, uint64(res.bytes)),
+		putU64(meta, clockKey, uint64(p.stamp)), putU64(meta, epochKey, p.newEpoch))
+}
+
+// checkpointDone moves the buffer's state on after a checkpoint landed.
+func (b *Buffer) checkpointDone(p *checkpointPlan, res commitResult, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.checkpointFailures, b.checkpointRetry = 0, time.Time{}
-	b.wal.reset(newEpoch)
-
-	for s := range acks {
+	b.wal.reset(p.newEpoch)
+	for s := range p.acks {
 		delete(b.acks, s)
 	}
 	// Acks that came during the transaction go into the new epoch's log.
-	b.ackLog = append(b.ackLog[:0], b.ackLog[ackLogged:]...)
+	b.ackLog = append(b.ackLog[:0], b.ackLog[p.ackLogged:]...)
 	b.dbAcks = len(b.acks)
-	b.tail = b.tail[len(tail):]
+	b.tail = b.tail[len(p.tail):]
 	if len(b.tail) == 0 {
 		b.tail = nil
 	}
@@ -284,13 +310,12 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 		b.tailBytes += recordSize(r.Data)
 	}
 	b.dbCount, b.dbBytes, b.dbOldest = res.count, res.bytes, res.oldest
-	b.dbLast = max(b.dbLast, last)
-	b.lastSeq = max(b.lastSeq, last)
+	b.dbLast = max(b.dbLast, p.last)
+	b.lastSeq = max(b.lastSeq, p.last)
 	b.gen++
 	b.checkpoints++
 	b.noteDrops(DropMaxBytes, res.droppedBytes, now)
 	b.noteDrops(DropMaxAge, res.droppedAge, now)
-	return nil
 }
 
 // checkpointFailed backs the next checkpoint off and reopens bbolt: after a

@@ -33,20 +33,55 @@ const (
 // was synced after it was created or renamed (as on f2fs or xfs, not only
 // ext4). rng chooses among the unsynced operations for Prefix and Subset.
 func CrashState(ops []Op, n int, keep Survivors, rng *rand.Rand) map[string][]byte {
-	type inode struct {
-		durable []byte
-		pending []Op
+	d := durableState(ops[:n])
+	nsKeep := 0
+	switch keep {
+	case All:
+		nsKeep = len(d.nsPending)
+	case Prefix, Subset:
+		nsKeep = rng.IntN(len(d.nsPending) + 1)
 	}
-	inodes := map[uint64]*inode{}
+	for _, p := range d.nsPending[:nsKeep] {
+		applyName(d.names, p)
+	}
+	inos := make([]uint64, 0, len(d.inodes))
+	for ino := range d.inodes {
+		inos = append(inos, ino)
+	}
+	slices.Sort(inos) // the same rng draws for the same record
+	contents := map[uint64][]byte{}
+	for _, ino := range inos {
+		contents[ino] = d.inodes[ino].survive(keep, rng)
+	}
+	out := make(map[string][]byte, len(d.names))
+	for name, ino := range d.names {
+		out[name] = contents[ino]
+	}
+	return out
+}
+
+// disk is what is durable after some operations, and what is not yet.
+type disk struct {
+	inodes    map[uint64]*inode
+	names     map[string]uint64 // the durable directory
+	nsPending []Op              // directory changes not yet synced
+}
+
+// inode is a file's synced data and its writes since.
+type inode struct {
+	durable []byte
+	pending []Op
+}
+
+func durableState(ops []Op) *disk {
+	d := &disk{inodes: map[uint64]*inode{}, names: map[string]uint64{}}
 	get := func(ino uint64) *inode {
-		if inodes[ino] == nil {
-			inodes[ino] = &inode{}
+		if d.inodes[ino] == nil {
+			d.inodes[ino] = &inode{}
 		}
-		return inodes[ino]
+		return d.inodes[ino]
 	}
-	names := map[string]uint64{} // durable directory
-	var nsPending []Op
-	for _, op := range ops[:n] {
+	for _, op := range ops {
 		switch op.Kind {
 		case Write, Truncate:
 			in := get(op.Ino)
@@ -59,66 +94,47 @@ func CrashState(ops []Op, n int, keep Survivors, rng *rand.Rand) map[string][]by
 			in.pending = nil
 		case Create, Rename, Remove:
 			get(op.Ino)
-			nsPending = append(nsPending, op)
+			d.nsPending = append(d.nsPending, op)
 		case SyncDir:
-			for _, p := range nsPending {
-				applyName(names, p)
+			for _, p := range d.nsPending {
+				applyName(d.names, p)
 			}
-			nsPending = nil
+			d.nsPending = nil
 		}
 	}
-	// What of the unsynced survives.
-	nsKeep := 0
+	return d
+}
+
+// survive returns the file's content after a power cut that keeps keep of
+// its unsynced writes, the last kept one torn (but with All).
+func (in *inode) survive(keep Survivors, rng *rand.Rand) []byte {
+	data := slices.Clone(in.durable)
+	var kept []int
 	switch keep {
 	case All:
-		nsKeep = len(nsPending)
-	case Prefix, Subset:
-		nsKeep = rng.IntN(len(nsPending) + 1)
-	}
-	for _, p := range nsPending[:nsKeep] {
-		applyName(names, p)
-	}
-	inos := make([]uint64, 0, len(inodes))
-	for ino := range inodes {
-		inos = append(inos, ino)
-	}
-	slices.Sort(inos) // the same rng draws for the same record
-	contents := map[uint64][]byte{}
-	for _, ino := range inos {
-		in := inodes[ino]
-		data := slices.Clone(in.durable)
-		var kept []int
-		switch keep {
-		case All:
-			for i := range in.pending {
+		for i := range in.pending {
+			kept = append(kept, i)
+		}
+	case Prefix:
+		for i := range rng.IntN(len(in.pending) + 1) {
+			kept = append(kept, i)
+		}
+	case Subset:
+		for i := range in.pending {
+			if rng.IntN(2) == 0 {
 				kept = append(kept, i)
 			}
-		case Prefix:
-			for i := range rng.IntN(len(in.pending) + 1) {
-				kept = append(kept, i)
-			}
-		case Subset:
-			for i := range in.pending {
-				if rng.IntN(2) == 0 {
-					kept = append(kept, i)
-				}
-			}
 		}
-		for j, i := range kept {
-			p := in.pending[i]
-			length := len(p.Data)
-			if keep != All && j == len(kept)-1 && p.Kind == Write {
-				length = tear(p, rng)
-			}
-			data = apply(data, p, length)
+	}
+	for j, i := range kept {
+		p := in.pending[i]
+		length := len(p.Data)
+		if keep != All && j == len(kept)-1 && p.Kind == Write {
+			length = tear(p, rng)
 		}
-		contents[ino] = data
+		data = apply(data, p, length)
 	}
-	out := make(map[string][]byte, len(names))
-	for name, ino := range names {
-		out[name] = contents[ino]
-	}
-	return out
+	return data
 }
 
 // tear returns how much of write p reaches the disk when the power goes
