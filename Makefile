@@ -5,6 +5,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DIST := dist
+# staticcheck: pinned (the module proxy serves this tag; it lists no versions).
+STATICCHECK := v0.7.0
 
 # Debian versions must start with a digit: a tag, else 0.1.0~git<date>.<commit>.
 DEBVERSION ?= $(shell git describe --tags --abbrev=0 2>/dev/null || echo 0.1.0~git$$(git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0))
@@ -26,6 +28,7 @@ lint:
 	  if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 GOARCH=arm GOARM=6 $(GO) vet ./...   # 32-bit: int overflows, alignment
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 unit:
 	$(GO) test -race -timeout 10m ./...

@@ -260,7 +260,7 @@ func (b *Buffer) readMeta(tx *bolt.Tx, st *dbState, isNew, verify bool) error {
 		if meta, err = tx.CreateBucket(metaBucket); err != nil {
 			return err
 		}
-		if rb, err = tx.CreateBucket(readingsBucket); err != nil {
+		if _, err = tx.CreateBucket(readingsBucket); err != nil {
 			return err
 		}
 		st.epoch = 1

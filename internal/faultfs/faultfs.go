@@ -32,10 +32,7 @@ type server struct {
 func serve(dir, backing string) error {
 	srv := &server{}
 	root := &fs.LoopbackRoot{Path: backing}
-	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, fs: srv}
-	}
-	rn := &node{LoopbackNode: fs.LoopbackNode{RootData: root}, fs: srv}
+	rn := &node{LoopbackNode: &fs.LoopbackNode{RootData: root}, fs: srv}
 	root.RootNode = rn
 	var st syscall.Stat_t
 	if err := syscall.Stat(backing, &st); err != nil {
@@ -246,8 +243,16 @@ func (f *server) fault(kind Kind, name string) syscall.Errno {
 
 // node is a loopback file or directory that reports to its FS.
 type node struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 	fs *server
+}
+
+// WrapChild makes every file and directory the loopback creates a node.
+func (n *node) WrapChild(_ context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	if l, ok := ops.(*fs.LoopbackNode); ok {
+		return &node{LoopbackNode: l, fs: n.fs}
+	}
+	return ops
 }
 
 func (n *node) name() string { return n.Path(n.Root()) }
