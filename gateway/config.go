@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Config is the whole of sensors.toml, as documented in CONTRACT.md.
+// Config is the whole of sensors.toml, as documented in docs/CONFIG.md.
 // Load fills it with defaults, the file's values, and checks it.
 type Config struct {
 	Gateway GatewayConfig  `toml:"gateway"`

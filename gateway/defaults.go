@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// The defaults of CONTRACT.md, all in one place.
+// The defaults of docs/CONFIG.md, all in one place.
 
 // DefaultConfig returns a Config holding every default and no devices.
 func DefaultConfig() *Config {

@@ -118,7 +118,7 @@ func AppendEntry(dst []byte, r *Reading) []byte {
 var ErrBadEntry = errors.New("gateway: malformed buffer entry")
 
 // Message turns a committed buffer entry into the topic and payload that
-// CONTRACT.md specifies: {prefix}/{gateway}/{device} and {"seq":N,…}.
+// docs/MQTT.md specifies: {prefix}/{gateway}/{device} and {"seq":N,…}.
 // The payload is appended to dst.
 func Message(dst []byte, topicBase string, seq uint64, entry []byte) (topic string, payload []byte, err error) {
 	i := bytes.IndexByte(entry, entrySep)

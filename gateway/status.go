@@ -18,7 +18,7 @@ import (
 	"edgegw/gateway/uplink"
 )
 
-// statusServer serves /healthz and /metrics (Prometheus text) of CONTRACT.md.
+// statusServer serves /healthz and /metrics (Prometheus text) of docs/MQTT.md.
 // Metrics are read from the live components at scrape time: nothing is
 // counted twice and nothing costs anything between scrapes.
 type statusServer struct {

@@ -1,6 +1,6 @@
 // Command edgegw is the edge gateway: it polls the sensors of sensors.toml,
 // keeps every reading on flash and publishes them to MQTT brokers.
-// See CONTRACT.md for the command line; this file only wires things up.
+// See README.md for the command line; this file only wires things up.
 package main
 
 import (
@@ -40,7 +40,7 @@ var (
 
 const defaultConfig = "/etc/edgegw/sensors.toml"
 
-// Exit codes of run, per CONTRACT.md.
+// Exit codes of run, per docs/MQTT.md.
 const (
 	exitOK      = 0
 	exitConfig  = 1

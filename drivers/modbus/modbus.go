@@ -2,7 +2,7 @@
 //
 // It promises: the points of a device are read in as few requests as the
 // protocol allows (Plan, computed once when the bus opens); every type and
-// byte order of CONTRACT.md decodes without allocation (strings aside); a
+// byte order of docs/CONFIG.md decodes without allocation (strings aside); a
 // failed request marks only its own points as errors, with a readable reason;
 // and one bus is used by one goroutine, one request at a time.
 //
