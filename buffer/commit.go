@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"edgegw/internal/backoff"
 )
 
 // Commit makes pending appends durable now, in one log write, and
@@ -318,6 +320,9 @@ func (b *Buffer) checkpointDone(p *checkpointPlan, res commitResult, now time.Ti
 	b.noteDrops(DropMaxAge, res.droppedAge, now)
 }
 
+// checkpointBackoff paces checkpoints after failures.
+var checkpointBackoff = backoff.Policy{First: 2 * time.Second, Max: time.Minute}
+
 // checkpointFailed backs the next checkpoint off and reopens bbolt: after a
 // failed sync the file's pages in RAM may differ from the disk, and bbolt's
 // own idea of its free pages may be wrong. Reopened (its cache dropped), it
@@ -328,7 +333,7 @@ func (b *Buffer) checkpointFailed(now time.Time) {
 	b.checkpointFailures++
 	// The log keeps taking commits meanwhile; retrying at every commit
 	// would only churn a failing disk.
-	b.checkpointRetry = now.Add(min(time.Second<<min(b.checkpointFailures, 6), time.Minute))
+	b.checkpointRetry = now.Add(checkpointBackoff.Delay(b.checkpointFailures))
 	b.mu.Unlock()
 	b.dbMu.Lock()
 	defer b.dbMu.Unlock()

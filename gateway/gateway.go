@@ -25,6 +25,7 @@ import (
 	"edgegw/board"
 	"edgegw/buffer"
 	"edgegw/gateway/uplink"
+	"edgegw/internal/backoff"
 )
 
 // Options are what Run needs besides the config.
@@ -131,6 +132,9 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	return err
 }
 
+// storageRetry paces the attempts to open an unavailable buffer.
+var storageRetry = backoff.Policy{First: time.Second, Max: 30 * time.Second, Jitter: 0.1}
+
 // openBuffer opens the flash buffer, trying again with a capped backoff
 // while the storage is unavailable (an I/O error, no memory to map the file):
 // such an error must not cost the backlog, nor a restart loop.
@@ -156,7 +160,7 @@ func openBuffer(ctx context.Context, cfg *Config, opts Options, log *slog.Logger
 		if opts.Notifier != nil {
 			opts.Notifier.Notify("STATUS=waiting for the buffer's storage: " + err.Error())
 		}
-		t := time.NewTimer(min(time.Second<<min(attempt, 5), 30*time.Second))
+		t := time.NewTimer(storageRetry.Delay(attempt + 1))
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -25,6 +25,7 @@ import (
 
 	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
+	"edgegw/internal/backoff"
 )
 
 // device is a device on a bus with its request plan.
@@ -246,8 +247,9 @@ func (b *Bus) noteAnswer(d *device, answered bool) {
 	if d.failing == 1 {
 		b.log.Warn("device_not_answering", "device", d.name, "unit", d.unit, "hint", "check wiring, unit id and line settings; asked less often until it answers")
 	}
-	backoff := min(d.interval<<min(d.failing, 16), maxBackoff)
-	d.retryAt = time.Now().Add(backoff)
+	// No jitter: the bus's own schedule is the only one it could meet.
+	wait := backoff.Policy{First: 2 * d.interval, Max: maxBackoff}.Delay(d.failing)
+	d.retryAt = time.Now().Add(wait)
 }
 
 // split cuts a request in two: the first half of its points, by address,

@@ -11,6 +11,7 @@ import (
 
 	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
+	"edgegw/internal/backoff"
 )
 
 // Bus reads the sensors of one serial line. Read must be called from one
@@ -230,6 +231,9 @@ func (b *Bus) poll(ctx context.Context, s *sensor, r *gateway.Reading) {
 	s.fail(r, fmt.Sprintf("timeout: no reply within %s", b.timeout))
 }
 
+// reopen paces the opens of a port that keeps failing.
+var reopen = backoff.Policy{First: time.Second, Max: 30 * time.Second}
+
 // ensureOpen opens the port if it is closed, at most once per backoff step
 // (1 s doubling to 30 s) while it keeps failing; logged when it is lost and
 // when it is back.
@@ -244,7 +248,7 @@ func (b *Bus) ensureOpen() error {
 	if err != nil {
 		b.openErr = err
 		b.failures++
-		b.nextOpen = time.Now().Add(min(time.Second<<min(b.failures-1, 5), 30*time.Second))
+		b.nextOpen = time.Now().Add(reopen.Delay(b.failures))
 		if !b.lost {
 			b.lost = true
 			b.log.Warn("serial_port_unavailable", "bus", b.name, "device", b.device, "err", err, "hint", "reconnect the adapter; retried with backoff")

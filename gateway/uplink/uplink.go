@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"strings"
@@ -30,6 +29,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/buffer"
+	"edgegw/internal/backoff"
 )
 
 // Store is what the uplink drains: the flash buffer.
@@ -134,14 +134,9 @@ func New(cfg Config, store Store) *Uplink {
 // DefaultBackoff waits 0 before the first round of connection attempts, then
 // doubles from 250ms up to 30s, with up to 25% random jitter so a fleet of
 // gateways does not reconnect in lockstep.
-func DefaultBackoff(attempt int) time.Duration {
-	if attempt <= 0 {
-		return 0
-	}
-	d := 250 * time.Millisecond << min(attempt-1, 7)
-	d = min(d, 30*time.Second)
-	return d - time.Duration(rand.Int64N(int64(d)/4+1))
-}
+func DefaultBackoff(attempt int) time.Duration { return reconnect.Delay(attempt) }
+
+var reconnect = backoff.Policy{First: 250 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.25}
 
 // Broker returns the URL of the broker in use, "" while disconnected.
 func (u *Uplink) Broker() string {
