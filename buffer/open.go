@@ -114,6 +114,14 @@ func (b *Buffer) open() error {
 	for _, r := range rep.lost {
 		b.noteLost(r, r.n, "a damaged or torn batch of the log", now)
 	}
+	switch {
+	case !existed && !walCreated && !salvaged:
+		b.log.Error("buffer_file_missing", "path", b.path, "first_seq_kept", firstSeq(b.tail),
+			"hint", "readings that were only in the missing file are gone; those of its log are kept")
+	case existed && walCreated:
+		b.log.Error("buffer_log_missing", "path", b.path+".wal", "last_seq_kept", st.last,
+			"hint", "readings committed after the last checkpoint are gone")
+	}
 	// Whatever is missing or damaged may have held seqs above those found:
 	// numbering goes on above the reserved ceiling.
 	if ceil := b.seqs.ceiling(); ceil > b.lastSeq && (salvaged || (walCreated && existed) || (!existed && ceil > 0)) {
@@ -180,6 +188,14 @@ func confirmDamage(path string, verdict error) error {
 			return fmt.Errorf("read %s: %w", path, err)
 		}
 	}
+}
+
+// firstSeq is the seq of the first record, 0 when none.
+func firstSeq(recs []Record) uint64 {
+	if len(recs) == 0 {
+		return 0
+	}
+	return recs[0].Seq
 }
 
 // abandon closes what open opened and returns err.
