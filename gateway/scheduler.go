@@ -113,13 +113,10 @@ func (p *poller) beatLimit() time.Duration {
 // Run polls until ctx ends. A reading in progress when ctx ends is finished
 // (with its missing points under errors) and appended, so a clean stop keeps it.
 func (p *poller) Run(ctx context.Context) error {
-	log := p.log.With("bus", p.bus.Name)
-	var drv Driver
-	var openErr error
-	openFailures := 0
+	conn := &busConn{p: p, log: p.log.With("bus", p.bus.Name)}
 	defer func() {
-		if drv != nil {
-			drv.Close()
+		if conn.drv != nil {
+			conn.drv.Close()
 		}
 		p.refuseCommands()
 	}()
@@ -144,49 +141,16 @@ func (p *poller) Run(ctx context.Context) error {
 		}
 		p.beat.Store(p.now().UnixNano())
 		switch p.idle(ctx, due[next].Sub(p.now()), timer, beat, func(cmd command) {
-			cmd.done(p.write(ctx, drv, openErr, cmd))
+			cmd.done(p.write(ctx, conn.drv, conn.openErr, cmd))
 		}) {
 		case stopped:
 			return nil
 		case wroteCommand:
 			continue // the next due poll may have changed
 		}
-		if drv == nil {
-			drv, openErr = p.open(p.bus, p.devices, log)
-			switch {
-			case openErr != nil:
-				drv = nil
-				if openFailures == 0 {
-					log.Error("bus_open_failed", "err", openErr)
-				}
-				openFailures++
-			case openFailures > 0:
-				log.Info("bus_open_recovered", "failed_attempts", openFailures)
-				openFailures = 0
-			}
-			if drv != nil {
-				opened := drv // a copy: drv itself changes when the bus reopens
-				p.driver.Store(&opened)
-			}
-		}
+		conn.ensureOpen()
 		dev := &p.devices[next]
-		r.Reset(dev.Name, p.now())
-		if drv != nil {
-			drv.Read(ctx, dev.Name, &r)
-		} else {
-			for _, pt := range dev.Points {
-				r.AddError(pt.Name, "bus "+p.bus.Name+" is not open: "+openErr.Error())
-			}
-		}
-		entry = AppendEntry(entry[:0], &r)
-		if err := p.out.Append(append([]byte(nil), entry...)); err != nil {
-			log.Error("reading_not_stored", "device", dev.Name, "err", err)
-		}
-		st := p.stats[dev.Name]
-		st.Readings.Add(1)
-		st.ReadErrors.Add(uint64(len(r.Errors)))
-		p.alive.Store(p.now().UnixNano())
-
+		entry = p.poll(ctx, conn, dev, &r, entry)
 		// Keep the cadence; after an overrun (slow bus) start afresh
 		// rather than fire a burst of late polls.
 		iv := dev.Interval.D()
@@ -195,6 +159,60 @@ func (p *poller) Run(ctx context.Context) error {
 			due[next] = now.Add(iv)
 		}
 	}
+}
+
+// busConn is a poller's driver, opened when first needed and again after
+// it failed to open; failures are logged when they start and end.
+type busConn struct {
+	p        *poller
+	log      *slog.Logger
+	drv      Driver
+	openErr  error
+	failures int
+}
+
+func (c *busConn) ensureOpen() {
+	if c.drv != nil {
+		return
+	}
+	c.drv, c.openErr = c.p.open(c.p.bus, c.p.devices, c.log)
+	switch {
+	case c.openErr != nil:
+		c.drv = nil
+		if c.failures == 0 {
+			c.log.Error("bus_open_failed", "err", c.openErr)
+		}
+		c.failures++
+	case c.failures > 0:
+		c.log.Info("bus_open_recovered", "failed_attempts", c.failures)
+		c.failures = 0
+	}
+	if c.drv != nil {
+		opened := c.drv // a copy: c.drv itself changes when the bus reopens
+		c.p.driver.Store(&opened)
+	}
+}
+
+// poll reads dev into r, appends its entry (encoded into entry's storage,
+// which it returns) to the buffer and counts it.
+func (p *poller) poll(ctx context.Context, conn *busConn, dev *DeviceConfig, r *Reading, entry []byte) []byte {
+	r.Reset(dev.Name, p.now())
+	if conn.drv != nil {
+		conn.drv.Read(ctx, dev.Name, r)
+	} else {
+		for _, pt := range dev.Points {
+			r.AddError(pt.Name, "bus "+p.bus.Name+" is not open: "+conn.openErr.Error())
+		}
+	}
+	entry = AppendEntry(entry[:0], r)
+	if err := p.out.Append(append([]byte(nil), entry...)); err != nil {
+		conn.log.Error("reading_not_stored", "device", dev.Name, "err", err)
+	}
+	st := p.stats[dev.Name]
+	st.Readings.Add(1)
+	st.ReadErrors.Add(uint64(len(r.Errors)))
+	p.alive.Store(p.now().UnixNano())
+	return entry
 }
 
 // idleOutcome is how an idle wait ended.
