@@ -124,39 +124,10 @@ func (d *decoder) wrongType(v *tomlValue, path, want string) {
 func (d *decoder) decodeValue(v *tomlValue, fv reflect.Value, path string) {
 	switch fv.Type() {
 	case durationType:
-		if v.kind != kindString {
-			d.wrongType(v, path, `a duration string like "5s"`)
-			return
-		}
-		dur, err := time.ParseDuration(v.str)
-		if err != nil {
-			d.errorf(path, v.line, "bad duration %q: want a number with a unit, like \"250ms\", \"5s\" or \"168h\"", v.str)
-			return
-		}
-		if dur < 0 {
-			d.errorf(path, v.line, "duration %q must not be negative", v.str)
-			return
-		}
-		fv.SetInt(int64(dur))
+		d.decodeDuration(v, fv, path)
 		return
 	case sizeType:
-		switch v.kind {
-		case kindString:
-			n, err := parseSize(v.str)
-			if err != nil {
-				d.errorf(path, v.line, "%v", err)
-				return
-			}
-			fv.SetInt(n)
-		case kindInteger:
-			if v.i < 0 {
-				d.errorf(path, v.line, "size must not be negative")
-				return
-			}
-			fv.SetInt(v.i)
-		default:
-			d.wrongType(v, path, `a size like "128MiB" or a byte count`)
-		}
+		d.decodeSize(v, fv, path)
 		return
 	}
 	switch fv.Kind() {
@@ -202,6 +173,43 @@ func (d *decoder) decodeValue(v *tomlValue, fv reflect.Value, path string) {
 	default:
 		// Unreachable for the config structs; a new field type must be added above.
 		d.errorf(path, v.line, "internal: no decoder for %s", fv.Type())
+	}
+}
+
+func (d *decoder) decodeDuration(v *tomlValue, fv reflect.Value, path string) {
+	if v.kind != kindString {
+		d.wrongType(v, path, `a duration string like "5s"`)
+		return
+	}
+	dur, err := time.ParseDuration(v.str)
+	if err != nil {
+		d.errorf(path, v.line, "bad duration %q: want a number with a unit, like \"250ms\", \"5s\" or \"168h\"", v.str)
+		return
+	}
+	if dur < 0 {
+		d.errorf(path, v.line, "duration %q must not be negative", v.str)
+		return
+	}
+	fv.SetInt(int64(dur))
+}
+
+func (d *decoder) decodeSize(v *tomlValue, fv reflect.Value, path string) {
+	switch v.kind {
+	case kindString:
+		n, err := parseSize(v.str)
+		if err != nil {
+			d.errorf(path, v.line, "%v", err)
+			return
+		}
+		fv.SetInt(n)
+	case kindInteger:
+		if v.i < 0 {
+			d.errorf(path, v.line, "size must not be negative")
+			return
+		}
+		fv.SetInt(v.i)
+	default:
+		d.wrongType(v, path, `a size like "128MiB" or a byte count`)
 	}
 }
 
