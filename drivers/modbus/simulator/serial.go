@@ -105,36 +105,9 @@ func (s *Server) answer(frame []byte) []byte {
 	var err error
 	switch fc {
 	case 1, 2:
-		table := modbus.Coil
-		if fc == 2 {
-			table = modbus.Discrete
-		}
-		var bits []bool
-		if qty == 0 || qty > modbus.MaxBits {
-			err = smodbus.ErrIllegalDataValue
-		} else if bits, err = s.bits(unit, table, addr, qty); err == nil {
-			packed := make([]byte, (len(bits)+7)/8)
-			for i, b := range bits {
-				if b {
-					packed[i/8] |= 1 << (i % 8)
-				}
-			}
-			reply = append(append(reply, byte(len(packed))), packed...)
-		}
+		reply, err = s.readBits(reply, unit, readTables[fc], addr, qty)
 	case 3, 4:
-		table := modbus.Holding
-		if fc == 4 {
-			table = modbus.Input
-		}
-		var regs []uint16
-		if qty == 0 || qty > modbus.MaxRegisters {
-			err = smodbus.ErrIllegalDataValue
-		} else if regs, err = s.registers(unit, table, addr, qty); err == nil {
-			reply = append(reply, byte(2*len(regs)))
-			for _, r := range regs {
-				reply = binary.BigEndian.AppendUint16(reply, r)
-			}
-		}
+		reply, err = s.readRegisters(reply, unit, readTables[fc], addr, qty)
 	case 5:
 		v := uint16(0)
 		if qty == 0xFF00 {
@@ -148,24 +121,7 @@ func (s *Server) answer(frame []byte) []byte {
 			reply = append(reply, pdu[1:5]...)
 		}
 	case 15, 16:
-		if len(pdu) < 6 || len(pdu) < 6+int(pdu[5]) {
-			err = smodbus.ErrIllegalDataValue
-			break
-		}
-		data := pdu[6 : 6+int(pdu[5])]
-		vals := make([]uint16, qty)
-		for i := range vals {
-			if fc == 15 && i/8 < len(data) {
-				vals[i] = uint16(data[i/8] >> (i % 8) & 1)
-			} else if fc == 16 && 2*i+1 < len(data) {
-				vals[i] = binary.BigEndian.Uint16(data[2*i:])
-			}
-		}
-		table := modbus.Coil
-		if fc == 16 {
-			table = modbus.Holding
-		}
-		if err = s.write(unit, table, addr, vals); err == nil {
+		if err = s.writeMultiple(unit, fc, addr, qty, pdu); err == nil {
 			reply = append(reply, pdu[1:5]...)
 		}
 	default:
@@ -175,6 +131,64 @@ func (s *Server) answer(frame []byte) []byte {
 		return []byte{unit, fc | 0x80, exceptionCode(err)}
 	}
 	return reply
+}
+
+// readTables is the table each read function code reads.
+var readTables = map[byte]modbus.Table{1: modbus.Coil, 2: modbus.Discrete, 3: modbus.Holding, 4: modbus.Input}
+
+// readBits answers FC1/FC2: the bits packed eight to a byte.
+func (s *Server) readBits(reply []byte, unit byte, table modbus.Table, addr, qty uint16) ([]byte, error) {
+	if qty == 0 || qty > modbus.MaxBits {
+		return reply, smodbus.ErrIllegalDataValue
+	}
+	bits, err := s.bits(unit, table, addr, qty)
+	if err != nil {
+		return reply, err
+	}
+	packed := make([]byte, (len(bits)+7)/8)
+	for i, b := range bits {
+		if b {
+			packed[i/8] |= 1 << (i % 8)
+		}
+	}
+	return append(append(reply, byte(len(packed))), packed...), nil
+}
+
+// readRegisters answers FC3/FC4.
+func (s *Server) readRegisters(reply []byte, unit byte, table modbus.Table, addr, qty uint16) ([]byte, error) {
+	if qty == 0 || qty > modbus.MaxRegisters {
+		return reply, smodbus.ErrIllegalDataValue
+	}
+	regs, err := s.registers(unit, table, addr, qty)
+	if err != nil {
+		return reply, err
+	}
+	reply = append(reply, byte(2*len(regs)))
+	for _, r := range regs {
+		reply = binary.BigEndian.AppendUint16(reply, r)
+	}
+	return reply, nil
+}
+
+// writeMultiple carries out FC15 (coils) and FC16 (registers).
+func (s *Server) writeMultiple(unit, fc byte, addr, qty uint16, pdu []byte) error {
+	if len(pdu) < 6 || len(pdu) < 6+int(pdu[5]) {
+		return smodbus.ErrIllegalDataValue
+	}
+	data := pdu[6 : 6+int(pdu[5])]
+	vals := make([]uint16, qty)
+	for i := range vals {
+		if fc == 15 && i/8 < len(data) {
+			vals[i] = uint16(data[i/8] >> (i % 8) & 1)
+		} else if fc == 16 && 2*i+1 < len(data) {
+			vals[i] = binary.BigEndian.Uint16(data[2*i:])
+		}
+	}
+	table := modbus.Coil
+	if fc == 16 {
+		table = modbus.Holding
+	}
+	return s.write(unit, table, addr, vals)
 }
 
 func exceptionCode(err error) byte {
