@@ -110,25 +110,7 @@ func (b *Buffer) open() error {
 	if !rep.onlyStale {
 		b.ackLog = b.ackLog[:0] // they are in the log already
 	}
-	now := b.opts.Now()
-	for _, r := range rep.lost {
-		b.noteLost(r, r.n, "a damaged or torn batch of the log", now)
-	}
-	switch {
-	case !existed && !walCreated && !salvaged:
-		b.log.Error("buffer_file_missing", "path", b.path, "first_seq_kept", firstSeq(b.tail),
-			"hint", "readings that were only in the missing file are gone; those of its log are kept")
-	case existed && walCreated:
-		b.log.Error("buffer_log_missing", "path", b.path+".wal", "last_seq_kept", st.last,
-			"hint", "readings committed after the last checkpoint are gone")
-	}
-	// Whatever is missing or damaged may have held seqs above those found:
-	// numbering goes on above the reserved ceiling.
-	if ceil := b.seqs.ceiling(); ceil > b.lastSeq && (salvaged || (walCreated && existed) || (!existed && ceil > 0)) {
-		b.log.Error("buffer_seqs_skipped", "path", b.path, "first_seq", b.lastSeq+1, "last_seq", ceil,
-			"reason", "a buffer file was missing or damaged: these seqs may have been given to readings that are gone; none is reused")
-		b.lastSeq = ceil
-	}
+	b.noteMissing(rep.lost, st.last, existed, walCreated, salvaged)
 	if err := b.seqs.reserve(b.lastSeq); err != nil {
 		return b.abandon(fmt.Errorf("%w: %w", ErrUnavailable, err))
 	}
@@ -142,6 +124,29 @@ func (b *Buffer) open() error {
 		syncDir(b.checkMarker())
 	}
 	return nil
+}
+
+// noteMissing logs and counts what the log lost to damage, says which
+// file was missing, and, when anything was missing or damaged, moves
+// numbering above every seq that can have been used.
+func (b *Buffer) noteMissing(lost []seqRange, dbLast uint64, existed, walCreated, salvaged bool) {
+	now := b.opts.Now()
+	for _, r := range lost {
+		b.noteLost(r, r.n, "a damaged or torn batch of the log", now)
+	}
+	switch {
+	case !existed && !walCreated && !salvaged:
+		b.log.Error("buffer_file_missing", "path", b.path, "first_seq_kept", firstSeq(b.tail),
+			"hint", "readings that were only in the missing file are gone; those of its log are kept")
+	case existed && walCreated:
+		b.log.Error("buffer_log_missing", "path", b.path+".wal", "last_seq_kept", dbLast,
+			"hint", "readings committed after the last checkpoint are gone")
+	}
+	if ceil := b.seqs.ceiling(); ceil > b.lastSeq && (salvaged || (walCreated && existed) || (!existed && ceil > 0)) {
+		b.log.Error("buffer_seqs_skipped", "path", b.path, "first_seq", b.lastSeq+1, "last_seq", ceil,
+			"reason", "a buffer file was missing or damaged: these seqs may have been given to readings that are gone; none is reused")
+		b.lastSeq = ceil
+	}
 }
 
 // replayAcks takes the acknowledgements the log holds for records still
