@@ -1,83 +1,13 @@
 package gateway
 
 import (
+	"edgegw/drivers"
+
 	"bytes"
 	"errors"
-	"math"
 	"strconv"
-	"time"
 	"unicode/utf8"
 )
-
-// Reading is one poll of one device: what every point read, or why not.
-// A driver fills it; the scheduler encodes it once and hands it to the buffer.
-type Reading struct {
-	Device string
-	// Time is when the values were read.
-	Time   time.Time
-	Values []Value
-	Errors []PointError
-}
-
-// Kind says which field of a Value holds it.
-type Kind uint8
-
-// Value kinds.
-const (
-	KindFloat Kind = iota
-	KindFloat32
-	KindInt
-	KindUint
-	KindBool
-	KindString
-)
-
-// Value is one point's value after scale and offset.
-type Value struct {
-	Point string
-	Kind  Kind
-	F     float64 // KindFloat, KindFloat32 (a float32 widened)
-	I     int64
-	U     uint64
-	B     bool
-	S     string
-}
-
-// PointError is a point that failed this poll, and why.
-type PointError struct {
-	Point string
-	Err   string
-}
-
-// Reset empties r for reuse, keeping its storage.
-func (r *Reading) Reset(device string, t time.Time) {
-	r.Device, r.Time = device, t
-	r.Values, r.Errors = r.Values[:0], r.Errors[:0]
-}
-
-// AddFloat records a numeric value; NaN and Inf, which JSON cannot carry,
-// go under errors instead.
-func (r *Reading) AddFloat(point string, f float64) {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		r.AddError(point, "value is not a finite number: "+strconv.FormatFloat(f, 'g', -1, 64))
-		return
-	}
-	r.Values = append(r.Values, Value{Point: point, Kind: KindFloat, F: f})
-}
-
-// Add records a value of any kind; floats go through AddFloat's check.
-func (r *Reading) Add(v Value) {
-	if (v.Kind == KindFloat || v.Kind == KindFloat32) && (math.IsNaN(v.F) || math.IsInf(v.F, 0)) {
-		r.AddFloat(v.Point, v.F)
-		return
-	}
-	r.Values = append(r.Values, v)
-}
-
-// AddError records a point that failed.
-func (r *Reading) AddError(point, err string) {
-	r.Errors = append(r.Errors, PointError{Point: point, Err: err})
-}
 
 // entrySep separates the device name from the JSON body in a buffer entry.
 // Device names never contain it (nameRe).
@@ -86,7 +16,7 @@ const entrySep = '\n'
 // AppendEntry encodes r as a buffer entry: the device name, entrySep, then
 // the JSON message without its seq, which is only known once the buffer has
 // committed it: `"ts":…,"device":…,"values":{…},"errors":{…}}`.
-func AppendEntry(dst []byte, r *Reading) []byte {
+func AppendEntry(dst []byte, r *drivers.Reading) []byte {
 	dst = append(dst, r.Device...)
 	dst = append(dst, entrySep)
 	dst = append(dst, `"ts":"`...)
@@ -133,19 +63,19 @@ func Message(dst []byte, topicBase string, seq uint64, entry []byte) (topic stri
 	return topic, dst, nil
 }
 
-func appendValue(dst []byte, v Value) []byte {
+func appendValue(dst []byte, v drivers.Value) []byte {
 	switch v.Kind {
-	case KindFloat32:
+	case drivers.KindFloat32:
 		// Shortest form that reads back as the same float32: 230.1, not 230.10000610351562.
 		return strconv.AppendFloat(dst, v.F, 'g', -1, 32)
-	case KindFloat:
+	case drivers.KindFloat:
 		// 15 significant digits hide the binary noise of scaling (2301*0.1).
 		return strconv.AppendFloat(dst, v.F, 'g', 15, 64)
-	case KindInt:
+	case drivers.KindInt:
 		return strconv.AppendInt(dst, v.I, 10)
-	case KindUint:
+	case drivers.KindUint:
 		return strconv.AppendUint(dst, v.U, 10)
-	case KindBool:
+	case drivers.KindBool:
 		return strconv.AppendBool(dst, v.B)
 	default:
 		return appendJSONString(dst, v.S)

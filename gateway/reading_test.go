@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"edgegw/drivers"
+
 	"encoding/json"
 	"math"
 	"testing"
@@ -8,16 +10,16 @@ import (
 )
 
 func TestMessageJSON(t *testing.T) {
-	r := &Reading{}
+	r := &drivers.Reading{}
 	r.Reset("meter1", time.Date(2026, 11, 22, 12, 0, 0, 123456789, time.FixedZone("CET", 3600)))
-	r.Add(Value{Point: "voltage_l1", Kind: KindFloat32, F: float64(float32(230.1))})
+	r.Add(drivers.Value{Point: "voltage_l1", Kind: drivers.KindFloat32, F: float64(float32(230.1))})
 	r.AddFloat("energy_total", 123450*0.01)
-	r.Add(Value{Point: "count", Kind: KindUint, U: math.MaxUint64})
-	r.Add(Value{Point: "delta", Kind: KindInt, I: -5})
-	r.Add(Value{Point: "alarm", Kind: KindBool, B: false})
-	r.Add(Value{Point: "serial", Kind: KindString, S: "A\"B\\C\n\x01\xff"})
+	r.Add(drivers.Value{Point: "count", Kind: drivers.KindUint, U: math.MaxUint64})
+	r.Add(drivers.Value{Point: "delta", Kind: drivers.KindInt, I: -5})
+	r.Add(drivers.Value{Point: "alarm", Kind: drivers.KindBool, B: false})
+	r.Add(drivers.Value{Point: "serial", Kind: drivers.KindString, S: "A\"B\\C\n\x01\xff"})
 	r.AddFloat("nan", math.NaN())
-	r.Add(Value{Point: "inf", Kind: KindFloat32, F: math.Inf(1)})
+	r.Add(drivers.Value{Point: "inf", Kind: drivers.KindFloat32, F: math.Inf(1)})
 	r.AddError("frequency", "modbus exception 2: illegal data address")
 
 	entry := AppendEntry(nil, r)
@@ -47,10 +49,10 @@ func TestMessageRejectsBadEntry(t *testing.T) {
 }
 
 func TestEncodeAllocations(t *testing.T) {
-	r := &Reading{}
+	r := &drivers.Reading{}
 	r.Reset("meter1", time.Now())
 	for i := 0; i < 60; i++ {
-		r.Add(Value{Point: "p", Kind: KindFloat32, F: 230.1})
+		r.Add(drivers.Value{Point: "p", Kind: drivers.KindFloat32, F: 230.1})
 	}
 	buf := AppendEntry(nil, r)
 	allocs := testing.AllocsPerRun(100, func() { buf = AppendEntry(buf[:0], r) })
@@ -61,10 +63,10 @@ func TestEncodeAllocations(t *testing.T) {
 
 // BenchmarkAppendEntry encodes a 60-point reading, as a three-phase meter makes.
 func BenchmarkAppendEntry(b *testing.B) {
-	r := &Reading{}
+	r := &drivers.Reading{}
 	r.Reset("meter1", time.Now())
 	for i := 0; i < 60; i++ {
-		r.Add(Value{Point: "voltage_l1", Kind: KindFloat32, F: 230.1})
+		r.Add(drivers.Value{Point: "voltage_l1", Kind: drivers.KindFloat32, F: 230.1})
 	}
 	buf := AppendEntry(nil, r)
 	b.ReportAllocs()

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"fmt"
 	"io"
@@ -24,11 +26,11 @@ type countingDriver struct {
 	polls map[string]int
 }
 
-func (d countingDriver) Read(ctx context.Context, device string, r *Reading) {
+func (d countingDriver) Read(ctx context.Context, device string, r *drivers.Reading) {
 	d.mu.Lock()
 	d.polls[device]++
 	d.mu.Unlock()
-	r.Add(Value{Point: "p", Kind: KindInt, I: 1})
+	r.Add(drivers.Value{Point: "p", Kind: drivers.KindInt, I: 1})
 }
 func (d countingDriver) Close() error { return nil }
 
@@ -91,7 +93,7 @@ func newReloadRig(t *testing.T, broker string) *reloadRig {
 	done := make(chan error)
 	go func() {
 		done <- Run(ctx, cfg, Options{
-			Open:    func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) { return r.drv, nil },
+			Open:    func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return r.drv, nil },
 			Logger:  slog.New(slog.NewTextHandler(r.logs, nil)),
 			Version: "test", Reload: r.reload, Load: func() (*Config, error) { return LoadConfig(r.path) },
 		})

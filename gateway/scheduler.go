@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,22 +13,6 @@ import (
 	"time"
 )
 
-// Driver talks to the devices of one bus. The scheduler calls it from one
-// goroutine only, because a bus carries one request at a time.
-type Driver interface {
-	// Read polls the named device once and fills r with a value or an
-	// error for each of its points. It must return soon after ctx ends.
-	Read(ctx context.Context, device string, r *Reading)
-	// Close releases the bus.
-	Close() error
-}
-
-// Writer is a Driver that can also set points (writable = true). Like Read,
-// Write is called from the bus's goroutine only.
-type Writer interface {
-	Write(ctx context.Context, device, point string, value json.RawMessage) error
-}
-
 // command is a write asked for over MQTT, waiting for its bus.
 type command struct {
 	device, point string
@@ -34,25 +20,14 @@ type command struct {
 	done          func(error)
 }
 
-// BusStats are one device's request counters, from drivers that keep them.
-type BusStats struct {
-	Device   string
-	Requests uint64
-	// Errors counts failed requests by kind: timeout, exception, transport.
-	Errors map[string]uint64
-	// Responses is the number of replies and ResponseTime their total time.
-	Responses    uint64
-	ResponseTime time.Duration
-}
-
 // statsReporter is a Driver that counts its requests (Modbus does).
 type statsReporter interface {
-	Stats() []BusStats
+	Stats() []drivers.BusStats
 }
 
 // OpenFunc opens the driver of one bus for its devices. It is the one place
 // where protocols are wired to drivers (package drivers in the binary).
-type OpenFunc func(bus BusConfig, devices []DeviceConfig, log *slog.Logger) (Driver, error)
+type OpenFunc func(bus BusConfig, devices []DeviceConfig, log *slog.Logger) (drivers.Driver, error)
 
 // Appender takes encoded readings: the flash buffer.
 type Appender interface {
@@ -83,14 +58,14 @@ type poller struct {
 	// alive is when the last poll finished (unix nanos), for /healthz.
 	alive atomic.Int64
 	// driver is the open driver, for its statistics.
-	driver atomic.Pointer[Driver]
+	driver atomic.Pointer[drivers.Driver]
 	// beat is when the loop last showed it is not stuck: every second
 	// while it waits, after every poll and write.
 	beat atomic.Int64
 }
 
 // busStats returns the open driver's request counters, if it keeps any.
-func (p *poller) busStats() []BusStats {
+func (p *poller) busStats() []drivers.BusStats {
 	if d := p.driver.Load(); d != nil {
 		if sr, ok := (*d).(statsReporter); ok {
 			return sr.Stats()
@@ -125,7 +100,7 @@ func (p *poller) Run(ctx context.Context) error {
 	for i := range due {
 		due[i] = start
 	}
-	var r Reading
+	var r drivers.Reading
 	var entry []byte
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -166,7 +141,7 @@ func (p *poller) Run(ctx context.Context) error {
 type busConn struct {
 	p        *poller
 	log      *slog.Logger
-	drv      Driver
+	drv      drivers.Driver
 	openErr  error
 	failures int
 }
@@ -195,7 +170,7 @@ func (c *busConn) ensureOpen() {
 
 // poll reads dev into r, appends its entry (encoded into entry's storage,
 // which it returns) to the buffer and counts it.
-func (p *poller) poll(ctx context.Context, conn *busConn, dev *DeviceConfig, r *Reading, entry []byte) []byte {
+func (p *poller) poll(ctx context.Context, conn *busConn, dev *DeviceConfig, r *drivers.Reading, entry []byte) []byte {
 	r.Reset(dev.Name, p.now())
 	if conn.drv != nil {
 		conn.drv.Read(ctx, dev.Name, r)
@@ -251,14 +226,14 @@ func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer
 }
 
 // write runs one command on the bus.
-func (p *poller) write(ctx context.Context, drv Driver, openErr error, cmd command) error {
+func (p *poller) write(ctx context.Context, drv drivers.Driver, openErr error, cmd command) error {
 	if drv == nil {
 		if openErr == nil {
 			openErr = errors.New("not opened yet")
 		}
 		return fmt.Errorf("bus %s is not open: %w", p.bus.Name, openErr)
 	}
-	w, ok := drv.(Writer)
+	w, ok := drv.(drivers.Writer)
 	if !ok {
 		return fmt.Errorf("%s buses do not take writes", p.bus.Protocol)
 	}

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"errors"
 	"log/slog"
@@ -17,12 +19,12 @@ type fakeDriver struct {
 	closed bool
 }
 
-func (d *fakeDriver) Read(ctx context.Context, device string, r *Reading) {
+func (d *fakeDriver) Read(ctx context.Context, device string, r *drivers.Reading) {
 	d.mu.Lock()
 	d.reads[device]++
 	n := d.reads[device]
 	d.mu.Unlock()
-	r.Add(Value{Point: "n", Kind: KindInt, I: int64(n)})
+	r.Add(drivers.Value{Point: "n", Kind: drivers.KindInt, I: int64(n)})
 }
 
 func (d *fakeDriver) Close() error { d.mu.Lock(); d.closed = true; d.mu.Unlock(); return nil }
@@ -82,7 +84,7 @@ func TestPollerKeepsEachDeviceInterval(t *testing.T) {
 	out := newMemAppender()
 	p := &poller{bus: BusConfig{Name: "b"}, devices: devices(20*time.Millisecond, 200*time.Millisecond), out: out,
 		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}, "b": {}},
-		open: func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) { return drv, nil }}
+		open: func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
 	stop := runPoller(t, p)
 	out.waitN(t, 20)
 	stop()
@@ -107,7 +109,7 @@ func TestPollerBusThatCannotOpen(t *testing.T) {
 	var mu sync.Mutex
 	p := &poller{bus: BusConfig{Name: "rs485"}, devices: devices(10 * time.Millisecond), out: out,
 		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}},
-		open: func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) {
+		open: func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			opens++
@@ -134,7 +136,7 @@ func TestPollerBusThatCannotOpen(t *testing.T) {
 // slowDriver takes longer than the interval: polls must not pile up.
 type slowDriver struct{ fakeDriver }
 
-func (d *slowDriver) Read(ctx context.Context, device string, r *Reading) {
+func (d *slowDriver) Read(ctx context.Context, device string, r *drivers.Reading) {
 	select {
 	case <-ctx.Done():
 	case <-time.After(30 * time.Millisecond): // a slow bus
@@ -147,7 +149,7 @@ func TestPollerOverrunDoesNotBurst(t *testing.T) {
 	out := newMemAppender()
 	p := &poller{bus: BusConfig{Name: "b"}, devices: devices(10 * time.Millisecond), out: out,
 		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}},
-		open: func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) { return drv, nil }}
+		open: func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
 	start := time.Now()
 	stop := runPoller(t, p)
 	out.waitN(t, 5)

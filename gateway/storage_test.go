@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"fmt"
 	"io"
@@ -51,7 +53,7 @@ func TestBufferUnavailableAtStart(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, cfg, Options{
-			Open:   func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) { return drv, nil },
+			Open:   func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return drv, nil },
 			Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test",
 		})
 	}()

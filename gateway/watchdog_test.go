@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -28,11 +30,11 @@ type stuckDriver struct {
 	release chan struct{}
 }
 
-func (d stuckDriver) Read(ctx context.Context, device string, r *Reading) {
+func (d stuckDriver) Read(ctx context.Context, device string, r *drivers.Reading) {
 	if d.stuck.Load() {
 		<-d.release
 	}
-	r.Add(Value{Point: "p", Kind: KindInt, I: 1})
+	r.Add(drivers.Value{Point: "p", Kind: drivers.KindInt, I: 1})
 }
 func (d stuckDriver) Close() error { return nil }
 
@@ -88,7 +90,7 @@ interval = "50ms"
 	done := make(chan error)
 	go func() {
 		done <- Run(ctx, cfg, Options{
-			Open:     func(BusConfig, []DeviceConfig, *slog.Logger) (Driver, error) { return drv, nil },
+			Open:     func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return drv, nil },
 			Logger:   slog.New(slog.DiscardHandler),
 			Version:  "test",
 			Notifier: sdNotifier{}, WatchdogInterval: 200 * time.Millisecond,

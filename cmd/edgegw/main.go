@@ -23,7 +23,6 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"edgegw/board"
-	"edgegw/drivers"
 	"edgegw/drivers/modbus"
 	"edgegw/drivers/modbus/simulator"
 	"edgegw/drivers/serial"
@@ -189,7 +188,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}()
 	watchdog, _ := daemon.SdWatchdogEnabled(false)
-	err := gateway.Run(ctx, cfg, gateway.Options{Open: drivers.Open, Logger: log, Version: version,
+	err := gateway.Run(ctx, cfg, gateway.Options{Open: openDriver, Logger: log, Version: version,
 		Notifier: systemd{}, WatchdogInterval: watchdog,
 		Reload: reload, Load: func() (*gateway.Config, error) { return gateway.LoadConfig(*path) }})
 	if err != nil {

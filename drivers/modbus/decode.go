@@ -1,6 +1,8 @@
 package modbus
 
 import (
+	"edgegw/drivers"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -116,14 +118,14 @@ var ErrShortData = errors.New("modbus: reply too short for point")
 // For register tables data holds 2 bytes per register; for bit tables one
 // bit per coil, least significant bit first. It does not allocate, except
 // for strings.
-func (p *Point) Decode(data []byte, start uint16) (gateway.Value, error) {
-	v := gateway.Value{Point: p.Name}
+func (p *Point) Decode(data []byte, start uint16) (drivers.Value, error) {
+	v := drivers.Value{Point: p.Name}
 	off := int(p.Address - start)
 	if p.Table.bits() {
 		if off/8 >= len(data) {
 			return v, ErrShortData
 		}
-		v.Kind, v.B = gateway.KindBool, data[off/8]>>(off%8)&1 == 1
+		v.Kind, v.B = drivers.KindBool, data[off/8]>>(off%8)&1 == 1
 		return v, nil
 	}
 	n := p.Width() * 2
@@ -132,7 +134,7 @@ func (p *Point) Decode(data []byte, start uint16) (gateway.Value, error) {
 	}
 	raw := data[off*2 : off*2+n]
 	if p.Type == String {
-		v.Kind, v.S = gateway.KindString, decodeString(raw, p.Order)
+		v.Kind, v.S = drivers.KindString, decodeString(raw, p.Order)
 		return v, nil
 	}
 	var buf [8]byte
@@ -140,7 +142,7 @@ func (p *Point) Decode(data []byte, start uint16) (gateway.Value, error) {
 	reorder(b, raw, p.Order)
 	switch p.Type {
 	case Bool:
-		v.Kind, v.B = gateway.KindBool, binary.BigEndian.Uint16(b)>>p.Bit&1 == 1
+		v.Kind, v.B = drivers.KindBool, binary.BigEndian.Uint16(b)>>p.Bit&1 == 1
 		return v, nil
 	case Int16:
 		return p.scaleInt(v, int64(int16(binary.BigEndian.Uint16(b)))), nil
@@ -157,33 +159,33 @@ func (p *Point) Decode(data []byte, start uint16) (gateway.Value, error) {
 	case Float32:
 		f := float64(math.Float32frombits(binary.BigEndian.Uint32(b)))
 		if p.unscaled() {
-			v.Kind, v.F = gateway.KindFloat32, f
+			v.Kind, v.F = drivers.KindFloat32, f
 		} else {
-			v.Kind, v.F = gateway.KindFloat, f*p.Scale+p.Offset
+			v.Kind, v.F = drivers.KindFloat, f*p.Scale+p.Offset
 		}
 		return v, nil
 	default: // Float64
-		v.Kind, v.F = gateway.KindFloat, math.Float64frombits(binary.BigEndian.Uint64(b))*p.Scale+p.Offset
+		v.Kind, v.F = drivers.KindFloat, math.Float64frombits(binary.BigEndian.Uint64(b))*p.Scale+p.Offset
 		return v, nil
 	}
 }
 
 func (p *Point) unscaled() bool { return p.Scale == 1 && p.Offset == 0 }
 
-func (p *Point) scaleInt(v gateway.Value, i int64) gateway.Value {
+func (p *Point) scaleInt(v drivers.Value, i int64) drivers.Value {
 	if p.unscaled() {
-		v.Kind, v.I = gateway.KindInt, i
+		v.Kind, v.I = drivers.KindInt, i
 	} else {
-		v.Kind, v.F = gateway.KindFloat, float64(i)*p.Scale+p.Offset
+		v.Kind, v.F = drivers.KindFloat, float64(i)*p.Scale+p.Offset
 	}
 	return v
 }
 
-func (p *Point) scaleUint(v gateway.Value, u uint64) gateway.Value {
+func (p *Point) scaleUint(v drivers.Value, u uint64) drivers.Value {
 	if p.unscaled() {
-		v.Kind, v.U = gateway.KindUint, u
+		v.Kind, v.U = drivers.KindUint, u
 	} else {
-		v.Kind, v.F = gateway.KindFloat, float64(u)*p.Scale+p.Offset
+		v.Kind, v.F = drivers.KindFloat, float64(u)*p.Scale+p.Offset
 	}
 	return v
 }

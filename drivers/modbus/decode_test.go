@@ -1,11 +1,11 @@
 package modbus
 
 import (
+	"edgegw/drivers"
+
 	"encoding/hex"
 	"math"
 	"testing"
-
-	"edgegw/gateway"
 )
 
 func TestDecodeByteOrders(t *testing.T) {
@@ -13,32 +13,32 @@ func TestDecodeByteOrders(t *testing.T) {
 		typ   Type
 		order Order
 		hex   string
-		want  gateway.Value
+		want  drivers.Value
 	}{
-		{Uint16, ABCD, "0102", gateway.Value{Kind: gateway.KindUint, U: 0x0102}},
-		{Uint16, DCBA, "0201", gateway.Value{Kind: gateway.KindUint, U: 0x0102}},
-		{Uint16, BADC, "0201", gateway.Value{Kind: gateway.KindUint, U: 0x0102}},
-		{Uint16, CDAB, "0102", gateway.Value{Kind: gateway.KindUint, U: 0x0102}},
-		{Int16, ABCD, "fffe", gateway.Value{Kind: gateway.KindInt, I: -2}},
-		{Uint32, ABCD, "01020304", gateway.Value{Kind: gateway.KindUint, U: 0x01020304}},
-		{Uint32, DCBA, "04030201", gateway.Value{Kind: gateway.KindUint, U: 0x01020304}},
-		{Uint32, BADC, "02010403", gateway.Value{Kind: gateway.KindUint, U: 0x01020304}},
-		{Uint32, CDAB, "03040102", gateway.Value{Kind: gateway.KindUint, U: 0x01020304}},
-		{Int32, ABCD, "fffffff6", gateway.Value{Kind: gateway.KindInt, I: -10}},
-		{Int32, CDAB, "fff6ffff", gateway.Value{Kind: gateway.KindInt, I: -10}},
-		{Uint64, ABCD, "0102030405060708", gateway.Value{Kind: gateway.KindUint, U: 0x0102030405060708}},
-		{Uint64, DCBA, "0807060504030201", gateway.Value{Kind: gateway.KindUint, U: 0x0102030405060708}},
-		{Uint64, BADC, "0201040306050807", gateway.Value{Kind: gateway.KindUint, U: 0x0102030405060708}},
-		{Uint64, CDAB, "0708050603040102", gateway.Value{Kind: gateway.KindUint, U: 0x0102030405060708}},
-		{Int64, ABCD, "fffffffffffffffe", gateway.Value{Kind: gateway.KindInt, I: -2}},
+		{Uint16, ABCD, "0102", drivers.Value{Kind: drivers.KindUint, U: 0x0102}},
+		{Uint16, DCBA, "0201", drivers.Value{Kind: drivers.KindUint, U: 0x0102}},
+		{Uint16, BADC, "0201", drivers.Value{Kind: drivers.KindUint, U: 0x0102}},
+		{Uint16, CDAB, "0102", drivers.Value{Kind: drivers.KindUint, U: 0x0102}},
+		{Int16, ABCD, "fffe", drivers.Value{Kind: drivers.KindInt, I: -2}},
+		{Uint32, ABCD, "01020304", drivers.Value{Kind: drivers.KindUint, U: 0x01020304}},
+		{Uint32, DCBA, "04030201", drivers.Value{Kind: drivers.KindUint, U: 0x01020304}},
+		{Uint32, BADC, "02010403", drivers.Value{Kind: drivers.KindUint, U: 0x01020304}},
+		{Uint32, CDAB, "03040102", drivers.Value{Kind: drivers.KindUint, U: 0x01020304}},
+		{Int32, ABCD, "fffffff6", drivers.Value{Kind: drivers.KindInt, I: -10}},
+		{Int32, CDAB, "fff6ffff", drivers.Value{Kind: drivers.KindInt, I: -10}},
+		{Uint64, ABCD, "0102030405060708", drivers.Value{Kind: drivers.KindUint, U: 0x0102030405060708}},
+		{Uint64, DCBA, "0807060504030201", drivers.Value{Kind: drivers.KindUint, U: 0x0102030405060708}},
+		{Uint64, BADC, "0201040306050807", drivers.Value{Kind: drivers.KindUint, U: 0x0102030405060708}},
+		{Uint64, CDAB, "0708050603040102", drivers.Value{Kind: drivers.KindUint, U: 0x0102030405060708}},
+		{Int64, ABCD, "fffffffffffffffe", drivers.Value{Kind: drivers.KindInt, I: -2}},
 		// 230.1 as float32 is 0x4366199a.
-		{Float32, ABCD, "4366199a", gateway.Value{Kind: gateway.KindFloat32, F: float64(float32(230.1))}},
-		{Float32, DCBA, "9a196643", gateway.Value{Kind: gateway.KindFloat32, F: float64(float32(230.1))}},
-		{Float32, BADC, "66439a19", gateway.Value{Kind: gateway.KindFloat32, F: float64(float32(230.1))}},
-		{Float32, CDAB, "199a4366", gateway.Value{Kind: gateway.KindFloat32, F: float64(float32(230.1))}},
+		{Float32, ABCD, "4366199a", drivers.Value{Kind: drivers.KindFloat32, F: float64(float32(230.1))}},
+		{Float32, DCBA, "9a196643", drivers.Value{Kind: drivers.KindFloat32, F: float64(float32(230.1))}},
+		{Float32, BADC, "66439a19", drivers.Value{Kind: drivers.KindFloat32, F: float64(float32(230.1))}},
+		{Float32, CDAB, "199a4366", drivers.Value{Kind: drivers.KindFloat32, F: float64(float32(230.1))}},
 		// 1234.5 as float64 is 0x40934a0000000000.
-		{Float64, ABCD, "40934a0000000000", gateway.Value{Kind: gateway.KindFloat, F: 1234.5}},
-		{Float64, CDAB, "000000004a004093", gateway.Value{Kind: gateway.KindFloat, F: 1234.5}},
+		{Float64, ABCD, "40934a0000000000", drivers.Value{Kind: drivers.KindFloat, F: 1234.5}},
+		{Float64, CDAB, "000000004a004093", drivers.Value{Kind: drivers.KindFloat, F: 1234.5}},
 	}
 	for _, tt := range tests {
 		data, _ := hex.DecodeString(tt.hex)
@@ -54,11 +54,11 @@ func TestDecodeByteOrders(t *testing.T) {
 func TestDecodeScaleBitsStringsAndOffsets(t *testing.T) {
 	regs, _ := hex.DecodeString("0000" + "08fd" + "0008" + "4142434400002020") // pad, 2301, bit 3 set, "ABCD\0\0  "
 	p := Point{Name: "v", Table: Input, Address: 11, Type: Uint16, Scale: 0.1, Offset: -100, Bit: -1}
-	if v, err := p.Decode(regs, 10); err != nil || v.Kind != gateway.KindFloat || math.Abs(v.F-130.1) > 1e-9 {
+	if v, err := p.Decode(regs, 10); err != nil || v.Kind != drivers.KindFloat || math.Abs(v.F-130.1) > 1e-9 {
 		t.Errorf("scaled: %+v %v", v, err)
 	}
 	p = Point{Name: "b", Table: Holding, Address: 12, Type: Bool, Bit: 3}
-	if v, _ := p.Decode(regs, 10); v.Kind != gateway.KindBool || !v.B {
+	if v, _ := p.Decode(regs, 10); v.Kind != drivers.KindBool || !v.B {
 		t.Errorf("bit 3: %+v", v)
 	}
 	p.Bit = 2
@@ -106,11 +106,11 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			}
 			var f float64
 			switch got.Kind {
-			case gateway.KindInt:
+			case drivers.KindInt:
 				f = float64(got.I)
-			case gateway.KindUint:
+			case drivers.KindUint:
 				f = float64(got.U)
-			case gateway.KindBool:
+			case drivers.KindBool:
 				if got.B {
 					f = 1
 				}

@@ -11,6 +11,8 @@
 package modbus
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"errors"
 	"fmt"
@@ -47,7 +49,7 @@ type device struct {
 }
 
 type result struct {
-	value gateway.Value
+	value drivers.Value
 	err   string
 }
 
@@ -125,7 +127,7 @@ func (b *Bus) Requests(device string) int {
 // Read polls the named device once, filling r with a value or an error for
 // every point. It returns early, with the rest of the points under errors,
 // when ctx ends.
-func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
+func (b *Bus) Read(ctx context.Context, name string, r *drivers.Reading) {
 	d, ok := b.devices[name]
 	if !ok {
 		return
@@ -216,11 +218,11 @@ func isNetTimeout(err error) bool {
 // Stats reports each device's requests, errors by kind (timeout: no reply;
 // exception: the device refused; transport: a broken or garbled reply, or
 // the port failed) and the time replies took. Safe while Read runs.
-func (b *Bus) Stats() []gateway.BusStats {
-	out := make([]gateway.BusStats, 0, len(b.devices))
+func (b *Bus) Stats() []drivers.BusStats {
+	out := make([]drivers.BusStats, 0, len(b.devices))
 	for _, d := range b.devices {
 		s := &d.stats
-		out = append(out, gateway.BusStats{
+		out = append(out, drivers.BusStats{
 			Device: d.name, Requests: s.requests.Load(),
 			Errors:    map[string]uint64{"timeout": s.timeouts.Load(), "exception": s.exceptions.Load(), "transport": s.transport.Load()},
 			Responses: s.answered.Load(), ResponseTime: time.Duration(s.responseNanos.Load()),

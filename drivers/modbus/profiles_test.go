@@ -1,6 +1,8 @@
 package modbus
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -46,7 +48,7 @@ func TestBuiltInProfiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer bus.Close()
-			var r gateway.Reading
+			var r drivers.Reading
 			r.Reset("m", time.Now())
 			bus.Read(context.Background(), "m", &r)
 			if len(r.Errors) > 0 || len(r.Values) != len(want) {

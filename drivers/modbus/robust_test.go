@@ -1,6 +1,8 @@
 package modbus
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"log/slog"
 	"strings"
@@ -44,11 +46,11 @@ func TestIllegalAddressSplitsAndRemembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bus.Close()
-	poll := func() (*gateway.Reading, int) {
+	poll := func() (*drivers.Reading, int) {
 		srv.mu.Lock()
 		before := srv.requests
 		srv.mu.Unlock()
-		var r gateway.Reading
+		var r drivers.Reading
 		r.Reset("d", time.Now())
 		bus.Read(context.Background(), "d", &r)
 		srv.mu.Lock()

@@ -1,6 +1,8 @@
 package modbus
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -60,7 +62,7 @@ func TestLineNoiseAndLateReplies(t *testing.T) {
 		return done
 	}
 	read := func() string {
-		var r gateway.Reading
+		var r drivers.Reading
 		r.Reset("m", time.Now())
 		drv.Read(context.Background(), "m", &r)
 		if len(r.Errors) > 0 {
@@ -147,7 +149,7 @@ func TestSilentDeviceIsBackedOff(t *testing.T) {
 	defer drv.Close()
 	asked, skipped := 0, 0
 	for range 20 {
-		var r gateway.Reading
+		var r drivers.Reading
 		r.Reset("dead", time.Now())
 		drv.Read(context.Background(), "dead", &r)
 		switch {

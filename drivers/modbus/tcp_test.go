@@ -1,6 +1,8 @@
 package modbus
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"fmt"
 	"io"
@@ -106,7 +108,7 @@ func put(t *testing.T, s *regServer, pc gateway.PointConfig, v any) {
 	}
 }
 
-func readingJSON(r *gateway.Reading) string {
+func readingJSON(r *drivers.Reading) string {
 	entry := gateway.AppendEntry(nil, r)
 	_, payload, _ := gateway.Message(nil, "t", 1, entry)
 	s := string(payload)
@@ -148,7 +150,7 @@ func TestTCPReadsEveryType(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bus.Close()
-	var r gateway.Reading
+	var r drivers.Reading
 	r.Reset("d", time.Now())
 	bus.Read(context.Background(), "d", &r)
 	want := `"values":{"u16":54321,"i16":-1234,"u32":3123456789,"i32":-123456,"f32":230.1,"f64":1234.5,"i64":-5,"scaled":230.1,"name":"EDGE01","flag":true,"relay":true},"errors":{}}`
@@ -169,7 +171,7 @@ func TestTCPExceptionMarksOnlyItsPoints(t *testing.T) {
 	}}
 	bus, _ := OpenTCP(tcpBus(serve(t, srv)), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
 	defer bus.Close()
-	var r gateway.Reading
+	var r drivers.Reading
 	r.Reset("d", time.Now())
 	bus.Read(context.Background(), "d", &r)
 	want := `"values":{"good":7},"errors":{"bad":"modbus exception 2: illegal data address"}}`
@@ -202,7 +204,7 @@ func TestTCPSilentAndRefusingDevices(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			bus, _ := OpenTCP(tcpBus(tc.addr), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
 			defer bus.Close()
-			var r gateway.Reading
+			var r drivers.Reading
 			start := time.Now()
 			bus.Read(context.Background(), "d", &r)
 			if len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Err, tc.want) {
@@ -232,7 +234,7 @@ func TestTCPRecoversAfterServerRestart(t *testing.T) {
 	bus, _ := OpenTCP(tcpBus(addr), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
 	defer bus.Close()
 	read := func() string {
-		var r gateway.Reading
+		var r drivers.Reading
 		bus.Read(context.Background(), "d", &r)
 		return fmt.Sprint(r.Values, r.Errors)
 	}

@@ -1,6 +1,8 @@
 package serial
 
 import (
+	"edgegw/drivers"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -197,38 +199,38 @@ func (binaryParser) field(frame []byte, name string) ([]byte, bool) {
 // binaryValue decodes a binary field (what binaryParser returned: the frame
 // from the field's offset) with Modbus's types and byte orders; bools are a
 // byte, non-zero for true.
-func binaryValue(p *gateway.PointConfig, data []byte) (gateway.Value, error) {
+func binaryValue(p *gateway.PointConfig, data []byte) (drivers.Value, error) {
 	if p.Type == "bool" {
-		return gateway.Value{Point: p.Name, Kind: gateway.KindBool, B: data[0] != 0}, nil
+		return drivers.Value{Point: p.Name, Kind: drivers.KindBool, B: data[0] != 0}, nil
 	}
 	if p.Type == "string" {
-		return gateway.Value{Point: p.Name}, errors.New("strings are not read from binary frames")
+		return drivers.Value{Point: p.Name}, errors.New("strings are not read from binary frames")
 	}
 	mp, err := modbus.PointFromConfig(gateway.PointConfig{Name: p.Name, Table: "holding", Type: p.Type,
 		ByteOrder: p.ByteOrder, Bit: -1, Scale: p.Scale, Offset: p.Offset})
 	if err != nil {
-		return gateway.Value{Point: p.Name}, err
+		return drivers.Value{Point: p.Name}, err
 	}
 	if w := 2 * mp.Width(); len(data) < w {
-		return gateway.Value{Point: p.Name}, fmt.Errorf("a %s needs %d bytes; the frame ends first", p.Type, w)
+		return drivers.Value{Point: p.Name}, fmt.Errorf("a %s needs %d bytes; the frame ends first", p.Type, w)
 	}
 	return mp.Decode(data, 0)
 }
 
 // value converts a field's text to the point's type, after scale and offset.
-func value(p *gateway.PointConfig, text []byte) (gateway.Value, error) {
-	v := gateway.Value{Point: p.Name}
+func value(p *gateway.PointConfig, text []byte) (drivers.Value, error) {
+	v := drivers.Value{Point: p.Name}
 	t := bytes.TrimSpace(text)
 	switch p.Type {
 	case "string":
-		v.Kind, v.S = gateway.KindString, string(t)
+		v.Kind, v.S = drivers.KindString, string(t)
 		return v, nil
 	case "bool":
 		switch string(bytes.ToLower(t)) {
 		case "1", "true", "on", "yes":
-			v.Kind, v.B = gateway.KindBool, true
+			v.Kind, v.B = drivers.KindBool, true
 		case "0", "false", "off", "no":
-			v.Kind = gateway.KindBool
+			v.Kind = drivers.KindBool
 		default:
 			return v, fmt.Errorf("%q is not a bool", t)
 		}
@@ -241,19 +243,19 @@ func value(p *gateway.PointConfig, text []byte) (gateway.Value, error) {
 		if err != nil {
 			return v, fmt.Errorf("%q is not an integer", t)
 		}
-		v.Kind, v.I = gateway.KindInt, i
+		v.Kind, v.I = drivers.KindInt, i
 	case unscaled && (p.Type == "uint16" || p.Type == "uint32" || p.Type == "uint64"):
 		u, err := strconv.ParseUint(string(t), 10, 64)
 		if err != nil {
 			return v, fmt.Errorf("%q is not an unsigned integer", t)
 		}
-		v.Kind, v.U = gateway.KindUint, u
+		v.Kind, v.U = drivers.KindUint, u
 	default:
 		f, err := strconv.ParseFloat(string(t), 64)
 		if err != nil {
 			return v, fmt.Errorf("%q is not a number", t)
 		}
-		v.Kind, v.F = gateway.KindFloat, f*p.Scale+p.Offset
+		v.Kind, v.F = drivers.KindFloat, f*p.Scale+p.Offset
 	}
 	return v, nil
 }

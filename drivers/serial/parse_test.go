@@ -1,6 +1,8 @@
 package serial
 
 import (
+	"edgegw/drivers"
+
 	"regexp"
 	"testing"
 
@@ -80,7 +82,7 @@ func BenchmarkParseLine(b *testing.B) {
 			line := []byte(tc.line)
 			fr := framer{delim: []byte("\n")}
 			var frames [][]byte
-			var r gateway.Reading
+			var r drivers.Reading
 			b.ReportAllocs()
 			for b.Loop() {
 				frames, _ = fr.split(line, frames[:0])

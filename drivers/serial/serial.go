@@ -1,6 +1,8 @@
 package serial
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -79,7 +81,7 @@ func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logge
 
 // Read takes one reading of the named device: a push sensor's newest frame
 // since the last Read (or every point stale), a polled sensor's reply.
-func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
+func (b *Bus) Read(ctx context.Context, name string, r *drivers.Reading) {
 	s, ok := b.devices[name]
 	if !ok {
 		return
@@ -101,7 +103,7 @@ func (b *Bus) Read(ctx context.Context, name string, r *gateway.Reading) {
 	s.fresh = false
 }
 
-func (s *sensor) fail(r *gateway.Reading, msg string) {
+func (s *sensor) fail(r *drivers.Reading, msg string) {
 	for _, p := range s.cfg.Points {
 		r.AddError(p.Name, msg)
 	}
@@ -118,7 +120,7 @@ func (s *sensor) matches(frame []byte) bool {
 }
 
 // parse fills r from a frame: a value per point, or why not.
-func (s *sensor) parse(frame []byte, r *gateway.Reading) {
+func (s *sensor) parse(frame []byte, r *drivers.Reading) {
 	for i := range s.cfg.Points {
 		p := &s.cfg.Points[i]
 		text, ok := s.parser.field(frame, p.Field)
@@ -126,7 +128,7 @@ func (s *sensor) parse(frame []byte, r *gateway.Reading) {
 			r.AddError(p.Name, "field "+p.Field+" missing from the frame")
 			continue
 		}
-		var v gateway.Value
+		var v drivers.Value
 		var err error
 		if s.cfg.Format == "binary" {
 			v, err = binaryValue(p, text)
@@ -193,7 +195,7 @@ func (b *Bus) take(data []byte, want *sensor) []byte {
 
 // poll sends a polled sensor's request and waits, up to the bus timeout,
 // for a frame it can read.
-func (b *Bus) poll(ctx context.Context, s *sensor, r *gateway.Reading) {
+func (b *Bus) poll(ctx context.Context, s *sensor, r *drivers.Reading) {
 	b.drain() // frames of push sensors that came meanwhile
 	if b.port == nil {
 		s.fail(r, "port "+b.device+" failed")

@@ -1,6 +1,8 @@
 package serial
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -39,25 +41,25 @@ func pt(name, field, typ string) gateway.PointConfig {
 	return gateway.PointConfig{Name: name, Field: field, Type: typ, Scale: 1, Bit: -1}
 }
 
-func reading(t *testing.T, b *Bus, device string) *gateway.Reading {
+func reading(t *testing.T, b *Bus, device string) *drivers.Reading {
 	t.Helper()
-	r := &gateway.Reading{}
+	r := &drivers.Reading{}
 	r.Reset(device, time.Now())
 	b.Read(context.Background(), device, r)
 	return r
 }
 
-func describe(r *gateway.Reading) string {
+func describe(r *drivers.Reading) string {
 	var parts []string
 	for _, v := range r.Values {
 		switch v.Kind {
-		case gateway.KindBool:
+		case drivers.KindBool:
 			parts = append(parts, fmt.Sprintf("%s=%v", v.Point, v.B))
-		case gateway.KindString:
+		case drivers.KindString:
 			parts = append(parts, fmt.Sprintf("%s=%s", v.Point, v.S))
-		case gateway.KindInt:
+		case drivers.KindInt:
 			parts = append(parts, fmt.Sprintf("%s=%d", v.Point, v.I))
-		case gateway.KindUint:
+		case drivers.KindUint:
 			parts = append(parts, fmt.Sprintf("%s=%d", v.Point, v.U))
 		default: // as the JSON encoding writes it: 15 significant digits
 			parts = append(parts, fmt.Sprintf("%s=%.15g", v.Point, v.F))

@@ -1,6 +1,8 @@
 package simulator
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -70,7 +72,7 @@ func TestSerialLine(t *testing.T) {
 					t.Fatalf("write %s = %s: %v", name, raw, err)
 				}
 			}
-			var r gateway.Reading
+			var r drivers.Reading
 			r.Reset("d", time.Now())
 			drv.Read(ctx, "d", &r)
 			if len(r.Errors) > 0 {
@@ -80,13 +82,13 @@ func TestSerialLine(t *testing.T) {
 				want := fmt.Sprint(values[v.Point])
 				got := ""
 				switch v.Kind {
-				case gateway.KindInt:
+				case drivers.KindInt:
 					got = fmt.Sprint(v.I)
-				case gateway.KindUint:
+				case drivers.KindUint:
 					got = fmt.Sprint(v.U)
-				case gateway.KindBool:
+				case drivers.KindBool:
 					got = fmt.Sprint(v.B)
-				case gateway.KindString:
+				case drivers.KindString:
 					got = v.S
 				default:
 					got = fmt.Sprint(v.F)

@@ -1,6 +1,8 @@
 package simulator
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -43,7 +45,7 @@ func TestSimulatorServesExampleConfig(t *testing.T) {
 	}
 	defer drv.Close()
 	testbroker.WaitListening(t, addr, 5*time.Second)
-	var r gateway.Reading
+	var r drivers.Reading
 	r.Reset("meter1", time.Now())
 	drv.Read(ctx, "meter1", &r)
 	if len(r.Errors) != 0 || len(r.Values) != 5 {

@@ -1,6 +1,8 @@
 package simulator
 
 import (
+	"edgegw/drivers"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -111,7 +113,7 @@ func BenchmarkRTUCycle9600(b *testing.B) {
 	}
 	wire := time.Duration(bytes) * char
 	silences := time.Duration(2*len(plan)) * char * 7 / 2
-	var r gateway.Reading
+	var r drivers.Reading
 	b.ResetTimer()
 	for range b.N {
 		r.Reset("m", time.Now())

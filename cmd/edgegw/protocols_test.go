@@ -1,4 +1,4 @@
-package drivers
+package main
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"edgegw/drivers"
 	"edgegw/gateway"
 	"edgegw/internal/testpty"
 )
@@ -21,11 +22,11 @@ func TestRS485ModeRefusedIsReported(t *testing.T) {
 			Parity: "none", StopBits: 1, Timeout: gateway.Duration(100 * time.Millisecond), Framing: "line", Delimiter: "\n", MaxGap: -1}
 		dev := gateway.DeviceConfig{Name: "d", UnitID: 1, Format: "kv", Points: []gateway.PointConfig{
 			{Name: "p", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1, Field: "p"}}}
-		drv, err := Open(bus, []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
+		drv, err := openDriver(bus, []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r gateway.Reading
+		var r drivers.Reading
 		r.Reset("d", time.Now())
 		drv.Read(context.Background(), "d", &r)
 		drv.Close()
@@ -33,7 +34,7 @@ func TestRS485ModeRefusedIsReported(t *testing.T) {
 			t.Errorf("%s: %+v", proto, r.Errors)
 		}
 	}
-	if _, err := Open(gateway.BusConfig{Protocol: "can"}, nil, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrUnsupported) {
+	if _, err := openDriver(gateway.BusConfig{Protocol: "can"}, nil, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("unknown protocol: %v", err)
 	}
 }

@@ -1,6 +1,8 @@
-// Package drivers wires each bus protocol of sensors.toml to its driver.
-// It is the one place that knows which package speaks which protocol.
-package drivers
+package main
+
+// The protocol switch: which driver package speaks which protocol of
+// sensors.toml. (It moves into gateway once the drivers take their own
+// options and no longer import gateway.)
 
 import (
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	bugserial "go.bug.st/serial"
 
 	"edgegw/board"
+	"edgegw/drivers"
 	"edgegw/drivers/modbus"
 	"edgegw/drivers/serial"
 	"edgegw/drivers/serial/port"
@@ -18,8 +21,8 @@ import (
 // ErrUnsupported is returned for a protocol this build cannot drive yet.
 var ErrUnsupported = fmt.Errorf("drivers: protocol not supported by this build")
 
-// Open opens the driver for a bus and its devices; it is a gateway.OpenFunc.
-func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger) (gateway.Driver, error) {
+// openDriver opens the driver for a bus and its devices; it is a gateway.OpenFunc.
+func openDriver(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger) (drivers.Driver, error) {
 	switch bus.Protocol {
 	case gateway.ProtoModbusTCP:
 		return modbus.OpenTCP(bus, devices, log)
