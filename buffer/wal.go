@@ -293,14 +293,11 @@ func decodeBatch(data []byte, off int64, aligned bool) (b batch, ok bool) {
 	}
 	p := body[ranges*walAckRange:]
 	for i := range b.count {
-		if len(p) < walRecHeader {
+		if len(p) < walRecHeader || walRecHeader+int(binary.BigEndian.Uint32(p[8:12])) > len(p) {
+			b.recs = nil // a body no writer made: none of it is taken
 			return b, true
 		}
 		n := int(binary.BigEndian.Uint32(p[8:12]))
-		if walRecHeader+n > len(p) {
-			b.recs = nil
-			return b, true
-		}
 		b.recs = append(b.recs, walRecord{
 			seq:   b.first + uint64(i),
 			stamp: int64(binary.BigEndian.Uint64(p[0:8])),

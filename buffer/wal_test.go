@@ -99,9 +99,7 @@ func TestReopenReplaysLog(t *testing.T) {
 		t.Fatalf("a small commit checkpointed: %+v", st)
 	}
 	// Leave without Close's checkpoint, as a crash would: release the files only.
-	b.db.Close()
-	b.wal.close()
-	b.seqs.close()
+	crash(b)
 
 	b, err := Open(path, Options{})
 	if err != nil {
