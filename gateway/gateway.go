@@ -10,12 +10,9 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -24,13 +21,14 @@ import (
 
 	"edgegw/board"
 	"edgegw/buffer"
+	"edgegw/gateway/config"
 	"edgegw/gateway/uplink"
 	"edgegw/internal/backoff"
 )
 
 // Options are what Run needs besides the config.
 type Options struct {
-	// Open opens a bus's driver.
+	// Open opens a bus's driver; the drivers of the protocol map when nil.
 	Open OpenFunc
 	// Logger receives every event; required.
 	Logger *slog.Logger
@@ -44,25 +42,24 @@ type Options struct {
 	// Reload, when it delivers, makes Run reload the config with Load.
 	Reload <-chan struct{}
 	// Load reads the config again (the same file) for a reload.
-	Load func() (*Config, error)
+	Load func() (*config.Config, error)
 }
 
 // BufferPath is where the flash buffer lives inside data_dir.
-func BufferPath(cfg *Config) string { return filepath.Join(cfg.Gateway.DataDir, "buffer.db") }
+func BufferPath(cfg *config.Config) string { return filepath.Join(cfg.Gateway.DataDir, "buffer.db") }
 
 // Run runs the gateway until ctx ends, then stops cleanly: polling stops,
 // every reading taken is committed, the offline status is published. On each
 // receive from opts.Reload it reloads the config (see reload).
-func Run(ctx context.Context, cfg *Config, opts Options) error {
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	log := opts.Logger
 	b := board.Select(cfg.Gateway.Board)
 	log.Info("starting", "version", opts.Version, "config", cfg.File, "board", b.Name, "board_model", b.Description,
 		"gateway_id", cfg.Gateway.ID, "brokers", strings.Join(cfg.MQTT.Brokers, ","), "qos", cfg.MQTT.QoS,
 		"buses", len(cfg.Buses), "devices", len(cfg.Devices), "data_dir", cfg.Gateway.DataDir)
 
-	password, tlsCfg, err := secrets(cfg)
-	if err != nil {
-		return err
+	if opts.Open == nil {
+		opts.Open = openDriver
 	}
 	g := &gateway{cfg: cfg, opts: opts, log: log}
 	var wg sync.WaitGroup
@@ -97,7 +94,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	// the readings the pollers keep taking.
 	bufStopped := make(chan struct{})
 	go func() { defer wg.Done(); defer close(bufStopped); errs[0] = buf.Run(bufCtx) }()
-	g.startUplink(ctx, cfg, password, tlsCfg)
+	g.startUplink(ctx, cfg)
 	g.startFleet(ctx, cfg, nil)
 	if opts.Notifier != nil {
 		wd := &watchdog{notify: opts.Notifier, interval: opts.WatchdogInterval, pollers: g.pollers, uplink: g.uplink,
@@ -138,7 +135,7 @@ var storageRetry = backoff.Policy{First: time.Second, Max: 30 * time.Second, Jit
 // openBuffer opens the flash buffer, trying again with a capped backoff
 // while the storage is unavailable (an I/O error, no memory to map the file):
 // such an error must not cost the backlog, nor a restart loop.
-func openBuffer(ctx context.Context, cfg *Config, opts Options, log *slog.Logger, state *bufferState) (*buffer.Buffer, error) {
+func openBuffer(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger, state *bufferState) (*buffer.Buffer, error) {
 	bo := buffer.Options{
 		CommitInterval: cfg.Buffer.CommitInterval.D(),
 		MaxBytes:       int64(cfg.Buffer.MaxBytes),
@@ -210,15 +207,15 @@ type gateway struct {
 	buf  *buffer.Buffer
 
 	mu       sync.Mutex
-	cfg      *Config
+	cfg      *config.Config
 	fl       *fleet
 	up       *uplink.Uplink
 	upCancel context.CancelFunc
 	upDone   chan error
 }
 
-func (g *gateway) config() *Config { g.mu.Lock(); defer g.mu.Unlock(); return g.cfg }
-func (g *gateway) current() *fleet { g.mu.Lock(); defer g.mu.Unlock(); return g.fl }
+func (g *gateway) config() *config.Config { g.mu.Lock(); defer g.mu.Unlock(); return g.cfg }
+func (g *gateway) current() *fleet        { g.mu.Lock(); defer g.mu.Unlock(); return g.fl }
 func (g *gateway) pollers() []*poller {
 	if f := g.current(); f != nil { // nil until the first fleet starts
 		return f.pollers
@@ -243,7 +240,7 @@ func (f *fleet) stop() {
 
 // startFleet starts a poller per bus of cfg, continuing the counters of
 // devices that were there before.
-func (g *gateway) startFleet(ctx context.Context, cfg *Config, prev *fleet) {
+func (g *gateway) startFleet(ctx context.Context, cfg *config.Config, prev *fleet) {
 	fctx, cancel := context.WithCancel(ctx)
 	f := &fleet{pollers: newPollers(cfg, g.opts.Open, g.buf, g.log), byDevice: map[string]*poller{}, cancel: cancel}
 	for _, p := range f.pollers {
@@ -266,18 +263,18 @@ func (g *gateway) startFleet(ctx context.Context, cfg *Config, prev *fleet) {
 }
 
 // startUplink starts the uplink for cfg's [mqtt].
-func (g *gateway) startUplink(ctx context.Context, cfg *Config, password []byte, tlsCfg *tls.Config) {
+func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 	topicBase := cfg.MQTT.TopicPrefix + "/" + cfg.Gateway.ID
 	up := uplink.New(uplink.Config{
 		Brokers:        cfg.MQTT.Brokers,
 		ClientID:       cfg.MQTT.ClientID,
 		Username:       cfg.MQTT.Username,
-		Password:       password,
+		Password:       cfg.Secrets.Password,
 		QoS:            byte(cfg.MQTT.QoS),
 		KeepAlive:      cfg.MQTT.KeepAlive.D(),
 		ConnectTimeout: cfg.MQTT.ConnectTimeout.D(),
 		MaxInflight:    cfg.MQTT.MaxInflight,
-		TLS:            tlsCfg,
+		TLS:            cfg.Secrets.TLS,
 		StatusTopic:    topicBase + "/status",
 		Version:        g.opts.Version,
 		Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
@@ -326,7 +323,7 @@ func (g *gateway) reload(ctx context.Context) {
 	}
 	cfg, err := g.opts.Load()
 	if err != nil {
-		problems := ConfigErrors(err)
+		problems := config.Errors(err)
 		for _, ce := range problems {
 			g.log.Error("reload_refused", "problem", ce.Error())
 		}
@@ -354,14 +351,6 @@ func (g *gateway) reload(ctx context.Context) {
 		g.log.Warn("reload_needs_restart", "sections", strings.Join(restart, " "), "hint", "systemctl restart edgegw to apply them")
 	}
 	mqttChanged := !reflect.DeepEqual(cfg.MQTT, old.MQTT)
-	var password []byte
-	var tlsCfg *tls.Config
-	if mqttChanged {
-		if password, tlsCfg, err = secrets(cfg); err != nil {
-			g.log.Error("reload_refused", "problem", err.Error())
-			return
-		}
-	}
 	// The old pollers release their ports before the new ones open them.
 	prev := g.current()
 	prev.stop()
@@ -369,7 +358,7 @@ func (g *gateway) reload(ctx context.Context) {
 		if err := g.stopUplink(); err != nil {
 			g.log.Warn("uplink_stop_failed", "err", err)
 		}
-		g.startUplink(ctx, cfg, password, tlsCfg)
+		g.startUplink(ctx, cfg)
 	}
 	g.startFleet(ctx, cfg, prev)
 	g.mu.Lock()
@@ -384,7 +373,7 @@ func (g *gateway) notify(state string) {
 	}
 }
 
-func newPollers(cfg *Config, open OpenFunc, out Appender, log *slog.Logger) []*poller {
+func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logger) []*poller {
 	var ps []*poller
 	for _, bus := range cfg.Buses {
 		p := &poller{bus: bus, open: open, out: out, log: log, stats: map[string]*DeviceStats{}, now: time.Now,
@@ -400,47 +389,4 @@ func newPollers(cfg *Config, open OpenFunc, out Appender, log *slog.Logger) []*p
 		}
 	}
 	return ps
-}
-
-// secrets reads the MQTT password and TLS files the config names.
-func secrets(cfg *Config) (password []byte, tlsCfg *tls.Config, err error) {
-	m := &cfg.MQTT
-	if m.PasswordFile != "" {
-		fi, err := os.Stat(m.PasswordFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("mqtt.password_file: %w", err)
-		}
-		if fi.Mode().Perm()&0o004 != 0 {
-			return nil, nil, fmt.Errorf("mqtt.password_file: %s is readable by every user (mode %04o): chmod o-r it", m.PasswordFile, fi.Mode().Perm())
-		}
-		b, err := os.ReadFile(m.PasswordFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("mqtt.password_file: %w", err)
-		}
-		password = []byte(strings.TrimRight(string(b), "\r\n"))
-	}
-	t := &m.TLS
-	if t.CAFile == "" && t.CertFile == "" && t.ServerName == "" {
-		return password, nil, nil
-	}
-	tlsCfg = &tls.Config{ServerName: t.ServerName, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("mqtt.tls.ca_file: %s holds no PEM certificate", t.CAFile)
-		}
-		tlsCfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("mqtt.tls.cert_file/key_file: %w", err)
-		}
-		tlsCfg.Certificates = []tls.Certificate{cert}
-	}
-	return password, tlsCfg, nil
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"edgegw/drivers"
+	"edgegw/gateway/config"
 
 	"context"
 	"fmt"
@@ -93,9 +94,9 @@ func newReloadRig(t *testing.T, broker string) *reloadRig {
 	done := make(chan error)
 	go func() {
 		done <- Run(ctx, cfg, Options{
-			Open:    func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return r.drv, nil },
+			Open:    func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) { return r.drv, nil },
 			Logger:  slog.New(slog.NewTextHandler(r.logs, nil)),
-			Version: "test", Reload: r.reload, Load: func() (*Config, error) { return LoadConfig(r.path) },
+			Version: "test", Reload: r.reload, Load: func() (*config.Config, error) { return LoadConfig(r.path) },
 		})
 	}()
 	r.stop = func() {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"edgegw/drivers"
+	"edgegw/gateway/config"
 
 	"context"
 	"encoding/json"
@@ -27,7 +28,7 @@ type statsReporter interface {
 
 // OpenFunc opens the driver of one bus for its devices. It is the one place
 // where protocols are wired to drivers (package drivers in the binary).
-type OpenFunc func(bus BusConfig, devices []DeviceConfig, log *slog.Logger) (drivers.Driver, error)
+type OpenFunc func(bus config.Bus, devices []config.Device, log *slog.Logger) (drivers.Driver, error)
 
 // Appender takes encoded readings: the flash buffer.
 type Appender interface {
@@ -42,8 +43,8 @@ type DeviceStats struct {
 
 // poller polls the devices of one bus on their intervals.
 type poller struct {
-	bus     BusConfig
-	devices []DeviceConfig
+	bus     config.Bus
+	devices []config.Device
 	open    OpenFunc
 	out     Appender
 	log     *slog.Logger
@@ -170,7 +171,7 @@ func (c *busConn) ensureOpen() {
 
 // poll reads dev into r, appends its entry (encoded into entry's storage,
 // which it returns) to the buffer and counts it.
-func (p *poller) poll(ctx context.Context, conn *busConn, dev *DeviceConfig, r *drivers.Reading, entry []byte) []byte {
+func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r *drivers.Reading, entry []byte) []byte {
 	r.Reset(dev.Name, p.now())
 	if conn.drv != nil {
 		conn.drv.Read(ctx, dev.Name, r)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"edgegw/drivers"
+	"edgegw/gateway/config"
 
 	"context"
 	"errors"
@@ -64,10 +65,10 @@ func (a *memAppender) waitN(t *testing.T, n int) []string {
 	}
 }
 
-func devices(intervals ...time.Duration) []DeviceConfig {
-	var ds []DeviceConfig
+func devices(intervals ...time.Duration) []config.Device {
+	var ds []config.Device
 	for i, iv := range intervals {
-		ds = append(ds, DeviceConfig{Name: string(rune('a' + i)), Interval: Duration(iv), Points: []PointConfig{{Name: "n"}}})
+		ds = append(ds, config.Device{Name: string(rune('a' + i)), Interval: config.Duration(iv), Points: []config.Point{{Name: "n"}}})
 	}
 	return ds
 }
@@ -82,9 +83,9 @@ func runPoller(t *testing.T, p *poller) (stop func()) {
 func TestPollerKeepsEachDeviceInterval(t *testing.T) {
 	drv := &fakeDriver{reads: map[string]int{}}
 	out := newMemAppender()
-	p := &poller{bus: BusConfig{Name: "b"}, devices: devices(20*time.Millisecond, 200*time.Millisecond), out: out,
+	p := &poller{bus: config.Bus{Name: "b"}, devices: devices(20*time.Millisecond, 200*time.Millisecond), out: out,
 		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}, "b": {}},
-		open: func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
+		open: func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
 	stop := runPoller(t, p)
 	out.waitN(t, 20)
 	stop()
@@ -107,9 +108,9 @@ func TestPollerBusThatCannotOpen(t *testing.T) {
 	out := newMemAppender()
 	opens := 0
 	var mu sync.Mutex
-	p := &poller{bus: BusConfig{Name: "rs485"}, devices: devices(10 * time.Millisecond), out: out,
+	p := &poller{bus: config.Bus{Name: "rs485"}, devices: devices(10 * time.Millisecond), out: out,
 		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}},
-		open: func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) {
+		open: func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			opens++
@@ -147,9 +148,9 @@ func (d *slowDriver) Read(ctx context.Context, device string, r *drivers.Reading
 func TestPollerOverrunDoesNotBurst(t *testing.T) {
 	drv := &slowDriver{fakeDriver{reads: map[string]int{}}}
 	out := newMemAppender()
-	p := &poller{bus: BusConfig{Name: "b"}, devices: devices(10 * time.Millisecond), out: out,
+	p := &poller{bus: config.Bus{Name: "b"}, devices: devices(10 * time.Millisecond), out: out,
 		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}},
-		open: func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
+		open: func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
 	start := time.Now()
 	stop := runPoller(t, p)
 	out.waitN(t, 5)

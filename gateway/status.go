@@ -107,9 +107,9 @@ func (p *poller) stallLimit() time.Duration {
 
 var (
 	descBufferReadings = prometheus.NewDesc("edgegw_buffer_readings", "Readings on flash not yet acknowledged by a broker.", nil, nil)
-	descBufferBytes    = prometheus.NewDesc("edgegw_buffer_bytes", "Size of the buffered readings, as buffer.max_bytes counts it.", nil, nil)
+	descBufferBytes    = prometheus.NewDesc("edgegw_buffer_bytes", "config.Size of the buffered readings, as buffer.max_bytes counts it.", nil, nil)
 	descBufferOldest   = prometheus.NewDesc("edgegw_buffer_oldest_age_seconds", "How long the oldest buffered reading has waited while the gateway ran (clock steps do not count); 0 when empty.", nil, nil)
-	descBufferFile     = prometheus.NewDesc("edgegw_buffer_file_bytes", "Size of the buffer file on disk.", nil, nil)
+	descBufferFile     = prometheus.NewDesc("edgegw_buffer_file_bytes", "config.Size of the buffer file on disk.", nil, nil)
 	descBufferPending  = prometheus.NewDesc("edgegw_buffer_pending_readings", "Readings taken and waiting in RAM for their commit.", nil, nil)
 	descReadings       = prometheus.NewDesc("edgegw_readings_total", "Readings taken, by device.", []string{"device"}, nil)
 	descReadErrors     = prometheus.NewDesc("edgegw_read_errors_total", "Points that failed a poll, by device.", []string{"device"}, nil)

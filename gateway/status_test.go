@@ -5,12 +5,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"edgegw/gateway/config"
 )
 
 func TestHealth(t *testing.T) {
 	start := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	p := &poller{bus: BusConfig{Name: "rs485", Timeout: Duration(time.Second), Retries: 1},
-		devices: []DeviceConfig{{Name: "a", Interval: Duration(5 * time.Second)}, {Name: "b", Interval: Duration(time.Minute)}}}
+	p := &poller{bus: config.Bus{Name: "rs485", Timeout: config.Duration(time.Second), Retries: 1},
+		devices: []config.Device{{Name: "a", Interval: config.Duration(5 * time.Second)}, {Name: "b", Interval: config.Duration(time.Minute)}}}
 	// limit: 3 × 1m + 2s × 2 devices + 10s = 3m14s
 	if got := p.stallLimit(); got != 3*time.Minute+14*time.Second {
 		t.Fatalf("stall limit %s", got)

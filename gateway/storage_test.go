@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"edgegw/drivers"
+	"edgegw/gateway/config"
 
 	"context"
 	"fmt"
@@ -53,7 +54,7 @@ func TestBufferUnavailableAtStart(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, cfg, Options{
-			Open:   func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return drv, nil },
+			Open:   func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) { return drv, nil },
 			Logger: slog.New(slog.NewTextHandler(logs, nil)), Version: "test",
 		})
 	}()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"edgegw/drivers"
+	"edgegw/gateway/config"
 
 	"context"
 	"fmt"
@@ -90,7 +91,7 @@ interval = "50ms"
 	done := make(chan error)
 	go func() {
 		done <- Run(ctx, cfg, Options{
-			Open:     func(BusConfig, []DeviceConfig, *slog.Logger) (drivers.Driver, error) { return drv, nil },
+			Open:     func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) { return drv, nil },
 			Logger:   slog.New(slog.DiscardHandler),
 			Version:  "test",
 			Notifier: sdNotifier{}, WatchdogInterval: 200 * time.Millisecond,

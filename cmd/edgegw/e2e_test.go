@@ -349,7 +349,7 @@ func TestCommands(t *testing.T) {
 		{"plc/set/nosuch", "3", `{"ok":false,"error":"no such point \"nosuch\" on plc"}`},
 		{"boiler/set/setpoint", "3", `{"ok":false,"error":"no device \"boiler\" on this gateway"}`},
 		{"plc/set/setpoint", `"warm"`, `{"ok":false,"error":"plc.setpoint: want a JSON number, got \"warm\""}`},
-		{"plc/set/setpoint", "99999", `{"ok":false,"error":"plc.setpoint: 99999 does not fit a int16: modbus: value out of range for point type"}`},
+		{"plc/set/setpoint", "99999", `{"ok":false,"error":"plc.setpoint: 99999 does not fit a int16: value out of range for the point's type"}`},
 	} {
 		topic := "edgegw/cmd/" + tc.topic
 		before := len(sub.Messages())

@@ -25,9 +25,10 @@ import (
 	"edgegw/board"
 	"edgegw/drivers/modbus"
 	"edgegw/drivers/modbus/simulator"
+	"edgegw/drivers/port"
 	"edgegw/drivers/serial"
-	"edgegw/drivers/serial/port"
 	"edgegw/gateway"
+	"edgegw/gateway/config"
 	"edgegw/internal/journal"
 )
 
@@ -114,7 +115,7 @@ func (systemd) Notify(state string) { daemon.SdNotify(false, state) }
 
 // loadConfig loads the config, printing every problem as PATH:LINE: key:
 // message when it is not valid.
-func loadConfig(path string, stderr io.Writer) (*gateway.Config, bool) {
+func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
 	cfg, err := gateway.LoadConfig(path)
 	if err != nil {
 		printConfigErrors(stderr, err)
@@ -125,7 +126,7 @@ func loadConfig(path string, stderr io.Writer) (*gateway.Config, bool) {
 
 // printConfigErrors prints every problem as PATH:LINE: key: message.
 func printConfigErrors(w io.Writer, err error) {
-	ces := gateway.ConfigErrors(err)
+	ces := config.Errors(err)
 	if len(ces) == 0 {
 		fmt.Fprintln(w, err)
 		return
@@ -188,9 +189,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}()
 	watchdog, _ := daemon.SdWatchdogEnabled(false)
-	err := gateway.Run(ctx, cfg, gateway.Options{Open: openDriver, Logger: log, Version: version,
+	err := gateway.Run(ctx, cfg, gateway.Options{Logger: log, Version: version,
 		Notifier: systemd{}, WatchdogInterval: watchdog,
-		Reload: reload, Load: func() (*gateway.Config, error) { return gateway.LoadConfig(*path) }})
+		Reload: reload, Load: func() (*config.Config, error) { return gateway.LoadConfig(*path) }})
 	if err != nil {
 		log.Error("fatal", "err", err)
 		return exitFailure
@@ -251,16 +252,15 @@ func cmdSimulate(args []string, stderr io.Writer) int {
 	if !ok {
 		return exitConfig
 	}
+	bus := gateway.Simulated(cfg)
 	addr := *listen
-	for _, b := range cfg.Buses {
-		if addr == "" && b.Protocol == gateway.ProtoModbusTCP {
-			addr = b.Address
-		}
+	if addr == "" {
+		addr = bus.Address
 	}
 	if addr == "" {
 		addr = "127.0.0.1:5020"
 	}
-	sim, err := simulator.New(cfg, addr, log)
+	sim, err := simulator.New(bus.Devices, addr, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return exitFailure
@@ -268,7 +268,7 @@ func cmdSimulate(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *device != "" {
-		return serveSerial(ctx, cfg, sim, *device, stderr)
+		return serveSerial(ctx, bus, sim, *device, stderr)
 	}
 	if err := sim.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "edgegw:", err)
@@ -279,25 +279,22 @@ func cmdSimulate(args []string, stderr io.Writer) int {
 
 // serveSerial serves the simulator on a serial port with the line settings
 // of the config's first RTU or ASCII bus.
-func serveSerial(ctx context.Context, cfg *gateway.Config, sim *simulator.Server, device string, stderr io.Writer) int {
-	for _, b := range cfg.Buses {
-		if b.Protocol != gateway.ProtoModbusRTU && b.Protocol != gateway.ProtoModbusASCII {
-			continue
-		}
-		port, err := port.Open(device, port.Mode(b))
-		if err != nil {
-			fmt.Fprintln(stderr, "edgegw:", err)
-			return exitFailure
-		}
-		defer port.Close()
-		if err := sim.ServeSerial(ctx, port, b.Protocol == gateway.ProtoModbusASCII); err != nil {
-			fmt.Fprintln(stderr, "edgegw:", err)
-			return exitFailure
-		}
-		return exitOK
+func serveSerial(ctx context.Context, bus gateway.SimulatedBus, sim *simulator.Server, device string, stderr io.Writer) int {
+	if bus.Line.Device == "" {
+		fmt.Fprintln(stderr, "edgegw: -device: the config has no modbus-rtu or modbus-ascii bus to take line settings from")
+		return exitFailure
 	}
-	fmt.Fprintln(stderr, "edgegw: -device: the config has no modbus-rtu or modbus-ascii bus to take line settings from")
-	return exitFailure
+	p, err := port.Open(device, bus.Line.Mode())
+	if err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return exitFailure
+	}
+	defer p.Close()
+	if err := sim.ServeSerial(ctx, p, bus.ASCII); err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return exitFailure
+	}
+	return exitOK
 }
 
 func cmdScan(args []string, stdout, stderr io.Writer) int {
@@ -319,7 +316,7 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "edgegw: -units:", err)
 		return exitFailure
 	}
-	var bus *gateway.BusConfig
+	var bus *config.Bus
 	for i := range cfg.Buses {
 		if cfg.Buses[i].Name == *busName {
 			bus = &cfg.Buses[i]
@@ -333,7 +330,7 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	fmt.Fprintf(stdout, "scanning %d unit ids on %s (%s), %s each\n", len(units), bus.Name, bus.Protocol, *timeout)
 	answered := 0
-	err = modbus.Scan(ctx, *bus, units, *timeout, func(r modbus.ScanResult) {
+	err = gateway.Scan(ctx, cfg, bus.Name, units, *timeout, func(r modbus.ScanResult) {
 		if r.Answered {
 			answered++
 			fmt.Fprintf(stdout, "unit %3d: answers (%s)\n", r.Unit, r.Detail)

@@ -11,8 +11,6 @@
 package modbus
 
 import (
-	"edgegw/drivers"
-
 	"context"
 	"errors"
 	"fmt"
@@ -25,8 +23,7 @@ import (
 
 	gmodbus "github.com/goburrow/modbus"
 
-	"edgegw/drivers/serial/port"
-	"edgegw/gateway"
+	"edgegw/drivers"
 	"edgegw/internal/backoff"
 )
 
@@ -67,49 +64,53 @@ type Bus struct {
 	log     *slog.Logger
 }
 
-// OpenTCP prepares a Modbus TCP bus and plans its devices' requests. It does
-// not connect: the first Read does, and Read reconnects after any failure.
-func OpenTCP(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger) (*Bus, error) {
-	h := gmodbus.NewTCPClientHandler(bus.Address)
-	h.Timeout = bus.Timeout.D()
-	b := &Bus{client: gmodbus.NewClient(h), setUnit: func(u byte) { h.SlaveId = u },
-		// A timeout or broken connection may leave a late reply in the
-		// socket; a fresh connection keeps it from answering the next request.
-		reset: func() { h.Close() }, close: h.Close}
-	return b.plan(bus, devices, log)
-}
-
-// OpenSerial prepares a Modbus RTU or ASCII bus on a serial port: goburrow's
-// packagers frame and check the requests and replies, lineTransport moves
-// them on the wire. The port opens at the first request and reopens after a
-// failure (an unplugged USB adapter), via open (port.Open outside tests).
-func OpenSerial(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger, open port.OpenFunc) (*Bus, error) {
-	t := newLineTransport(bus, open)
-	b := &Bus{reset: func() {}, close: t.Close}
-	if bus.Protocol == gateway.ProtoModbusASCII {
-		h := gmodbus.NewASCIIClientHandler(bus.Device)
-		b.client, b.setUnit = gmodbus.NewClient2(h, t), func(u byte) { h.SlaveId = u }
-	} else {
-		h := gmodbus.NewRTUClientHandler(bus.Device)
-		b.client, b.setUnit = gmodbus.NewClient2(h, t), func(u byte) { h.SlaveId = u }
+// Open prepares a Modbus bus and plans its devices' requests; it touches
+// no wire. On TCP the first Read connects, and Read reconnects after any
+// failure. On RTU and ASCII goburrow's packagers frame and check the
+// requests and replies and lineTransport moves them on the wire; the port
+// opens at the first request and reopens after a failure (an unplugged USB
+// adapter).
+func Open(o Options) (*Bus, error) {
+	var b *Bus
+	switch o.Mode {
+	case TCP:
+		h := gmodbus.NewTCPClientHandler(o.Address)
+		h.Timeout = o.Timeout
+		b = &Bus{client: gmodbus.NewClient(h), setUnit: func(u byte) { h.SlaveId = u },
+			// A timeout or broken connection may leave a late reply in the
+			// socket; a fresh connection keeps it from answering the next request.
+			reset: func() { h.Close() }, close: h.Close}
+	case RTU:
+		t := newLineTransport(o)
+		h := gmodbus.NewRTUClientHandler(o.Line.Device)
+		b = &Bus{client: gmodbus.NewClient2(h, t), setUnit: func(u byte) { h.SlaveId = u }, reset: func() {}, close: t.Close}
+	case ASCII:
+		t := newLineTransport(o)
+		h := gmodbus.NewASCIIClientHandler(o.Line.Device)
+		b = &Bus{client: gmodbus.NewClient2(h, t), setUnit: func(u byte) { h.SlaveId = u }, reset: func() {}, close: t.Close}
+	default:
+		return nil, fmt.Errorf("modbus: bus %s: unknown mode %d", o.Name, o.Mode)
 	}
-	return b.plan(bus, devices, log)
+	return b.plan(o)
 }
 
 // plan finishes a Bus: its devices and their request plans.
-func (b *Bus) plan(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger) (*Bus, error) {
-	b.name, b.timeout, b.retries, b.log = bus.Name, bus.Timeout.D(), bus.Retries, log
+func (b *Bus) plan(o Options) (*Bus, error) {
+	b.name, b.timeout, b.retries, b.log = o.Name, o.Timeout, o.Retries, o.Log
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
 	b.devices = map[string]*device{}
-	for _, dc := range devices {
-		d := &device{name: dc.Name, unit: byte(dc.UnitID), interval: dc.Interval.D()}
+	for _, dc := range o.Devices {
+		d := &device{name: dc.Name, unit: byte(dc.UnitID), interval: dc.Interval}
 		for _, pc := range dc.Points {
-			p, err := PointFromConfig(pc)
+			p, err := ParsePoint(pc)
 			if err != nil {
 				return nil, err
 			}
 			d.points = append(d.points, p)
 		}
-		d.plan = Plan(d.points, MaxGapFor(bus))
+		d.plan = Plan(d.points, MaxGapFor(o))
 		d.results = make([]result, len(d.points))
 		b.devices[dc.Name] = d
 	}

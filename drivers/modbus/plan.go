@@ -1,10 +1,6 @@
 package modbus
 
-import (
-	"sort"
-
-	"edgegw/gateway"
-)
+import "sort"
 
 // Protocol limits of one read request.
 const (
@@ -19,11 +15,11 @@ const (
 const SerialMaxGap = 10
 
 // MaxGapFor is the gap a bus bridges: its max_gap, or by protocol when -1.
-func MaxGapFor(bus gateway.BusConfig) int {
+func MaxGapFor(o Options) int {
 	switch {
-	case bus.MaxGap >= 0:
-		return bus.MaxGap
-	case bus.Protocol == gateway.ProtoModbusTCP:
+	case o.MaxGap >= 0:
+		return o.MaxGap
+	case o.Mode == TCP:
 		return MaxRegisters // a round trip costs more than any bytes
 	default:
 		return SerialMaxGap

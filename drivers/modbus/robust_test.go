@@ -4,14 +4,11 @@ import (
 	"edgegw/drivers"
 
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	smodbus "github.com/simonvetter/modbus"
-
-	"edgegw/gateway"
 )
 
 // holeServer answers holding registers, except that any request covering
@@ -36,12 +33,12 @@ func (s *holeServer) HandleHoldingRegisters(r *smodbus.HoldingRegistersRequest) 
 
 func TestIllegalAddressSplitsAndRemembers(t *testing.T) {
 	srv := &holeServer{regServer: regServer{holding: map[uint16]uint16{}, refuseFrom: 1000}, hole: map[uint16]bool{4: true}}
-	dev := gateway.DeviceConfig{Name: "d", UnitID: 1}
+	dev := Device{Name: "d", UnitID: 1}
 	for a := uint16(0); a < 8; a++ {
 		srv.holding[a] = 100 + a
-		dev.Points = append(dev.Points, gateway.PointConfig{Name: "r" + string(rune('0'+a)), Table: "holding", Address: int(a), Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1})
+		dev.Points = append(dev.Points, PointSpec{Name: "r" + string(rune('0'+a)), Table: "holding", Address: int(a), Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1})
 	}
-	bus, err := OpenTCP(tcpBus(serve(t, srv)), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
+	bus, err := Open(tcpBus(serve(t, srv), []Device{dev}...))
 	if err != nil {
 		t.Fatal(err)
 	}

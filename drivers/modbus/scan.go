@@ -4,11 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"time"
-
-	"edgegw/drivers/serial/port"
-	"edgegw/gateway"
 )
 
 // ScanResult is what one unit id did when asked.
@@ -23,18 +18,12 @@ type ScanResult struct {
 // Scan asks each unit id of units for holding register 0, with timeout per
 // request and no retries, and reports through found as it goes: a reply, or
 // an exception reply, means a device has that unit id. It stops when ctx ends.
-func Scan(ctx context.Context, bus gateway.BusConfig, units []int, timeout time.Duration, found func(ScanResult)) error {
-	bus.Timeout, bus.Retries = gateway.Duration(timeout), 0
-	var b *Bus
-	var err error
-	switch bus.Protocol {
-	case gateway.ProtoModbusTCP:
-		b, err = OpenTCP(bus, nil, slog.New(slog.DiscardHandler))
-	case gateway.ProtoModbusRTU, gateway.ProtoModbusASCII:
-		b, err = OpenSerial(bus, nil, slog.New(slog.DiscardHandler), port.Open)
-	default:
-		return fmt.Errorf("bus %s is %s, not Modbus", bus.Name, bus.Protocol)
-	}
+//
+// The bus is o without its devices, polled with o.Timeout per request.
+func Scan(ctx context.Context, o Options, units []int, found func(ScanResult)) error {
+	timeout := o.Timeout
+	o.Retries, o.Devices, o.Log = 0, nil, nil
+	b, err := Open(o)
 	if err != nil {
 		return err
 	}
@@ -54,10 +43,10 @@ func Scan(ctx context.Context, bus gateway.BusConfig, units []int, timeout time.
 		default:
 			res.Detail = describe(err, timeout)
 			b.reset()
-			if !errors.Is(err, errTimeout) && bus.Protocol != gateway.ProtoModbusTCP {
+			if !errors.Is(err, errTimeout) && o.Mode != TCP {
 				// The port itself fails: no point asking the other units.
 				found(res)
-				return fmt.Errorf("bus %s: %s", bus.Name, res.Detail)
+				return fmt.Errorf("bus %s: %s", o.Name, res.Detail)
 			}
 		}
 		found(res)

@@ -8,8 +8,7 @@ import (
 
 	"go.bug.st/serial"
 
-	"edgegw/drivers/serial/port"
-	"edgegw/gateway"
+	"edgegw/drivers/port"
 )
 
 // lineTransport is a goburrow Transporter for Modbus RTU or ASCII on a
@@ -32,14 +31,18 @@ type lineTransport struct {
 	buf  []byte
 }
 
-func newLineTransport(bus gateway.BusConfig, open port.OpenFunc) *lineTransport {
-	char := time.Duration(11) * time.Second / time.Duration(max(bus.Baud, 1))
+func newLineTransport(o Options) *lineTransport {
+	char := time.Duration(11) * time.Second / time.Duration(max(o.Line.Baud, 1))
 	silence := max(char*7/2, 1750*time.Microsecond)
-	if bus.Baud <= 19200 {
+	if o.Line.Baud <= 19200 {
 		silence = char * 7 / 2
 	}
-	return &lineTransport{device: bus.Device, mode: port.Mode(bus), open: open,
-		ascii: bus.Protocol == gateway.ProtoModbusASCII, timeout: bus.Timeout.D(), silence: silence, buf: make([]byte, 0, 520)}
+	open := o.Open
+	if open == nil {
+		open = port.Open
+	}
+	return &lineTransport{device: o.Line.Device, mode: o.Line.Mode(), open: open,
+		ascii: o.Mode == ASCII, timeout: o.Timeout, silence: silence, buf: make([]byte, 0, 520)}
 }
 
 // errTimeout is a request that got no (whole) reply in time.

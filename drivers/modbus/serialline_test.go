@@ -6,22 +6,20 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"go.bug.st/serial"
 
-	"edgegw/drivers/serial/port"
-	"edgegw/gateway"
+	"edgegw/drivers/port"
 	"edgegw/internal/testpty"
 )
 
 // rtuReply is a read-holding-registers reply from unit 1 holding v.
 func rtuReply(v uint16) []byte {
 	f := []byte{1, 3, 2, byte(v >> 8), byte(v)}
-	return binary.LittleEndian.AppendUint16(f, CRC16(f))
+	return binary.LittleEndian.AppendUint16(f, drivers.CRC16(f))
 }
 
 // TestLineNoiseAndLateReplies plays the device end of a real pty line:
@@ -34,10 +32,9 @@ func TestLineNoiseAndLateReplies(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	bus := gateway.BusConfig{Name: "l", Protocol: gateway.ProtoModbusRTU, Device: gatewayEnd, Baud: 115200, DataBits: 8,
-		Parity: "none", StopBits: 1, Timeout: gateway.Duration(200 * time.Millisecond)}
-	drv, err := OpenSerial(bus, []gateway.DeviceConfig{{Name: "m", UnitID: 1, Points: []gateway.PointConfig{
-		{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}}, slog.New(slog.DiscardHandler), port.Open)
+	drv, err := Open(Options{Name: "l", Mode: RTU, Line: rtuLine(gatewayEnd), Timeout: 200 * time.Millisecond,
+		Devices: []Device{{Name: "m", UnitID: 1, Points: []PointSpec{
+			{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,13 +133,12 @@ func TestSilentDeviceIsBackedOff(t *testing.T) {
 			}
 		}
 	}()
-	bus := gateway.BusConfig{Name: "l", Protocol: gateway.ProtoModbusRTU, Device: gatewayEnd, Baud: 115200, DataBits: 8,
-		Parity: "none", StopBits: 1, Timeout: gateway.Duration(100 * time.Millisecond), Retries: 1}
-	point := []gateway.PointConfig{{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}
-	drv, err := OpenSerial(bus, []gateway.DeviceConfig{
-		{Name: "live", UnitID: 1, Interval: gateway.Duration(time.Second), Points: point},
-		{Name: "dead", UnitID: 2, Interval: gateway.Duration(time.Second), Points: point},
-	}, slog.New(slog.DiscardHandler), port.Open)
+	point := []PointSpec{{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}
+	drv, err := Open(Options{Name: "l", Mode: RTU, Line: rtuLine(gatewayEnd), Timeout: 100 * time.Millisecond, Retries: 1,
+		Devices: []Device{
+			{Name: "live", UnitID: 1, Interval: time.Second, Points: point},
+			{Name: "dead", UnitID: 2, Interval: time.Second, Points: point},
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,4 +166,9 @@ func TestSilentDeviceIsBackedOff(t *testing.T) {
 	if asked != 1 || skipped != 19 {
 		t.Fatalf("dead device asked %d times, skipped %d", asked, skipped)
 	}
+}
+
+// rtuLine is a pty at 115200 8N1.
+func rtuLine(device string) port.Line {
+	return port.Line{Device: device, Baud: 115200, DataBits: 8, Parity: "none", StopBits: 1}
 }

@@ -1,13 +1,14 @@
 package modbus
 
 import (
+	"strconv"
+
 	"edgegw/drivers"
 
 	"context"
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -16,7 +17,6 @@ import (
 
 	smodbus "github.com/simonvetter/modbus"
 
-	"edgegw/gateway"
 	"edgegw/internal/testbroker"
 )
 
@@ -79,14 +79,15 @@ func serve(t *testing.T, h smodbus.RequestHandler) string {
 	return addr
 }
 
-func tcpBus(addr string) gateway.BusConfig {
-	return gateway.BusConfig{Name: "lan", Protocol: gateway.ProtoModbusTCP, Address: addr, Timeout: gateway.Duration(300 * time.Millisecond), Retries: 0, MaxGap: -1}
+// tcpBus is a Modbus TCP bus to addr with devices.
+func tcpBus(addr string, devices ...Device) Options {
+	return Options{Name: "lan", Mode: TCP, Address: addr, Timeout: 300 * time.Millisecond, Retries: 0, MaxGap: -1, Devices: devices}
 }
 
 // put encodes v for point pc into the server's registers.
-func put(t *testing.T, s *regServer, pc gateway.PointConfig, v any) {
+func put(t *testing.T, s *regServer, pc PointSpec, v any) {
 	t.Helper()
-	p, err := PointFromConfig(pc)
+	p, err := ParsePoint(pc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,30 +109,49 @@ func put(t *testing.T, s *regServer, pc gateway.PointConfig, v any) {
 	}
 }
 
-func readingJSON(r *drivers.Reading) string {
-	entry := gateway.AppendEntry(nil, r)
-	_, payload, _ := gateway.Message(nil, "t", 1, entry)
-	s := string(payload)
-	return s[strings.Index(s, `"values"`):]
+// valuesText lists a reading's values as name=value, floats as short as
+// their width allows, and then its errors.
+func valuesText(r *drivers.Reading) string {
+	var b strings.Builder
+	for _, v := range r.Values {
+		b.WriteString(v.Point + "=")
+		switch v.Kind {
+		case drivers.KindFloat:
+			b.WriteString(strconv.FormatFloat(v.F, 'g', 15, 64))
+		case drivers.KindFloat32:
+			b.WriteString(strconv.FormatFloat(v.F, 'g', -1, 32))
+		case drivers.KindInt:
+			b.WriteString(strconv.FormatInt(v.I, 10))
+		case drivers.KindUint:
+			b.WriteString(strconv.FormatUint(v.U, 10))
+		case drivers.KindBool:
+			b.WriteString(strconv.FormatBool(v.B))
+		case drivers.KindString:
+			b.WriteString(strconv.Quote(v.S))
+		}
+		b.WriteString(" ")
+	}
+	fmt.Fprintf(&b, "errors=%v", r.Errors)
+	return b.String()
 }
 
 func TestTCPReadsEveryType(t *testing.T) {
 	srv := &regServer{holding: map[uint16]uint16{}, input: map[uint16]uint16{}, coils: map[uint16]bool{3: true}, refuseFrom: 1000}
 	points := []struct {
-		pc gateway.PointConfig
+		pc PointSpec
 		v  any
 	}{
-		{gateway.PointConfig{Name: "u16", Table: "holding", Address: 0, Type: "uint16", ByteOrder: "ABCD"}, 54321.0},
-		{gateway.PointConfig{Name: "i16", Table: "holding", Address: 1, Type: "int16", ByteOrder: "ABCD"}, -1234.0},
-		{gateway.PointConfig{Name: "u32", Table: "holding", Address: 2, Type: "uint32", ByteOrder: "CDAB"}, 3123456789.0},
-		{gateway.PointConfig{Name: "i32", Table: "holding", Address: 4, Type: "int32", ByteOrder: "DCBA"}, -123456.0},
-		{gateway.PointConfig{Name: "f32", Table: "input", Address: 0, Type: "float32", ByteOrder: "BADC"}, 230.1},
-		{gateway.PointConfig{Name: "f64", Table: "input", Address: 2, Type: "float64", ByteOrder: "ABCD"}, 1234.5},
-		{gateway.PointConfig{Name: "i64", Table: "input", Address: 6, Type: "int64", ByteOrder: "CDAB"}, -5.0},
-		{gateway.PointConfig{Name: "scaled", Table: "holding", Address: 10, Type: "uint16", ByteOrder: "ABCD", Scale: 0.1, Offset: 0}, 230.1},
-		{gateway.PointConfig{Name: "name", Table: "holding", Address: 20, Type: "string", Length: 4, ByteOrder: "ABCD"}, "EDGE01"},
+		{PointSpec{Name: "u16", Table: "holding", Address: 0, Type: "uint16", ByteOrder: "ABCD"}, 54321.0},
+		{PointSpec{Name: "i16", Table: "holding", Address: 1, Type: "int16", ByteOrder: "ABCD"}, -1234.0},
+		{PointSpec{Name: "u32", Table: "holding", Address: 2, Type: "uint32", ByteOrder: "CDAB"}, 3123456789.0},
+		{PointSpec{Name: "i32", Table: "holding", Address: 4, Type: "int32", ByteOrder: "DCBA"}, -123456.0},
+		{PointSpec{Name: "f32", Table: "input", Address: 0, Type: "float32", ByteOrder: "BADC"}, 230.1},
+		{PointSpec{Name: "f64", Table: "input", Address: 2, Type: "float64", ByteOrder: "ABCD"}, 1234.5},
+		{PointSpec{Name: "i64", Table: "input", Address: 6, Type: "int64", ByteOrder: "CDAB"}, -5.0},
+		{PointSpec{Name: "scaled", Table: "holding", Address: 10, Type: "uint16", ByteOrder: "ABCD", Scale: 0.1, Offset: 0}, 230.1},
+		{PointSpec{Name: "name", Table: "holding", Address: 20, Type: "string", Length: 4, ByteOrder: "ABCD"}, "EDGE01"},
 	}
-	dev := gateway.DeviceConfig{Name: "d", Bus: "lan", UnitID: 1}
+	dev := Device{Name: "d", UnitID: 1}
 	for _, p := range points {
 		p.pc.Bit = -1
 		if p.pc.Scale == 0 {
@@ -142,10 +162,10 @@ func TestTCPReadsEveryType(t *testing.T) {
 	}
 	srv.holding[30] = 0b1000
 	dev.Points = append(dev.Points,
-		gateway.PointConfig{Name: "flag", Table: "holding", Address: 30, Type: "bool", Bit: 3, ByteOrder: "ABCD", Scale: 1},
-		gateway.PointConfig{Name: "relay", Table: "coil", Address: 3, Type: "bool", Bit: -1, ByteOrder: "ABCD", Scale: 1},
+		PointSpec{Name: "flag", Table: "holding", Address: 30, Type: "bool", Bit: 3, ByteOrder: "ABCD", Scale: 1},
+		PointSpec{Name: "relay", Table: "coil", Address: 3, Type: "bool", Bit: -1, ByteOrder: "ABCD", Scale: 1},
 	)
-	bus, err := OpenTCP(tcpBus(serve(t, srv)), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
+	bus, err := Open(tcpBus(serve(t, srv), []Device{dev}...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,8 +173,8 @@ func TestTCPReadsEveryType(t *testing.T) {
 	var r drivers.Reading
 	r.Reset("d", time.Now())
 	bus.Read(context.Background(), "d", &r)
-	want := `"values":{"u16":54321,"i16":-1234,"u32":3123456789,"i32":-123456,"f32":230.1,"f64":1234.5,"i64":-5,"scaled":230.1,"name":"EDGE01","flag":true,"relay":true},"errors":{}}`
-	if got := readingJSON(&r); got != want {
+	want := `u16=54321 i16=-1234 u32=3123456789 i32=-123456 f32=230.1 f64=1234.5 i64=-5 scaled=230.1 name="EDGE01" flag=true relay=true errors=[]`
+	if got := valuesText(&r); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 	// Holding 0..30 bridges gaps of at most 10, input 0..9 is contiguous, plus the coil.
@@ -165,17 +185,17 @@ func TestTCPReadsEveryType(t *testing.T) {
 
 func TestTCPExceptionMarksOnlyItsPoints(t *testing.T) {
 	srv := &regServer{holding: map[uint16]uint16{0: 7}, input: map[uint16]uint16{}, refuseFrom: 100}
-	dev := gateway.DeviceConfig{Name: "d", UnitID: 1, Points: []gateway.PointConfig{
+	dev := Device{Name: "d", UnitID: 1, Points: []PointSpec{
 		{Name: "good", Table: "holding", Address: 0, Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1},
 		{Name: "bad", Table: "holding", Address: 500, Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1},
 	}}
-	bus, _ := OpenTCP(tcpBus(serve(t, srv)), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
+	bus, _ := Open(tcpBus(serve(t, srv), []Device{dev}...))
 	defer bus.Close()
 	var r drivers.Reading
 	r.Reset("d", time.Now())
 	bus.Read(context.Background(), "d", &r)
-	want := `"values":{"good":7},"errors":{"bad":"modbus exception 2: illegal data address"}}`
-	if got := readingJSON(&r); got != want {
+	want := `good=7 errors=[{bad modbus exception 2: illegal data address}]`
+	if got := valuesText(&r); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
@@ -196,13 +216,13 @@ func TestTCPSilentAndRefusingDevices(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	dev := gateway.DeviceConfig{Name: "d", UnitID: 1, Points: []gateway.PointConfig{{Name: "p", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}
+	dev := Device{Name: "d", UnitID: 1, Points: []PointSpec{{Name: "p", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}
 	for name, tc := range map[string]struct{ addr, want string }{
 		"silent":  {l.Addr().String(), "timeout: no reply within 300ms"},
 		"refused": {freeAddr(t), "connection refused"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			bus, _ := OpenTCP(tcpBus(tc.addr), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
+			bus, _ := Open(tcpBus(tc.addr, []Device{dev}...))
 			defer bus.Close()
 			var r drivers.Reading
 			start := time.Now()
@@ -230,8 +250,8 @@ func TestTCPRecoversAfterServerRestart(t *testing.T) {
 		return s
 	}
 	s := start()
-	dev := gateway.DeviceConfig{Name: "d", UnitID: 1, Points: []gateway.PointConfig{{Name: "p", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}
-	bus, _ := OpenTCP(tcpBus(addr), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
+	dev := Device{Name: "d", UnitID: 1, Points: []PointSpec{{Name: "p", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}
+	bus, _ := Open(tcpBus(addr, []Device{dev}...))
 	defer bus.Close()
 	read := func() string {
 		var r drivers.Reading

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"edgegw/drivers"
 )
 
 // Errors of Write.
@@ -55,7 +57,7 @@ func (b *Bus) Write(ctx context.Context, device, point string, value json.RawMes
 			v = 0xFF00
 		}
 		_, err = b.client.WriteSingleCoil(p.Address, v)
-	case p.Type == Bool:
+	case p.Type == drivers.Bool:
 		return fmt.Errorf("%s.%s is one bit of a register: writing it would overwrite the other bits", device, point)
 	default:
 		regs := make([]byte, 2*p.Width())
@@ -79,7 +81,7 @@ func (b *Bus) Write(ctx context.Context, device, point string, value json.RawMes
 
 // encodeJSON encodes a JSON number or string for the point's registers.
 func (p *Point) encodeJSON(dst []byte, value json.RawMessage) error {
-	if p.Type == String {
+	if p.Type == drivers.String {
 		var s string
 		if err := json.Unmarshal(value, &s); err != nil {
 			return errors.New("want a JSON string")
@@ -91,16 +93,7 @@ func (p *Point) encodeJSON(dst []byte, value json.RawMessage) error {
 		return fmt.Errorf("want a JSON number, got %s", strings.TrimSpace(string(value)))
 	}
 	if err := p.Encode(dst, f); err != nil {
-		return fmt.Errorf("%v does not fit a %s: %w", f, typeName(p.Type), err)
+		return fmt.Errorf("%v does not fit a %s: %w", f, p.Type, err)
 	}
 	return nil
-}
-
-func typeName(t Type) string {
-	for n, v := range typeNames {
-		if v == t {
-			return n
-		}
-	}
-	return "?"
 }

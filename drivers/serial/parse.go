@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
-
-	"edgegw/drivers/modbus"
-	"edgegw/gateway"
 )
 
 // maxLine bounds a line: longer ones are noise, dropped.
@@ -47,7 +44,7 @@ func (f *framer) split(buf []byte, frames [][]byte) ([][]byte, []byte) {
 		if len(buf) < f.n {
 			return frames, buf
 		}
-		if !checksumOK(buf[:f.n], f.checksum) {
+		if !drivers.ChecksumOK(f.checksum, buf[:f.n]) {
 			buf = buf[1:]
 			continue
 		}
@@ -73,28 +70,6 @@ func splitLines(buf, delim []byte, frames [][]byte) ([][]byte, []byte) {
 		}
 		buf = buf[i+len(delim):]
 	}
-}
-
-// checksumOK checks the checksum in a frame's last byte(s).
-func checksumOK(frame []byte, kind string) bool {
-	n := len(frame)
-	switch kind {
-	case "sum8":
-		var sum byte
-		for _, c := range frame[:n-1] {
-			sum += c
-		}
-		return sum == frame[n-1]
-	case "xor8":
-		var x byte
-		for _, c := range frame[:n-1] {
-			x ^= c
-		}
-		return x == frame[n-1]
-	case "crc16":
-		return n >= 3 && modbus.CRC16(frame[:n-2]) == uint16(frame[n-2])|uint16(frame[n-1])<<8
-	}
-	return true
 }
 
 // parser finds a point's field in a frame.
@@ -166,7 +141,7 @@ func (p regexParser) field(frame []byte, name string) ([]byte, bool) {
 	return frame[m[2*i]:m[2*i+1]], true
 }
 
-func newParser(d gateway.DeviceConfig) (parser, error) {
+func newParser(d Device) (parser, error) {
 	switch d.Format {
 	case "kv":
 		return kvParser{}, nil
@@ -199,26 +174,30 @@ func (binaryParser) field(frame []byte, name string) ([]byte, bool) {
 // binaryValue decodes a binary field (what binaryParser returned: the frame
 // from the field's offset) with Modbus's types and byte orders; bools are a
 // byte, non-zero for true.
-func binaryValue(p *gateway.PointConfig, data []byte) (drivers.Value, error) {
+func binaryValue(p *PointSpec, data []byte) (drivers.Value, error) {
+	v := drivers.Value{Point: p.Name}
 	if p.Type == "bool" {
-		return drivers.Value{Point: p.Name, Kind: drivers.KindBool, B: data[0] != 0}, nil
+		v.Kind, v.B = drivers.KindBool, data[0] != 0
+		return v, nil
 	}
 	if p.Type == "string" {
-		return drivers.Value{Point: p.Name}, errors.New("strings are not read from binary frames")
+		return v, errors.New("strings are not read from binary frames")
 	}
-	mp, err := modbus.PointFromConfig(gateway.PointConfig{Name: p.Name, Table: "holding", Type: p.Type,
-		ByteOrder: p.ByteOrder, Bit: -1, Scale: p.Scale, Offset: p.Offset})
-	if err != nil {
-		return drivers.Value{Point: p.Name}, err
+	ty, ok1 := drivers.ParseType(p.Type)
+	o, ok2 := drivers.ParseOrder(p.ByteOrder)
+	if !ok1 || !ok2 {
+		return v, fmt.Errorf("type %q or byte order %q not valid", p.Type, p.ByteOrder)
 	}
-	if w := 2 * mp.Width(); len(data) < w {
-		return drivers.Value{Point: p.Name}, fmt.Errorf("a %s needs %d bytes; the frame ends first", p.Type, w)
+	c := drivers.Codec{Type: ty, Order: o, Bit: -1, Scale: p.Scale, Offset: p.Offset}
+	if w := 2 * c.Words(); len(data) < w {
+		return v, fmt.Errorf("a %s needs %d bytes; the frame ends first", p.Type, w)
 	}
-	return mp.Decode(data, 0)
+	err := c.Decode(&v, data)
+	return v, err
 }
 
 // value converts a field's text to the point's type, after scale and offset.
-func value(p *gateway.PointConfig, text []byte) (drivers.Value, error) {
+func value(p *PointSpec, text []byte) (drivers.Value, error) {
 	v := drivers.Value{Point: p.Name}
 	t := bytes.TrimSpace(text)
 	switch p.Type {

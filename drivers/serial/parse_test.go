@@ -5,8 +5,6 @@ import (
 
 	"regexp"
 	"testing"
-
-	"edgegw/gateway"
 )
 
 func FuzzFraming(f *testing.F) {
@@ -53,7 +51,7 @@ func FuzzParsers(f *testing.F) {
 				continue
 			}
 			for _, typ := range types {
-				pc := gateway.PointConfig{Name: "p", Type: typ, Scale: 1}
+				pc := PointSpec{Name: "p", Type: typ, Scale: 1}
 				value(&pc, text)
 				pc.Scale = 0.1
 				value(&pc, text)
@@ -77,7 +75,7 @@ func BenchmarkParseLine(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			s := &sensor{parser: tc.p}
 			for _, f := range tc.fields {
-				s.cfg.Points = append(s.cfg.Points, gateway.PointConfig{Name: f, Field: f, Type: "float64", Scale: 1})
+				s.cfg.Points = append(s.cfg.Points, PointSpec{Name: f, Field: f, Type: "float64", Scale: 1})
 			}
 			line := []byte(tc.line)
 			fr := framer{delim: []byte("\n")}

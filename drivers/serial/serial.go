@@ -1,6 +1,8 @@
 package serial
 
 import (
+	"slices"
+
 	"edgegw/drivers"
 
 	"context"
@@ -11,8 +13,7 @@ import (
 
 	"go.bug.st/serial"
 
-	"edgegw/drivers/serial/port"
-	"edgegw/gateway"
+	"edgegw/drivers/port"
 	"edgegw/internal/backoff"
 )
 
@@ -42,7 +43,7 @@ type Bus struct {
 
 // sensor is a device on the line.
 type sensor struct {
-	cfg     gateway.DeviceConfig
+	cfg     Device
 	parser  parser
 	request []byte
 	latest  []byte // the newest frame of a push sensor…
@@ -51,19 +52,29 @@ type sensor struct {
 
 // Open prepares a serial bus for its devices; the port opens at the first
 // Read, and again after it fails (an unplugged USB adapter), via open.
-func Open(bus gateway.BusConfig, devices []gateway.DeviceConfig, log *slog.Logger, open port.OpenFunc) (*Bus, error) {
-	b := &Bus{name: bus.Name, device: bus.Device, open: open, timeout: bus.Timeout.D(), log: log,
-		mode: port.Mode(bus), devices: map[string]*sensor{}, chunk: make([]byte, 1024)}
-	if bus.Framing == "fixed" {
-		header, err := hex.DecodeString(bus.Header)
-		if err != nil {
-			return nil, fmt.Errorf("serial: bus %s: header: %w", bus.Name, err)
-		}
-		b.framer = framer{n: bus.FrameLength, header: header, checksum: bus.Checksum}
-	} else {
-		b.framer = framer{delim: []byte(bus.Delimiter)}
+func Open(o Options) (*Bus, error) {
+	b := &Bus{name: o.Name, device: o.Line.Device, open: o.Open, timeout: o.Timeout, log: o.Log,
+		mode: o.Line.Mode(), devices: map[string]*sensor{}, chunk: make([]byte, 1024)}
+	if b.open == nil {
+		b.open = port.Open
 	}
-	for _, d := range devices {
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if o.Framing == "fixed" {
+		header, err := hex.DecodeString(o.Header)
+		if err != nil {
+			return nil, fmt.Errorf("serial: bus %s: header: %w", o.Name, err)
+		}
+		b.framer = framer{n: o.FrameLength, header: header, checksum: o.Checksum}
+	} else {
+		b.framer = framer{delim: []byte(o.Delimiter)}
+	}
+	for _, d := range o.Devices {
+		d.Points = slices.Clone(d.Points)
+		for i := range d.Points {
+			d.Points[i] = d.Points[i].withDefaults()
+		}
 		p, err := newParser(d)
 		if err != nil {
 			return nil, err

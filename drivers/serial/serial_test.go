@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
 	"math"
 	"os"
 	"os/exec"
@@ -17,8 +16,7 @@ import (
 
 	bugserial "go.bug.st/serial"
 
-	"edgegw/drivers/serial/port"
-	"edgegw/gateway"
+	"edgegw/drivers/port"
 	"edgegw/internal/testpty"
 )
 
@@ -32,13 +30,14 @@ func openEnd(t *testing.T, path string) port.Port {
 	return p
 }
 
-func line(bus string, timeout time.Duration) gateway.BusConfig {
-	return gateway.BusConfig{Name: "line", Protocol: gateway.ProtoSerial, Device: bus, Baud: 9600, DataBits: 8, Parity: "none",
-		StopBits: 1, Timeout: gateway.Duration(timeout), Framing: "line", Delimiter: "\n"}
+// line is a serial bus on the pty at path, 9600 8N1, one frame per line.
+func line(path string, timeout time.Duration, devices ...Device) Options {
+	return Options{Name: "line", Line: port.Line{Device: path, Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1},
+		Timeout: timeout, Framing: "line", Delimiter: "\n", Devices: devices}
 }
 
-func pt(name, field, typ string) gateway.PointConfig {
-	return gateway.PointConfig{Name: name, Field: field, Type: typ, Scale: 1, Bit: -1}
+func pt(name, field, typ string) PointSpec {
+	return PointSpec{Name: name, Field: field, Type: typ, Scale: 1}
 }
 
 func reading(t *testing.T, b *Bus, device string) *drivers.Reading {
@@ -74,10 +73,10 @@ func describe(r *drivers.Reading) string {
 func TestPushingKVSensorWithNoiseAndStaleness(t *testing.T) {
 	sensorEnd, gatewayEnd := testpty.Pair(t)
 	sensor := openEnd(t, sensorEnd)
-	dev := gateway.DeviceConfig{Name: "th", Format: "kv", Points: []gateway.PointConfig{
+	dev := Device{Name: "th", Format: "kv", Points: []PointSpec{
 		pt("temperature", "T", "float64"), pt("humidity", "H", "float64"), pt("alarm", "ALM", "bool")}}
 	dev.Points[1].Scale = 0.01
-	b, err := Open(line(gatewayEnd, time.Second), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), port.Open)
+	b, err := Open(line(gatewayEnd, time.Second, dev))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +127,14 @@ func TestPolledRegexAndCSVSensors(t *testing.T) {
 			}
 		}
 	}()
-	ws := gateway.DeviceConfig{Name: "ws", Format: "regex", Request: "READ\r\n",
+	ws := Device{Name: "ws", Format: "regex", Request: "READ\r\n",
 		Pattern: `T=(?P<temp>-?[0-9.]+)C RH=(?P<rh>[0-9]+)% V=(?P<v>[0-9.]+)`,
-		Points:  []gateway.PointConfig{pt("temperature", "temp", "float64"), pt("humidity", "rh", "int16"), pt("supply", "v", "float64")}}
-	csv := gateway.DeviceConfig{Name: "counter", Format: "csv",
-		Points: []gateway.PointConfig{pt("count", "0", "uint32"), pt("state", "1", "string"), pt("flow", "2", "float64")}}
-	bus := line(gatewayEnd, 500*time.Millisecond)
+		Points:  []PointSpec{pt("temperature", "temp", "float64"), pt("humidity", "rh", "int16"), pt("supply", "v", "float64")}}
+	csv := Device{Name: "counter", Format: "csv",
+		Points: []PointSpec{pt("count", "0", "uint32"), pt("state", "1", "string"), pt("flow", "2", "float64")}}
+	bus := line(gatewayEnd, 500*time.Millisecond, ws, csv)
 	bus.Delimiter = "\r\n"
-	b, err := Open(bus, []gateway.DeviceConfig{ws, csv}, slog.New(slog.DiscardHandler), port.Open)
+	b, err := Open(bus)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +167,8 @@ func TestReplug(t *testing.T) {
 	}
 	cmd := start()
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	dev := gateway.DeviceConfig{Name: "th", Format: "kv", Points: []gateway.PointConfig{pt("t", "T", "float64")}}
-	b, err := Open(line(g, time.Second), []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), port.Open)
+	dev := Device{Name: "th", Format: "kv", Points: []PointSpec{pt("t", "T", "float64")}}
+	b, err := Open(line(g, time.Second, dev))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,8 +233,9 @@ func TestFixedFrameBinarySensorWithChecksum(t *testing.T) {
 	hum.ByteOrder = "DCBA"
 	pres := pt("pressure", "6", "float32")
 	pres.ByteOrder = "ABCD"
-	dev := gateway.DeviceConfig{Name: "bin", Format: "binary", Points: []gateway.PointConfig{temp, hum, pres, pt("ok", "10", "bool")}}
-	b, err := Open(bus, []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler), port.Open)
+	dev := Device{Name: "bin", Format: "binary", Points: []PointSpec{temp, hum, pres, pt("ok", "10", "bool")}}
+	bus.Devices = []Device{dev}
+	b, err := Open(bus)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"edgegw/gateway"
+	"edgegw/drivers/modbus"
 )
 
 // FuzzRequests feeds the simulator's request framer and handler arbitrary
@@ -13,9 +13,9 @@ func FuzzRequests(f *testing.F) {
 	f.Add([]byte{7, 3, 0, 0, 0, 2, 0xc5, 0xad}, false)
 	f.Add([]byte(":070300000002F4\r\n"), true)
 	f.Add([]byte{7, 16, 0, 0, 0, 1, 2, 0, 5, 0, 0}, false)
-	cfg := &gateway.Config{Devices: []gateway.DeviceConfig{{Name: "d", UnitID: 7, Points: []gateway.PointConfig{
-		{Name: "p", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}}}
-	sim, err := New(cfg, "", slog.New(slog.DiscardHandler))
+	devices := []modbus.Device{{Name: "d", UnitID: 7, Points: []modbus.PointSpec{
+		{Name: "p", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}}
+	sim, err := New(devices, "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatal(err)
 	}

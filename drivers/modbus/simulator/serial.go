@@ -11,8 +11,9 @@ import (
 
 	smodbus "github.com/simonvetter/modbus"
 
+	"edgegw/drivers"
 	"edgegw/drivers/modbus"
-	"edgegw/drivers/serial/port"
+	"edgegw/drivers/port"
 )
 
 // ServeSerial answers Modbus RTU requests (ASCII when ascii is set) on p
@@ -46,7 +47,7 @@ func (s *Server) ServeSerial(ctx context.Context, p port.Port, ascii bool) error
 				if ascii {
 					reply = encodeASCII(reply)
 				} else {
-					reply = binary.LittleEndian.AppendUint16(reply, modbus.CRC16(reply))
+					reply = binary.LittleEndian.AppendUint16(reply, drivers.CRC16(reply))
 				}
 				if _, err := p.Write(reply); err != nil {
 					return fmt.Errorf("simulator: write: %w", err)
@@ -84,7 +85,7 @@ func nextRequest(buf []byte, ascii bool) (frame, rest []byte, ok bool) {
 		if len(buf) < n {
 			return nil, buf, false
 		}
-		if binary.LittleEndian.Uint16(buf[n-2:n]) == modbus.CRC16(buf[:n-2]) {
+		if binary.LittleEndian.Uint16(buf[n-2:n]) == drivers.CRC16(buf[:n-2]) {
 			return buf[:n-2], buf[n:], true
 		}
 		buf = buf[1:] // not a frame here: resynchronise a byte later

@@ -1,6 +1,8 @@
 package simulator
 
 import (
+	bugserial "go.bug.st/serial"
+
 	"edgegw/drivers"
 
 	"context"
@@ -12,8 +14,7 @@ import (
 	"time"
 
 	"edgegw/drivers/modbus"
-	"edgegw/drivers/serial/port"
-	"edgegw/gateway"
+	"edgegw/drivers/port"
 	"edgegw/internal/testpty"
 )
 
@@ -21,16 +22,16 @@ import (
 // serial line (a socat pty pair) between the driver and the simulator, in
 // RTU and in ASCII, and sees a silent unit time out.
 func TestSerialLine(t *testing.T) {
-	for _, proto := range []string{gateway.ProtoModbusRTU, gateway.ProtoModbusASCII} {
-		t.Run(proto, func(t *testing.T) {
+	for _, mode := range []modbus.Mode{modbus.RTU, modbus.ASCII} {
+		t.Run(mode.String(), func(t *testing.T) {
 			deviceEnd, gatewayEnd := testpty.Pair(t)
-			var points []gateway.PointConfig
+			var points []modbus.PointSpec
 			values := map[string]any{}
 			addr := 0
 			for _, typ := range []string{"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"} {
 				for _, order := range []string{"ABCD", "DCBA", "BADC", "CDAB"} {
 					name := strings.ToLower(typ + "_" + order)
-					points = append(points, gateway.PointConfig{Name: name, Table: "holding", Address: addr, Type: typ,
+					points = append(points, modbus.PointSpec{Name: name, Table: "holding", Address: addr, Type: typ,
 						ByteOrder: order, Bit: -1, Scale: 1, Writable: true})
 					values[name] = map[string]any{"int16": int64(-1234), "uint16": int64(54321), "int32": int64(-123456789),
 						"uint32": int64(3123456789), "int64": int64(-1234567890123), "uint64": int64(1234567890123),
@@ -39,29 +40,27 @@ func TestSerialLine(t *testing.T) {
 				}
 			}
 			points = append(points,
-				gateway.PointConfig{Name: "relay", Table: "coil", Address: 7, Type: "bool", ByteOrder: "ABCD", Bit: -1, Scale: 1, Writable: true},
-				gateway.PointConfig{Name: "label", Table: "holding", Address: 500, Type: "string", Length: 4, ByteOrder: "ABCD", Bit: -1, Scale: 1, Writable: true})
+				modbus.PointSpec{Name: "relay", Table: "coil", Address: 7, Type: "bool", ByteOrder: "ABCD", Bit: -1, Scale: 1, Writable: true},
+				modbus.PointSpec{Name: "label", Table: "holding", Address: 500, Type: "string", Length: 4, ByteOrder: "ABCD", Bit: -1, Scale: 1, Writable: true})
 			values["relay"], values["label"] = true, "RS485"
-			bus := gateway.BusConfig{Name: "line", Protocol: proto, Device: gatewayEnd, Baud: 115200, DataBits: 8,
-				Parity: "none", StopBits: 1, Timeout: gateway.Duration(300 * time.Millisecond), Retries: 0}
-			dev := gateway.DeviceConfig{Name: "d", Bus: "line", UnitID: 7, Points: points}
-			silent := gateway.DeviceConfig{Name: "gone", Bus: "line", UnitID: 9, Points: points[:1]}
-			cfg := &gateway.Config{Buses: []gateway.BusConfig{bus}, Devices: []gateway.DeviceConfig{dev}}
-
-			sim, err := New(cfg, "", slog.New(slog.DiscardHandler))
+			dev := modbus.Device{Name: "d", UnitID: 7, Points: points}
+			silent := modbus.Device{Name: "gone", UnitID: 9, Points: points[:1]}
+			sim, err := New([]modbus.Device{dev}, "", slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
-			devPort, err := port.Open(deviceEnd, modbusMode())
+			devPort, err := port.Open(deviceEnd, &bugserial.Mode{BaudRate: 115200, DataBits: 8})
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			served := make(chan error)
-			go func() { served <- sim.ServeSerial(ctx, devPort, proto == gateway.ProtoModbusASCII) }()
+			go func() { served <- sim.ServeSerial(ctx, devPort, mode == modbus.ASCII) }()
 			defer func() { cancel(); <-served; devPort.Close() }()
 
-			drv, err := modbus.OpenSerial(bus, []gateway.DeviceConfig{dev, silent}, slog.New(slog.DiscardHandler), port.Open)
+			drv, err := modbus.Open(modbus.Options{Name: "line", Mode: mode, Timeout: 300 * time.Millisecond, MaxGap: -1,
+				Line:    port.Line{Device: gatewayEnd, Baud: 115200, DataBits: 8, Parity: "none", StopBits: 1},
+				Devices: []modbus.Device{dev, silent}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -21,8 +21,8 @@ import (
 
 	smodbus "github.com/simonvetter/modbus"
 
+	"edgegw/drivers"
 	"edgegw/drivers/modbus"
-	"edgegw/gateway"
 )
 
 // Server is a simulated Modbus TCP device serving the points of a config.
@@ -38,8 +38,8 @@ type Server struct {
 	written map[uint8]map[modbus.Table]map[uint16]uint16 // writes that stick
 }
 
-// New prepares a simulator for every Modbus device of cfg; listen is host:port.
-func New(cfg *gateway.Config, listen string, log *slog.Logger) (*Server, error) {
+// New prepares a simulator answering for devices, by unit id; listen is host:port.
+func New(devices []modbus.Device, listen string, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		listen:  listen,
 		log:     log,
@@ -48,16 +48,9 @@ func New(cfg *gateway.Config, listen string, log *slog.Logger) (*Server, error) 
 		written: map[uint8]map[modbus.Table]map[uint16]uint16{},
 	}
 	s.start = s.now()
-	serial := map[string]bool{}
-	for _, b := range cfg.Buses {
-		serial[b.Name] = b.Protocol == gateway.ProtoSerial
-	}
-	for _, d := range cfg.Devices {
-		if serial[d.Bus] {
-			continue
-		}
+	for _, d := range devices {
 		for _, pc := range d.Points {
-			p, err := modbus.PointFromConfig(pc)
+			p, err := modbus.ParsePoint(pc)
 			if err != nil {
 				return nil, err
 			}
@@ -109,7 +102,7 @@ func (s *Server) registers(unit uint8, table modbus.Table, addr, qty uint16) ([]
 		}
 		b := buf[:2*w]
 		var err error
-		if p.Type == modbus.String {
+		if p.Type == drivers.String {
 			err = p.EncodeString(b, "SIM-"+strings.ToUpper(p.Name))
 			if err != nil {
 				err = p.EncodeString(b, "SIM"[:min(3, 2*p.Length)])
@@ -207,7 +200,7 @@ func (s *Server) bits(unit uint8, table modbus.Table, addr, qty uint16) ([]bool,
 func value(p *modbus.Point, t float64) float64 {
 	phase := float64(p.Address) * 0.7
 	wave := func(period float64) float64 { return math.Sin(2*math.Pi*t/period + phase) }
-	if p.Type == modbus.Bool {
+	if p.Type == drivers.Bool {
 		if int(t/10+phase)%2 == 0 {
 			return 0
 		}
@@ -249,13 +242,13 @@ func value(p *modbus.Point, t float64) float64 {
 func clampTo(p *modbus.Point, v float64) float64 {
 	var lo, hi float64
 	switch p.Type {
-	case modbus.Int16:
+	case drivers.Int16:
 		lo, hi = math.MinInt16, math.MaxInt16
-	case modbus.Uint16:
+	case drivers.Uint16:
 		lo, hi = 0, math.MaxUint16
-	case modbus.Int32:
+	case drivers.Int32:
 		lo, hi = math.MinInt32, math.MaxInt32
-	case modbus.Uint32:
+	case drivers.Uint32:
 		lo, hi = 0, math.MaxUint32
 	default:
 		return v

@@ -1,7 +1,9 @@
-package simulator
+package simulator_test
 
 import (
 	"edgegw/drivers"
+	"edgegw/drivers/modbus/simulator"
+	"edgegw/gateway"
 
 	"context"
 	"fmt"
@@ -10,10 +12,8 @@ import (
 	"time"
 
 	gmodbus "github.com/goburrow/modbus"
-	"go.bug.st/serial"
 
 	"edgegw/drivers/modbus"
-	"edgegw/gateway"
 	"edgegw/internal/testbroker"
 )
 
@@ -28,7 +28,8 @@ func TestSimulatorServesExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	sim, err := New(cfg, addr, slog.New(slog.DiscardHandler))
+	bus := gateway.Simulated(cfg)
+	sim, err := simulator.New(bus.Devices, addr, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,9 +38,7 @@ func TestSimulatorServesExampleConfig(t *testing.T) {
 	go func() { done <- sim.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	bus := cfg.Buses[0]
-	bus.Address = addr
-	drv, err := modbus.OpenTCP(bus, cfg.Devices, slog.New(slog.DiscardHandler))
+	drv, err := modbus.Open(modbus.Options{Name: "lan", Mode: modbus.TCP, Address: addr, Timeout: time.Second, MaxGap: -1, Devices: bus.Devices})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,5 +81,3 @@ func TestSimulatorServesExampleConfig(t *testing.T) {
 		t.Error("unit 99 answered")
 	}
 }
-
-func modbusMode() *serial.Mode { return &serial.Mode{BaudRate: 115200, DataBits: 8} }

@@ -1,7 +1,9 @@
-package simulator
+package simulator_test
 
 import (
 	"edgegw/drivers"
+	"edgegw/drivers/modbus/simulator"
+	"edgegw/gateway"
 
 	"context"
 	"fmt"
@@ -12,8 +14,7 @@ import (
 	bugserial "go.bug.st/serial"
 
 	"edgegw/drivers/modbus"
-	"edgegw/drivers/serial/port"
-	"edgegw/gateway"
+	"edgegw/drivers/port"
 	"edgegw/internal/testpty"
 )
 
@@ -84,7 +85,8 @@ func BenchmarkRTUCycle9600(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sim, err := New(cfg, "", slog.New(slog.DiscardHandler))
+	bus := gateway.Simulated(cfg)
+	sim, err := simulator.New(bus.Devices, "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,7 +95,8 @@ func BenchmarkRTUCycle9600(b *testing.B) {
 	devPort := open(devEnd)
 	go func() { served <- sim.ServeSerial(ctx, devPort, false) }()
 	defer func() { cancel(); <-served }()
-	drv, err := modbus.OpenSerial(cfg.Buses[0], cfg.Devices, slog.New(slog.DiscardHandler), port.Open)
+	opts := modbus.Options{Name: "rs485", Mode: modbus.RTU, Line: bus.Line, Timeout: 2 * time.Second, MaxGap: -1, Devices: bus.Devices}
+	drv, err := modbus.Open(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -102,11 +105,11 @@ func BenchmarkRTUCycle9600(b *testing.B) {
 	// The bytes a poll puts on the wire: each request is 8 bytes, each
 	// reply 5 plus 2 per register.
 	var points []modbus.Point
-	for _, pc := range cfg.Devices[0].Points {
-		p, _ := modbus.PointFromConfig(pc)
+	for _, pc := range bus.Devices[0].Points {
+		p, _ := modbus.ParsePoint(pc)
 		points = append(points, p)
 	}
-	plan := modbus.Plan(points, modbus.MaxGapFor(cfg.Buses[0]))
+	plan := modbus.Plan(points, modbus.MaxGapFor(opts))
 	bytes := 0
 	for _, r := range plan {
 		bytes += 8 + 5 + 2*int(r.Count)

@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"fmt"
@@ -26,7 +26,7 @@ var (
 type defaulter interface{ setDefaults() }
 
 func (d *decoder) errorf(path string, line int, format string, args ...any) {
-	d.errs = append(d.errs, &ConfigError{File: d.file, Line: line, Key: displayKey(path), Msg: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &Error{File: d.file, Line: line, Key: displayKey(path), Msg: fmt.Sprintf(format, args...)})
 }
 
 // displayKey drops array indices: the line already says which element.

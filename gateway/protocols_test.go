@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"edgegw/drivers"
-	"edgegw/gateway"
+	"edgegw/gateway/config"
 	"edgegw/internal/testpty"
 )
 
@@ -17,12 +17,12 @@ import (
 // a port without it (a pty here) cannot send; every reading says why.
 func TestRS485ModeRefusedIsReported(t *testing.T) {
 	_, gatewayEnd := testpty.Pair(t)
-	for _, proto := range []string{gateway.ProtoModbusRTU, gateway.ProtoSerial} {
-		bus := gateway.BusConfig{Name: "b", Protocol: proto, Device: gatewayEnd, RS485: true, Baud: 9600, DataBits: 8,
-			Parity: "none", StopBits: 1, Timeout: gateway.Duration(100 * time.Millisecond), Framing: "line", Delimiter: "\n", MaxGap: -1}
-		dev := gateway.DeviceConfig{Name: "d", UnitID: 1, Format: "kv", Points: []gateway.PointConfig{
+	for _, proto := range []string{"modbus-rtu", "serial"} {
+		bus := config.Bus{Name: "b", Protocol: proto, Device: gatewayEnd, RS485: true, Baud: 9600, DataBits: 8,
+			Parity: "none", StopBits: 1, Timeout: config.Duration(100 * time.Millisecond), Framing: "line", Delimiter: "\n", MaxGap: -1}
+		dev := config.Device{Name: "d", UnitID: 1, Format: "kv", Points: []config.Point{
 			{Name: "p", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1, Field: "p"}}}
-		drv, err := openDriver(bus, []gateway.DeviceConfig{dev}, slog.New(slog.DiscardHandler))
+		drv, err := openDriver(bus, []config.Device{dev}, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,7 +34,7 @@ func TestRS485ModeRefusedIsReported(t *testing.T) {
 			t.Errorf("%s: %+v", proto, r.Errors)
 		}
 	}
-	if _, err := openDriver(gateway.BusConfig{Protocol: "can"}, nil, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrUnsupported) {
+	if _, err := openDriver(config.Bus{Protocol: "can"}, nil, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("unknown protocol: %v", err)
 	}
 }

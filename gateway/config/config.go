@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"errors"
@@ -12,22 +12,26 @@ import (
 // Config is the whole of sensors.toml, as documented in docs/CONFIG.md.
 // Load fills it with defaults, the file's values, and checks it.
 type Config struct {
-	Gateway GatewayConfig  `toml:"gateway"`
-	MQTT    MQTTConfig     `toml:"mqtt"`
-	Buffer  BufferConfig   `toml:"buffer"`
-	Status  StatusConfig   `toml:"status"`
-	Buses   []BusConfig    `toml:"bus"`
-	Devices []DeviceConfig `toml:"device"`
+	Gateway Gateway  `toml:"gateway"`
+	MQTT    MQTT     `toml:"mqtt"`
+	Buffer  Buffer   `toml:"buffer"`
+	Status  Status   `toml:"status"`
+	Buses   []Bus    `toml:"bus"`
+	Devices []Device `toml:"device"`
 
 	// File is the path the config was loaded from, for messages.
 	File string `toml:"-"`
-	// lines holds the line of every key the file set, by key path
-	// ("device[1].point[0].address"); a key absent here took its default.
-	lines map[string]int
+	// Secrets are read from the files the config names.
+	Secrets Secrets `toml:"-"`
+	// file holds the line of every key the file set, by key path
+	// ("device[1].point[0].address"); a key absent there took its default.
+	file *source
+	// origins says where each device's points were written, by device.
+	origins [][]origin
 }
 
-// GatewayConfig is the [gateway] table.
-type GatewayConfig struct {
+// Gateway is the [gateway] table.
+type Gateway struct {
 	// ID names this gateway in topics and the MQTT client id; required.
 	ID string `toml:"id"`
 	// DataDir holds the flash buffer (DataDir/buffer.db).
@@ -38,8 +42,8 @@ type GatewayConfig struct {
 	ProfilesDir string `toml:"profiles_dir"`
 }
 
-// MQTTConfig is the [mqtt] table.
-type MQTTConfig struct {
+// MQTT is the [mqtt] table.
+type MQTT struct {
 	// Brokers are URLs tried in order; at least one.
 	Brokers []string `toml:"brokers"`
 	// ClientID defaults to "edgegw-" + gateway.id when empty.
@@ -56,20 +60,20 @@ type MQTTConfig struct {
 	// ConnectTimeout bounds one connection attempt to one broker.
 	ConnectTimeout Duration `toml:"connect_timeout"`
 	// MaxInflight is the most unacknowledged publishes at once.
-	MaxInflight int       `toml:"max_inflight"`
-	TLS         TLSConfig `toml:"tls"`
+	MaxInflight int `toml:"max_inflight"`
+	TLS         TLS `toml:"tls"`
 }
 
-// TLSConfig is [mqtt.tls]: files used for tls://, ssl://, mqtts:// and wss:// brokers.
-type TLSConfig struct {
+// TLS is [mqtt.tls]: files used for tls://, ssl://, mqtts:// and wss:// brokers.
+type TLS struct {
 	CAFile     string `toml:"ca_file"`
 	CertFile   string `toml:"cert_file"`
 	KeyFile    string `toml:"key_file"`
 	ServerName string `toml:"server_name"`
 }
 
-// BufferConfig is the [buffer] table.
-type BufferConfig struct {
+// Buffer is the [buffer] table.
+type Buffer struct {
 	// MaxBytes bounds the buffer; beyond it the oldest readings are dropped.
 	MaxBytes Size `toml:"max_bytes"`
 	// MaxAge drops readings older than this.
@@ -78,14 +82,14 @@ type BufferConfig struct {
 	CommitInterval Duration `toml:"commit_interval"`
 }
 
-// StatusConfig is the [status] table.
-type StatusConfig struct {
+// Status is the [status] table.
+type Status struct {
 	// Listen is host:port of the status server; "" disables it.
 	Listen string `toml:"listen"`
 }
 
-// BusConfig is one [[bus]]: a serial line or a Modbus TCP connection.
-type BusConfig struct {
+// Bus is one [[bus]]: a serial line or a Modbus TCP connection.
+type Bus struct {
 	Name     string `toml:"name"`
 	Protocol string `toml:"protocol"`
 	// Device is the serial port (modbus-rtu, modbus-ascii, serial).
@@ -120,8 +124,8 @@ type BusConfig struct {
 	Checksum string `toml:"checksum"`
 }
 
-// DeviceConfig is one [[device]]: something polled on a bus.
-type DeviceConfig struct {
+// Device is one [[device]]: something polled on a bus.
+type Device struct {
 	Name    string `toml:"name"`
 	Bus     string `toml:"bus"`
 	UnitID  int    `toml:"unit_id"`
@@ -129,14 +133,14 @@ type DeviceConfig struct {
 	// Interval is the poll period.
 	Interval Duration `toml:"interval"`
 	// Request, Format and Pattern apply to serial devices only.
-	Request string        `toml:"request"`
-	Format  string        `toml:"format"`
-	Pattern string        `toml:"pattern"`
-	Points  []PointConfig `toml:"point"`
+	Request string  `toml:"request"`
+	Format  string  `toml:"format"`
+	Pattern string  `toml:"pattern"`
+	Points  []Point `toml:"point"`
 }
 
-// PointConfig is one [[device.point]]: one value of a device.
-type PointConfig struct {
+// Point is one [[device.point]]: one value of a device.
+type Point struct {
 	Name      string `toml:"name"`
 	Table     string `toml:"table"`
 	Address   int    `toml:"address"`
@@ -191,27 +195,27 @@ func parseSize(s string) (int64, error) {
 	return int64(n * float64(mult)), nil
 }
 
-// ConfigError is one problem in a config file, at a line and key.
-type ConfigError struct {
+// Error is one problem in a config file, at a line and key.
+type Error struct {
 	File string
 	Line int
 	Key  string
 	Msg  string
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	if e.Key == "" {
 		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
 	}
 	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Key, e.Msg)
 }
 
-// ConfigErrors lists every *ConfigError in err, in file order.
-func ConfigErrors(err error) []*ConfigError {
-	var out []*ConfigError
+// Errors lists every *Error in err, in file order.
+func Errors(err error) []*Error {
+	var out []*Error
 	var walk func(error)
 	walk = func(err error) {
-		if ce, ok := err.(*ConfigError); ok {
+		if ce, ok := err.(*Error); ok {
 			out = append(out, ce)
 			return
 		}
@@ -225,33 +229,34 @@ func ConfigErrors(err error) []*ConfigError {
 	return out
 }
 
-// LoadConfig reads, decodes and validates the config at path. On any problem
-// it returns an error joining a *ConfigError per problem, all of them.
-func LoadConfig(path string) (*Config, error) {
+// Load reads, decodes and validates the config at path. On any problem
+// it returns an error joining a *Error per problem, all of them.
+func Load(path string, check BusCheck) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &ConfigError{File: path, Line: 0, Msg: fmt.Sprintf("cannot read config: %v", errors.Unwrap(err))}
+		return nil, &Error{File: path, Line: 0, Msg: fmt.Sprintf("cannot read config: %v", errors.Unwrap(err))}
 	}
-	return ParseConfig(path, data)
+	return Parse(path, data, check)
 }
 
-// ParseConfig decodes and validates data, naming file in every message.
-// It touches no hardware and no network; it reads the password file and
-// profiles the config names.
-func ParseConfig(file string, data []byte) (*Config, error) {
+// Parse decodes and validates data, naming file in every message; check
+// (nil: none) validates each bus's protocol-specific part. It touches no
+// hardware and no network; it reads the profiles and secrets the config
+// names.
+func Parse(file string, data []byte, check BusCheck) (*Config, error) {
 	root, derr := parseTOML(data)
 	if derr != nil {
-		return nil, &ConfigError{File: file, Line: derr.line, Key: derr.key, Msg: derr.msg}
+		return nil, &Error{File: file, Line: derr.line, Key: derr.key, Msg: derr.msg}
 	}
-	cfg := DefaultConfig()
+	cfg := Default()
 	cfg.File = file
 	d := &decoder{file: file, lines: map[string]int{}}
 	d.decodeTable(root, reflectValue(cfg), "")
-	cfg.lines = d.lines
+	cfg.file = &source{name: file, lines: d.lines}
 	if len(d.errs) > 0 {
 		return nil, errors.Join(d.errs...)
 	}
-	if errs := cfg.validate(); len(errs) > 0 {
+	if errs := cfg.validate(check); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return cfg, nil

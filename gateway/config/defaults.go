@@ -1,4 +1,4 @@
-package gateway
+package config
 
 import (
 	"reflect"
@@ -7,32 +7,32 @@ import (
 
 // The defaults of docs/CONFIG.md, all in one place.
 
-// DefaultConfig returns a Config holding every default and no devices.
-func DefaultConfig() *Config {
+// Default returns a Config holding every default and no devices.
+func Default() *Config {
 	return &Config{
-		Gateway: GatewayConfig{
+		Gateway: Gateway{
 			DataDir:     "/var/lib/edgegw",
 			Board:       "auto",
 			ProfilesDir: "/etc/edgegw/profiles",
 		},
-		MQTT: MQTTConfig{
+		MQTT: MQTT{
 			QoS:            1,
 			TopicPrefix:    "edgegw",
 			KeepAlive:      Duration(30 * time.Second),
 			ConnectTimeout: Duration(5 * time.Second),
 			MaxInflight:    64,
 		},
-		Buffer: BufferConfig{
+		Buffer: Buffer{
 			MaxBytes:       128 << 20,
 			MaxAge:         Duration(168 * time.Hour),
 			CommitInterval: Duration(250 * time.Millisecond),
 		},
-		Status: StatusConfig{Listen: "127.0.0.1:9130"},
+		Status: Status{Listen: "127.0.0.1:9130"},
 	}
 }
 
-func (b *BusConfig) setDefaults() {
-	*b = BusConfig{
+func (b *Bus) setDefaults() {
+	*b = Bus{
 		Baud:      9600,
 		DataBits:  8,
 		Parity:    "none",
@@ -45,12 +45,12 @@ func (b *BusConfig) setDefaults() {
 	}
 }
 
-func (d *DeviceConfig) setDefaults() {
-	*d = DeviceConfig{UnitID: 1, Interval: Duration(5 * time.Second)}
+func (d *Device) setDefaults() {
+	*d = Device{UnitID: 1, Interval: Duration(5 * time.Second)}
 }
 
-func (p *PointConfig) setDefaults() {
-	*p = PointConfig{ByteOrder: "ABCD", Bit: -1, Scale: 1}
+func (p *Point) setDefaults() {
+	*p = Point{ByteOrder: "ABCD", Bit: -1, Scale: 1}
 }
 
 func reflectValue(c *Config) reflect.Value { return reflect.ValueOf(c).Elem() }

@@ -1,6 +1,9 @@
-package gateway
+package config_test
 
 import (
+	"edgegw/gateway"
+	"edgegw/gateway/config"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,9 +13,9 @@ import (
 )
 
 func TestParseConfigFull(t *testing.T) {
-	cfg, err := LoadConfig("testdata/full.toml")
+	cfg, err := gateway.LoadConfig("testdata/full.toml")
 	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
+		t.Fatalf("Load: %v", err)
 	}
 	if got, want := cfg.MQTT.Brokers[2], "mqtt://broker:1883"; got != want {
 		t.Errorf("default port: got %q, want %q", got, want)
@@ -20,7 +23,7 @@ func TestParseConfigFull(t *testing.T) {
 	if got, want := cfg.MQTT.ClientID, "edgegw-line3-pi"; got != want {
 		t.Errorf("client id: got %q, want %q", got, want)
 	}
-	if got, want := cfg.Buffer.MaxBytes, Size(128<<20); got != want {
+	if got, want := cfg.Buffer.MaxBytes, config.Size(128<<20); got != want {
 		t.Errorf("max_bytes: got %d, want %d", got, want)
 	}
 	if got, want := cfg.Buses[2].Delimiter, "\r\n"; got != want {
@@ -33,24 +36,26 @@ func TestParseConfigFull(t *testing.T) {
 	if pts[1].Address != 0x100 || pts[1].ByteOrder != "CDAB" || pts[1].Scale != 0.01 {
 		t.Errorf("energy_total decoded wrong: %+v", pts[1])
 	}
-	if pts[3].Type != "bool" || pts[3].Bit != -1 {
+	// An empty table or type takes its driver's default (holding; bool on
+	// bit tables, uint16 on registers, float64 on serial lines).
+	if pts[3].Type != "" || pts[3].Bit != -1 {
 		t.Errorf("coil point defaults: %+v", pts[3])
 	}
-	if p := cfg.Devices[1].Points[0]; p.Table != "holding" || p.Scale != 1 || p.ByteOrder != "ABCD" {
+	if p := cfg.Devices[1].Points[0]; p.Table != "" || p.Scale != 1 || p.ByteOrder != "ABCD" {
 		t.Errorf("point defaults: %+v", p)
 	}
-	if cfg.Devices[2].UnitID != 1 || cfg.Devices[2].Points[0].Type != "float64" {
+	if cfg.Devices[2].UnitID != 1 || cfg.Devices[2].Points[0].Type != "" {
 		t.Errorf("serial device defaults: %+v", cfg.Devices[2])
 	}
 }
 
 func TestExampleConfigsAreValid(t *testing.T) {
-	files, _ := filepath.Glob("../examples/*.toml")
+	files, _ := filepath.Glob("../../examples/*.toml")
 	if len(files) == 0 {
 		t.Fatal("no example configs found")
 	}
 	for _, f := range files {
-		if _, err := LoadConfig(f); err != nil {
+		if _, err := gateway.LoadConfig(f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
@@ -147,16 +152,16 @@ address = "127.0.0.1:502"`, "protocol = \"serial\"\ndevice = \"/dev/ttyS0\"\nfra
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig("s.toml", []byte(tt.doc))
+			_, err := gateway.ParseConfig("s.toml", []byte(tt.doc))
 			if err == nil {
 				t.Fatalf("no error; want %q", tt.want)
 			}
 			var got []string
-			for _, ce := range ConfigErrors(err) {
+			for _, ce := range config.Errors(err) {
 				got = append(got, ce.Error())
 			}
 			if len(got) == 0 {
-				t.Fatalf("error is not a ConfigError: %v", err)
+				t.Fatalf("error is not a Error: %v", err)
 			}
 			for _, w := range tt.want {
 				found := false
@@ -182,23 +187,30 @@ qos = 7
 [[bus]]
 name = "b"
 protocol = "nope"
+[[bus]]
+name = "m"
+protocol = "modbus-tcp"
+address = "127.0.0.1:502"
 [[device]]
 name = "d"
 bus = "x"
+[[device]]
+name = "e"
+bus = "m"
 unit_id = 300
   [[device.point]]
   name = "p"
   frobnicate = 1
 `
-	_, err := ParseConfig("s.toml", []byte(doc))
+	_, err := gateway.ParseConfig("s.toml", []byte(doc))
 	// Unknown keys are reported first (decoding), then the rest.
-	if got := ConfigErrors(err); len(got) != 1 || got[0].Line != 15 {
+	if got := config.Errors(err); len(got) != 1 || got[0].Line != 22 {
 		t.Fatalf("decode errors: got %v", got)
 	}
 	doc = strings.Replace(doc, "  frobnicate = 1\n", "", 1)
-	_, err = ParseConfig("s.toml", []byte(doc))
-	got := ConfigErrors(err)
-	wantLines := map[int]bool{2: true, 4: true, 5: true, 8: true, 11: true, 12: true}
+	_, err = gateway.ParseConfig("s.toml", []byte(doc))
+	got := config.Errors(err)
+	wantLines := map[int]bool{2: true, 4: true, 5: true, 8: true, 13: true, 15: true, 19: true}
 	for _, ce := range got {
 		delete(wantLines, ce.Line)
 	}
@@ -216,7 +228,7 @@ func TestProfileMerge(t *testing.T) {
 	doc := strings.Replace(minimal, `id = "gw"`, "id = \"gw\"\nprofiles_dir = \""+dir+"\"", 1)
 	doc = strings.Replace(doc, `bus = "b"`, "bus = \"b\"\nprofile = \"meter\"", 1)
 	doc = strings.Replace(doc, `name = "p"`, "name = \"f\"\n  address = 5", 1)
-	cfg, err := ParseConfig("s.toml", []byte(doc))
+	cfg, err := gateway.ParseConfig("s.toml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,23 +238,10 @@ func TestProfileMerge(t *testing.T) {
 	}
 	// A broken profile is reported against the profile file.
 	os.WriteFile(filepath.Join(dir, "meter.toml"), []byte("[[point]]\nname = \"v\"\ntype = \"float\"\n"), 0o644)
-	_, err = ParseConfig("s.toml", []byte(doc))
-	got := ConfigErrors(err)
+	_, err = gateway.ParseConfig("s.toml", []byte(doc))
+	got := config.Errors(err)
 	if len(got) != 1 || got[0].File != filepath.Join(dir, "meter.toml") || got[0].Line != 3 {
 		t.Errorf("profile error: %v", err)
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"128MiB": 128 << 20, "2GB": 2e9, "1024": 1024, "1.5KiB": 1536, "10 MB": 10e6, "7B": 7} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "MiB", "-1MiB", "12XB", "1e30GB"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q): no error", in)
-		}
 	}
 }
 
@@ -260,7 +259,7 @@ func BenchmarkParseConfig1000Points(b *testing.B) {
 	doc := []byte(sb.String())
 	b.SetBytes(int64(len(doc)))
 	for b.Loop() {
-		if _, err := ParseConfig("big.toml", doc); err != nil {
+		if _, err := gateway.ParseConfig("big.toml", doc); err != nil {
 			b.Fatal(err)
 		}
 	}
