@@ -19,9 +19,12 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"edgegw/board"
 	"edgegw/buffer"
 	"edgegw/gateway/config"
+	"edgegw/gateway/status"
 	"edgegw/gateway/uplink"
 	"edgegw/internal/backoff"
 )
@@ -35,7 +38,7 @@ type Options struct {
 	// Version goes into the status message.
 	Version string
 	// Notifier, when set, is told READY, STATUS, WATCHDOG and STOPPING.
-	Notifier Notifier
+	Notifier status.Notifier
 	// WatchdogInterval is the service manager's watchdog timeout
 	// (systemd's WatchdogSec); 0 sends no pings.
 	WatchdogInterval time.Duration
@@ -50,83 +53,109 @@ func BufferPath(cfg *config.Config) string { return filepath.Join(cfg.Gateway.Da
 
 // Run runs the gateway until ctx ends, then stops cleanly: polling stops,
 // every reading taken is committed, the offline status is published. On each
-// receive from opts.Reload it reloads the config (see reload).
+// receive from opts.Reload it reloads the config (see reload). Any part
+// that stops on its own (the buffer, a bus's poller, the uplink, the status
+// server, the watchdog) stops the gateway, the same clean way, and Run
+// returns why: systemd restarts it.
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	log := opts.Logger
 	b := board.Select(cfg.Gateway.Board)
 	log.Info("starting", "version", opts.Version, "config", cfg.File, "board", b.Name, "board_model", b.Description,
 		"gateway_id", cfg.Gateway.ID, "brokers", strings.Join(cfg.MQTT.Brokers, ","), "qos", cfg.MQTT.QoS,
 		"buses", len(cfg.Buses), "devices", len(cfg.Devices), "data_dir", cfg.Gateway.DataDir)
-
 	if opts.Open == nil {
 		opts.Open = openDriver
 	}
-	g := &gateway{cfg: cfg, opts: opts, log: log}
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	g := &gateway{cfg: cfg, opts: opts, log: log, started: time.Now(), died: make(chan error, 1)}
+	runCtx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
+	grp, gctx := errgroup.WithContext(runCtx)
 	// The status server comes first: while the buffer's storage is
 	// unavailable, /healthz says why.
-	state := &bufferState{}
-	statusCtx, stopStatus := context.WithCancel(ctx)
-	defer stopStatus()
 	if cfg.Status.Listen != "" {
-		status := &statusServer{listen: cfg.Status.Listen, log: log.With("component", "status"), buf: state,
-			uplink: g.uplink, brokers: func() []string { return g.config().MQTT.Brokers }, pollers: g.pollers,
-			started: time.Now(), now: time.Now}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[1] = status.Run(statusCtx) }()
+		srv := &status.Server{Listen: cfg.Status.Listen, Log: log.With("component", "status"), Source: g.report, Started: g.started}
+		grp.Go(supervised(gctx, "status server", srv.Run))
 	}
-	buf, err := openBuffer(ctx, cfg, opts, log, state)
+	buf, err := openBuffer(gctx, cfg, opts, log, &g.state)
 	if err != nil {
-		stopStatus()
-		wg.Wait()
-		return err
+		stopAll()
+		return errors.Join(err, grp.Wait())
 	}
 	g.buf = buf
 	st := buf.Stats()
 	log.Info("buffer_opened", "path", BufferPath(cfg), "readings", st.Readings, "bytes", st.Bytes, "last_seq", st.LastSeq)
-
-	// The buffer outlives the pollers so that their last readings commit.
+	// The buffer outlives the pollers and the uplink, so that their last
+	// readings commit and their last acknowledgements count.
 	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBuf()
-	wg.Add(1)
-	// A buffer that stops early stops the gateway: nothing would commit
-	// the readings the pollers keep taking.
-	bufStopped := make(chan struct{})
-	go func() { defer wg.Done(); defer close(bufStopped); errs[0] = buf.Run(bufCtx) }()
-	g.startUplink(ctx, cfg)
-	g.startFleet(ctx, cfg, nil)
+	grp.Go(supervised(bufCtx, "buffer", buf.Run))
+	g.startUplink(gctx, cfg)
+	g.startFleet(gctx, cfg, nil)
 	if opts.Notifier != nil {
-		wd := &watchdog{notify: opts.Notifier, interval: opts.WatchdogInterval, pollers: g.pollers, uplink: g.uplink,
-			buf: buf, log: log.With("component", "watchdog"), now: time.Now}
-		wg.Add(1)
-		go func() { defer wg.Done(); wd.Run(ctx) }()
+		wd := &status.Watchdog{Notify: opts.Notifier, Interval: opts.WatchdogInterval, Source: g.report,
+			Log: log.With("component", "watchdog"), Started: g.started}
+		grp.Go(supervised(gctx, "watchdog", wd.Run))
 		opts.Notifier.Notify("READY=1")
 	}
 	log.Info("started", "buses", len(g.pollers()))
-	for running := true; running; {
-		select {
-		case <-ctx.Done():
-			running = false
-		case <-bufStopped:
-			log.Error("buffer_stopped", "hint", "the gateway stops; systemd restarts it, and the buffer recovers at start")
-			running = false
-		case <-opts.Reload:
-			g.reload(ctx)
-		}
-	}
-	if opts.Notifier != nil {
-		opts.Notifier.Notify("STOPPING=1")
-	}
-	g.current().stop()
-	upErr := g.stopUplink()
-	stopBuf()
-	stopStatus()
-	wg.Wait()
-	err = errors.Join(append(errs, upErr, buf.Close())...)
+	grp.Go(func() error {
+		err := g.loop(gctx)
+		g.notify("STOPPING=1")
+		g.current().stop()
+		upErr := g.stopUplink()
+		stopBuf()
+		stopAll()
+		return errors.Join(err, upErr)
+	})
+	err = errors.Join(grp.Wait(), buf.Close())
 	st = buf.Stats()
 	log.Info("stopped", "buffered_readings", st.Readings, "last_seq", st.LastSeq, "published", g.uplink().Published())
 	return err
+}
+
+// loop reloads on request until ctx ends or a reloadable part (a poller,
+// the uplink) stops on its own.
+func (g *gateway) loop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-g.died:
+			return err
+		case <-g.opts.Reload:
+			g.reload(ctx)
+		}
+	}
+}
+
+// supervised runs a component for the errgroup: returning while ctx is
+// live, with or without an error, is a failure that stops the gateway.
+func supervised(ctx context.Context, name string, run func(context.Context) error) func() error {
+	return func() error {
+		err := run(ctx)
+		if ctx.Err() != nil {
+			return err
+		}
+		if err == nil {
+			err = errors.New("returned")
+		}
+		return fmt.Errorf("%s stopped: %w", name, err)
+	}
+}
+
+// died reports a reloadable part that stopped on its own while ctx is
+// live; the first report stops the gateway.
+func (g *gateway) watch(ctx context.Context, name string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil {
+		err = errors.New("returned")
+	}
+	select {
+	case g.died <- fmt.Errorf("%s stopped: %w", name, err):
+	default: // the gateway is stopping already
+	}
 }
 
 // storageRetry paces the attempts to open an unavailable buffer.
@@ -167,6 +196,34 @@ func openBuffer(ctx context.Context, cfg *config.Config, opts Options, log *slog
 	}
 }
 
+// report is the gateway's state for the status server and the watchdog.
+func (g *gateway) report() status.Report {
+	var r status.Report
+	buf, _ := g.state.get()
+	r.BufferErr = g.state.Err()
+	if buf != nil {
+		st := buf.Stats()
+		r.Buffer = &st
+		r.Loops = append(r.Loops, status.Liveness{Name: "buffer", Last: buf.Heartbeat(), Limit: 2 * time.Minute})
+	}
+	for _, p := range g.pollers() {
+		for _, d := range p.devices {
+			ds := p.stats[d.Name]
+			r.Devices = append(r.Devices, status.DeviceCounts{Device: d.Name, Readings: ds.Readings.Load(), ReadErrors: ds.ReadErrors.Load()})
+		}
+		r.Buses = append(r.Buses, p.busStats()...)
+		r.Loops = append(r.Loops, p.liveness())
+	}
+	if up := g.uplink(); up != nil {
+		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), Broker: up.Broker()}
+		r.Loops = append(r.Loops, status.Liveness{Name: "uplink", Last: up.Heartbeat(), Limit: 10 * time.Second})
+	}
+	if cfg := g.config(); cfg != nil {
+		r.Brokers = cfg.MQTT.Brokers
+	}
+	return r
+}
+
 // bufferState is the buffer as the status server sees it: while its
 // storage is unavailable at start, the reason; then the buffer.
 type bufferState struct {
@@ -202,9 +259,13 @@ func (b *bufferState) Err() error {
 // gateway is what runs for one Run: the buffer for good, the uplink and the
 // pollers of the current config, which reload replaces.
 type gateway struct {
-	opts Options
-	log  *slog.Logger
-	buf  *buffer.Buffer
+	opts    Options
+	log     *slog.Logger
+	buf     *buffer.Buffer
+	state   bufferState
+	started time.Time
+	// died carries the first reloadable part that stopped on its own.
+	died chan error
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -255,7 +316,7 @@ func (g *gateway) startFleet(ctx context.Context, cfg *config.Config, prev *flee
 	}
 	for _, p := range f.pollers {
 		f.done.Add(1)
-		go func() { defer f.done.Done(); p.Run(fctx) }()
+		go func() { defer f.done.Done(); g.watch(fctx, "bus "+p.bus.Name, p.Run(fctx)) }()
 	}
 	g.mu.Lock()
 	g.fl = f
@@ -293,7 +354,11 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 	}, g.buf)
 	uctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- up.Run(uctx) }()
+	go func() {
+		err := up.Run(uctx)
+		g.watch(uctx, "uplink", err)
+		done <- err
+	}()
 	g.mu.Lock()
 	g.up, g.upCancel, g.upDone = up, cancel, done
 	g.mu.Unlock()

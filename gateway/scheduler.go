@@ -3,6 +3,7 @@ package gateway
 import (
 	"edgegw/drivers"
 	"edgegw/gateway/config"
+	"edgegw/gateway/status"
 
 	"context"
 	"encoding/json"
@@ -56,8 +57,6 @@ type poller struct {
 	cmds    chan command
 	cmdsMu  sync.Mutex
 	stopped bool
-	// alive is when the last poll finished (unix nanos), for /healthz.
-	alive atomic.Int64
 	// driver is the open driver, for its statistics.
 	driver atomic.Pointer[drivers.Driver]
 	// beat is when the loop last showed it is not stuck: every second
@@ -75,15 +74,14 @@ func (p *poller) busStats() []drivers.BusStats {
 	return nil
 }
 
-// heartbeat returns when the poller last showed it is not stuck.
-func (p *poller) heartbeat() time.Time { return time.Unix(0, p.beat.Load()) }
-
-// beatLimit is how long the heartbeat may pause: the longest a round of
-// polls may take with every request timing out on every try (at most 16
-// requests per device). Beyond it, and the watchdog's slack, the loop is stuck.
-func (p *poller) beatLimit() time.Duration {
+// liveness is the poller's sign of life: its heartbeat may pause for the
+// longest a round of polls may take with every request timing out on every
+// try (at most 16 requests per device), plus the second between idle
+// beats and as much again for scheduling.
+func (p *poller) liveness() status.Liveness {
 	perRequest := p.bus.Timeout.D() * time.Duration(p.bus.Retries+1)
-	return 16 * perRequest * time.Duration(len(p.devices))
+	return status.Liveness{Name: "bus " + p.bus.Name, Last: time.Unix(0, p.beat.Load()),
+		Limit: 16*perRequest*time.Duration(len(p.devices)) + 2*time.Second}
 }
 
 // Run polls until ctx ends. A reading in progress when ctx ends is finished
@@ -187,7 +185,6 @@ func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r 
 	st := p.stats[dev.Name]
 	st.Readings.Add(1)
 	st.ReadErrors.Add(uint64(len(r.Errors)))
-	p.alive.Store(p.now().UnixNano())
 	return entry
 }
 

@@ -1,4 +1,4 @@
-package gateway
+package status
 
 import (
 	"context"
@@ -15,40 +15,39 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"edgegw/buffer"
-	"edgegw/gateway/uplink"
 )
 
-// statusServer serves /healthz and /metrics (Prometheus text) of docs/MQTT.md.
-// Metrics are read from the live components at scrape time: nothing is
-// counted twice and nothing costs anything between scrapes.
-type statusServer struct {
-	listen  string
-	log     *slog.Logger
-	buf     *bufferState
-	uplink  func() *uplink.Uplink // the current ones: a reload replaces them
-	brokers func() []string
-	pollers func() []*poller
-	started time.Time
-	now     func() time.Time
+// Server serves /healthz and /metrics (Prometheus text) of docs/MQTT.md.
+// Metrics are read from Source at scrape time: nothing is counted twice
+// and nothing costs anything between scrapes.
+type Server struct {
+	Listen string
+	Log    *slog.Logger
+	Source Source
+	// Started is when the gateway started; loops are timed from it.
+	Started time.Time
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
 }
 
 // Run serves until ctx ends. A port that cannot be bound is logged, not
-// fatal: readings matter more than their metrics.
-func (s *statusServer) Run(ctx context.Context) error {
+// fatal: readings matter more than their metrics; Run then just waits.
+func (s *Server) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(s, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collector{s.Source}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.healthz)
-	ln, err := net.Listen("tcp", s.listen)
+	ln, err := net.Listen("tcp", s.Listen)
 	if err != nil {
-		s.log.Error("status_listen_failed", "listen", s.listen, "err", err, "hint", "the gateway runs on without /metrics and /healthz; free the port or change status.listen")
+		s.Log.Error("status_listen_failed", "listen", s.Listen, "err", err, "hint", "the gateway runs on without /metrics and /healthz; free the port or change status.listen")
+		<-ctx.Done()
 		return nil
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	s.log.Info("status_listening", "address", ln.Addr().String())
+	s.Log.Info("status_listening", "address", ln.Addr().String())
 	select {
 	case err := <-done:
 		return fmt.Errorf("status server: %w", err)
@@ -65,8 +64,12 @@ func (s *statusServer) Run(ctx context.Context) error {
 
 // healthz answers 200 while readings are being taken and either published
 // or stored, 503 with the reasons otherwise.
-func (s *statusServer) healthz(w http.ResponseWriter, _ *http.Request) {
-	problems := health(s.now(), s.started, s.pollers(), s.buf.Err())
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	problems := Health(now(), s.Started, s.Source())
 	if len(problems) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, strings.Join(problems, "\n"))
@@ -75,41 +78,24 @@ func (s *statusServer) healthz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// health lists what stops readings from being taken or kept.
-func health(now, started time.Time, pollers []*poller, bufErr error) []string {
+// Health lists what stops readings from being taken or kept: stuck loops
+// and an unusable buffer.
+func Health(now, started time.Time, r Report) []string {
 	var problems []string
-	for _, p := range pollers {
-		last := time.Unix(0, p.alive.Load())
-		if last.Before(started) {
-			last = started
-		}
-		if stalled := now.Sub(last); stalled > p.stallLimit() {
-			problems = append(problems, fmt.Sprintf("bus %s: no poll for %s", p.bus.Name, stalled.Round(time.Second)))
-		}
+	for _, s := range Stuck(now, started, r.Loops) {
+		problems = append(problems, "stuck: "+s)
 	}
-	if bufErr != nil {
-		problems = append(problems, "buffer: "+bufErr.Error())
+	if r.BufferErr != nil {
+		problems = append(problems, "buffer: "+r.BufferErr.Error())
 	}
 	return problems
 }
 
-// stallLimit is how long a bus may go without finishing a poll before it
-// counts as stuck: three of its slowest device's intervals, plus what a
-// round of failing requests may take.
-func (p *poller) stallLimit() time.Duration {
-	var slowest time.Duration
-	for _, d := range p.devices {
-		slowest = max(slowest, d.Interval.D())
-	}
-	perRequest := p.bus.Timeout.D() * time.Duration(p.bus.Retries+1)
-	return 3*slowest + perRequest*time.Duration(len(p.devices)) + 10*time.Second
-}
-
 var (
 	descBufferReadings = prometheus.NewDesc("edgegw_buffer_readings", "Readings on flash not yet acknowledged by a broker.", nil, nil)
-	descBufferBytes    = prometheus.NewDesc("edgegw_buffer_bytes", "config.Size of the buffered readings, as buffer.max_bytes counts it.", nil, nil)
+	descBufferBytes    = prometheus.NewDesc("edgegw_buffer_bytes", "Size of the buffered readings, as buffer.max_bytes counts it.", nil, nil)
 	descBufferOldest   = prometheus.NewDesc("edgegw_buffer_oldest_age_seconds", "How long the oldest buffered reading has waited while the gateway ran (clock steps do not count); 0 when empty.", nil, nil)
-	descBufferFile     = prometheus.NewDesc("edgegw_buffer_file_bytes", "config.Size of the buffer file on disk.", nil, nil)
+	descBufferFile     = prometheus.NewDesc("edgegw_buffer_file_bytes", "Size of the buffer file on disk.", nil, nil)
 	descBufferPending  = prometheus.NewDesc("edgegw_buffer_pending_readings", "Readings taken and waiting in RAM for their commit.", nil, nil)
 	descReadings       = prometheus.NewDesc("edgegw_readings_total", "Readings taken, by device.", []string{"device"}, nil)
 	descReadErrors     = prometheus.NewDesc("edgegw_read_errors_total", "Points that failed a poll, by device.", []string{"device"}, nil)
@@ -122,8 +108,11 @@ var (
 	descBrokerInfo     = prometheus.NewDesc("edgegw_mqtt_broker_info", "1 for the broker in use, 0 for the other configured brokers.", []string{"url"}, nil)
 )
 
+// collector turns a Report into metrics at scrape time.
+type collector struct{ source Source }
+
 // Describe implements prometheus.Collector.
-func (s *statusServer) Describe(ch chan<- *prometheus.Desc) {
+func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBufferReadings, descBufferBytes, descBufferOldest, descBufferFile, descBufferPending,
 		descReadings, descReadErrors, descPublished, descDropped, descConnected, descBrokerInfo,
 		descRequests, descRequestErrors, descResponseTime} {
@@ -132,9 +121,9 @@ func (s *statusServer) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector.
-func (s *statusServer) Collect(ch chan<- prometheus.Metric) {
-	if buf, _ := s.buf.get(); buf != nil { // nil until the buffer is open
-		st := buf.Stats()
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	r := c.source()
+	if st := r.Buffer; st != nil {
 		gauge(ch, descBufferReadings, float64(st.Readings))
 		gauge(ch, descBufferBytes, float64(st.Bytes))
 		gauge(ch, descBufferFile, float64(st.FileSize))
@@ -144,35 +133,31 @@ func (s *statusServer) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, descDropped, float64(st.Dropped[reason]), reason)
 		}
 	}
-	for _, p := range s.pollers() {
-		for _, d := range p.devices {
-			ds := p.stats[d.Name]
-			counter(ch, descReadings, float64(ds.Readings.Load()), d.Name)
-			counter(ch, descReadErrors, float64(ds.ReadErrors.Load()), d.Name)
-		}
-		for _, bs := range p.busStats() {
-			counter(ch, descRequests, float64(bs.Requests), bs.Device)
-			for kind, n := range bs.Errors {
-				counter(ch, descRequestErrors, float64(n), bs.Device, kind)
-			}
-			ch <- prometheus.MustNewConstSummary(descResponseTime, bs.Responses, bs.ResponseTime.Seconds(), nil, bs.Device)
-		}
+	for _, d := range r.Devices {
+		counter(ch, descReadings, float64(d.Readings), d.Device)
+		counter(ch, descReadErrors, float64(d.ReadErrors), d.Device)
 	}
-	up := s.uplink()
+	for _, bs := range r.Buses {
+		counter(ch, descRequests, float64(bs.Requests), bs.Device)
+		for kind, n := range bs.Errors {
+			counter(ch, descRequestErrors, float64(n), bs.Device, kind)
+		}
+		ch <- prometheus.MustNewConstSummary(descResponseTime, bs.Responses, bs.ResponseTime.Seconds(), nil, bs.Device)
+	}
+	up := r.Uplink
 	if up == nil { // not started yet
 		return
 	}
-	counter(ch, descPublished, float64(up.Published()))
-	counter(ch, descDropped, float64(up.Rejected()), "rejected")
-	inUse := up.Broker()
+	counter(ch, descPublished, float64(up.Published))
+	counter(ch, descDropped, float64(up.Rejected), "rejected")
 	connected := 0.0
-	if inUse != "" {
+	if up.Broker != "" {
 		connected = 1
 	}
 	gauge(ch, descConnected, connected)
-	for _, b := range s.brokers() {
+	for _, b := range r.Brokers {
 		v := 0.0
-		if b == inUse {
+		if b == up.Broker {
 			v = 1
 		}
 		gauge(ch, descBrokerInfo, v, b)

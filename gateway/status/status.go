@@ -1,0 +1,72 @@
+// Package status shows how the gateway is: /metrics (Prometheus text) and
+// /healthz over HTTP, and the service manager's watchdog and STATUS= line.
+// It is the only package that imports the Prometheus client. It decides
+// nothing: the gateway reports what it has (a Report, read when asked) and
+// each long-lived loop's sign of life with its own limit (Liveness); one
+// rule, Stuck, turns those into /healthz failures and withheld pings alike.
+package status
+
+import (
+	"fmt"
+	"time"
+
+	"edgegw/buffer"
+	"edgegw/drivers"
+)
+
+// Liveness is one long-lived loop's sign of life: it shows it is not stuck
+// (Last) at least every Limit while it runs.
+type Liveness struct {
+	Name  string // "bus rs485", "uplink", "buffer"
+	Last  time.Time
+	Limit time.Duration
+}
+
+// Stuck lists the loops whose sign of life is older than their limit, as
+// "bus rs485 for 2m0s". Before started no loop counts as late: a loop that
+// has not yet beaten is timed from the start.
+func Stuck(now, started time.Time, loops []Liveness) []string {
+	var stuck []string
+	for _, l := range loops {
+		last := l.Last
+		if last.Before(started) {
+			last = started
+		}
+		if lag := now.Sub(last); lag > l.Limit {
+			stuck = append(stuck, fmt.Sprintf("%s for %s", l.Name, lag.Round(time.Second)))
+		}
+	}
+	return stuck
+}
+
+// DeviceCounts are one device's reading counters.
+type DeviceCounts struct {
+	Device     string
+	Readings   uint64
+	ReadErrors uint64
+}
+
+// Uplink is what the MQTT side reports.
+type Uplink struct {
+	Published uint64 // readings acknowledged
+	Rejected  uint64 // readings refused for good
+	Broker    string // the broker in use; "" while disconnected
+}
+
+// Report is the gateway at one moment.
+type Report struct {
+	// Buffer is nil while the buffer is not open; BufferErr is why
+	// readings cannot be stored now (nil when they can).
+	Buffer    *buffer.Stats
+	BufferErr error
+	Devices   []DeviceCounts
+	Buses     []drivers.BusStats
+	// Uplink is nil until the uplink has started.
+	Uplink  *Uplink
+	Brokers []string
+	Loops   []Liveness
+}
+
+// Source reports the gateway's state; it must be safe to call from any
+// goroutine and return quickly.
+type Source func() Report
