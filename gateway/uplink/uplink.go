@@ -102,6 +102,9 @@ type Uplink struct {
 	// nanos); it beats on every tick of beatTick while waiting.
 	beat     atomic.Int64
 	beatTick <-chan time.Time
+	// connectFailures counts failed attempts since the last connection;
+	// only autopaho's connect goroutine touches it.
+	connectFailures int
 }
 
 // Heartbeat returns when the publish loop last showed it is not stuck: it
@@ -225,7 +228,6 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		urls = append(urls, pu)
 	}
 	u.urls = urls
-	failures := 0
 	acfg := autopaho.ClientConfig{
 		ServerUrls:                    urls,
 		TlsCfg:                        u.cfg.TLS,
@@ -242,67 +244,15 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		// autopaho walks the list from the start on every round; dialling
 		// from our own index instead goes round it, so losing a broker
 		// moves on to the next one.
-		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, _ *url.URL) (net.Conn, error) {
-			u.mu.Lock()
-			target := u.urls[u.next]
-			u.next = (u.next + 1) % len(u.urls)
-			u.attempted = target.String()
-			u.mu.Unlock()
-			conn, err := dial(ctx, target, u.cfg.TLS, u.cfg.ConnectTimeout)
-			if err != nil {
-				return nil, err
-			}
-			broker := target.String()
-			return newWireConn(conn, u.tracker, silence(u.cfg.KeepAlive), func() {
-				u.log.Warn("mqtt_broker_unresponsive", "broker", broker, "silent_for", silence(u.cfg.KeepAlive))
-			}), nil
-		},
+		AttemptConnection: u.attemptConnection,
 		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			// Every connection starts clean: the buffer resends what matters.
 			cp.CleanStart = true
 			return cp, nil
 		},
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			u.mu.Lock()
-			u.conn = &connection{cm: cm, url: u.attempted, down: make(chan struct{})}
-			broker := u.attempted
-			// Connected to the broker before u.next: after a loss, the
-			// next attempt goes to the one after it, as u.next says.
-			u.mu.Unlock()
-			if failures > 0 {
-				u.log.Info("mqtt_connected", "broker", broker, "failed_attempts", failures)
-			} else {
-				u.log.Info("mqtt_connected", "broker", broker)
-			}
-			failures = 0
-			u.notify()
-		},
-		OnConnectionDown: func() bool {
-			u.mu.Lock()
-			if u.conn != nil {
-				u.log.Warn("mqtt_connection_lost", "broker", u.conn.url)
-				close(u.conn.down)
-				u.conn = nil
-			}
-			u.mu.Unlock()
-			u.notify()
-			return true
-		},
-		OnConnectError: func(err error) {
-			// Called from one goroutine at a time (autopaho's connect loop).
-			failures++
-			if failures == 1 {
-				u.mu.Lock()
-				broker := u.attempted
-				u.mu.Unlock()
-				// autopaho's message names the URL it meant to dial, not ours.
-				var cerr *autopaho.ConnackError
-				if !errors.As(err, &cerr) && errors.Unwrap(err) != nil {
-					err = errors.Unwrap(err)
-				}
-				u.log.Warn("mqtt_connect_failed", "broker", broker, "err", err, "hint", "trying the next broker; logged again only when connected")
-			}
-		},
+		OnConnectionUp:   u.onConnectionUp,
+		OnConnectionDown: u.onConnectionDown,
+		OnConnectError:   u.onConnectError,
 		ClientConfig: paho.ClientConfig{
 			ClientID:          u.cfg.ClientID,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){u.onPublish},
@@ -316,6 +266,72 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		},
 	}
 	return acfg, nil
+}
+
+// attemptConnection dials the broker at u.next, not the URL autopaho
+// passes: autopaho walks the list from the start on every round, and
+// dialling from our own index instead goes round it, so losing a broker
+// moves on to the next one.
+func (u *Uplink) attemptConnection(ctx context.Context, _ autopaho.ClientConfig, _ *url.URL) (net.Conn, error) {
+	u.mu.Lock()
+	target := u.urls[u.next]
+	u.next = (u.next + 1) % len(u.urls)
+	u.attempted = target.String()
+	u.mu.Unlock()
+	conn, err := dial(ctx, target, u.cfg.TLS, u.cfg.ConnectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	broker := target.String()
+	return newWireConn(conn, u.tracker, silence(u.cfg.KeepAlive), func() {
+		u.log.Warn("mqtt_broker_unresponsive", "broker", broker, "silent_for", silence(u.cfg.KeepAlive))
+	}), nil
+}
+
+func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	u.mu.Lock()
+	u.conn = &connection{cm: cm, url: u.attempted, down: make(chan struct{})}
+	broker := u.attempted
+	// Connected to the broker before u.next: after a loss, the
+	// next attempt goes to the one after it, as u.next says.
+	u.mu.Unlock()
+	if u.connectFailures > 0 {
+		u.log.Info("mqtt_connected", "broker", broker, "failed_attempts", u.connectFailures)
+	} else {
+		u.log.Info("mqtt_connected", "broker", broker)
+	}
+	u.connectFailures = 0
+	u.notify()
+}
+
+func (u *Uplink) onConnectionDown() bool {
+	u.mu.Lock()
+	if u.conn != nil {
+		u.log.Warn("mqtt_connection_lost", "broker", u.conn.url)
+		close(u.conn.down)
+		u.conn = nil
+	}
+	u.mu.Unlock()
+	u.notify()
+	return true
+}
+
+// onConnectError logs the first failed attempt of a run of them; autopaho
+// calls it, and onConnectionUp, from its one connect goroutine.
+func (u *Uplink) onConnectError(err error) {
+	u.connectFailures++
+	if u.connectFailures > 1 {
+		return
+	}
+	u.mu.Lock()
+	broker := u.attempted
+	u.mu.Unlock()
+	// autopaho's message names the URL it meant to dial, not ours.
+	var cerr *autopaho.ConnackError
+	if !errors.As(err, &cerr) && errors.Unwrap(err) != nil {
+		err = errors.Unwrap(err)
+	}
+	u.log.Warn("mqtt_connect_failed", "broker", broker, "err", err, "hint", "trying the next broker; logged again only when connected")
 }
 
 func reasonString(d *paho.Disconnect) string {
@@ -452,33 +468,19 @@ func (u *Uplink) drain(ctx context.Context, c *connection) {
 
 // pass sends every record once, in order, keeping up to MaxInflight unacked.
 func (u *Uplink) pass(ctx context.Context, c *connection) error {
-	var (
-		wg      sync.WaitGroup
-		failed  = make(chan struct{})
-		failOne sync.Once
-		after   uint64
-		recs    []buffer.Record
-		window  = make(chan struct{}, u.cfg.MaxInflight)
-	)
 	// Publishes still waiting when the pass ends are abandoned: paho's
 	// session forgets them on a lost connection without waking them, and
 	// their records are resent from the store by the next pass anyway.
 	pctx, cancel := context.WithCancel(ctx)
+	ps := &pass{u: u, c: c, ctx: ctx, pctx: pctx, failed: make(chan struct{}), window: make(chan struct{}, u.cfg.MaxInflight)}
 	defer func() {
 		cancel()
-		wg.Wait()
+		ps.wg.Wait()
 	}()
-	fail := func(seq uint64, err error) {
-		failOne.Do(func() {
-			select {
-			case <-c.down: // the loss is logged once by OnConnectionDown
-			case <-pctx.Done(): // pass over: unacked records are sent again
-			default:
-				u.log.Warn("mqtt_publish_failed", "broker", c.url, "seq", seq, "err", err)
-			}
-			close(failed)
-		})
-	}
+	var (
+		after uint64
+		recs  []buffer.Record
+	)
 	for {
 		u.heartbeat()
 		committed := u.store.Committed()
@@ -489,87 +491,140 @@ func (u *Uplink) pass(ctx context.Context, c *connection) error {
 			return errRetry
 		}
 		if len(recs) == 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-c.down:
-				return nil
-			case <-failed:
-				return errRetry
-			case <-committed:
-			case <-u.beatTick:
+			if over, err := ps.idle(committed); over {
+				return err
 			}
 			continue
 		}
 		for _, rec := range recs {
-		slot:
-			for {
-				select {
-				case window <- struct{}{}:
-					break slot
-				case <-ctx.Done():
-					return nil
-				case <-c.down:
-					return nil
-				case <-failed:
-					return errRetry
-				case <-u.beatTick: // waiting for acks is not being stuck
-					u.heartbeat()
-				}
-			}
-			topic, payload, err := u.cfg.Compose(nil, rec)
-			if err != nil {
-				// Not publishable now or ever: drop it rather than block the rest.
-				u.log.Error("buffer_entry_unreadable", "seq", rec.Seq, "err", err)
-				u.store.Ack(rec.Seq)
-				<-window
-				after = rec.Seq
-				continue
-			}
-			p := &paho.Publish{Topic: topic, QoS: u.cfg.QoS, Payload: payload}
-			if u.cfg.QoS == 0 {
-				// QoS 0 publishes are written before Publish returns, in order.
-				_, err := c.cm.Publish(ctx, p)
-				<-window
-				if err != nil {
-					fail(rec.Seq, err)
-					return errRetry
-				}
-				u.acked(rec.Seq)
-				after = rec.Seq
-				continue
-			}
-			written := make(chan struct{})
-			wg.Add(1)
-			go func(seq uint64) {
-				defer wg.Done()
-				defer func() { <-window }()
-				pr, err := c.cm.Publish(withWritten(pctx, written), p)
-				switch code := reasonCode(pr); {
-				case code >= 0x80 && permanentRejection[code]:
-					u.reject(c, seq, pr)
-				case code >= 0x80:
-					fail(seq, fmt.Errorf("broker refused the publish for now: reason code 0x%02x %s", code, pubReason(pr)))
-				case err != nil:
-					fail(seq, err)
-				default:
-					u.acked(seq)
-				}
-			}(rec.Seq)
-			// Wait until the publish is on the wire, so the next one
-			// cannot overtake it.
-			select {
-			case <-written:
-			case <-failed:
-				return errRetry
-			case <-c.down:
-				return nil
-			case <-ctx.Done():
-				return nil
+			if over, err := ps.send(rec); over {
+				return err
 			}
 			after = rec.Seq
 		}
 	}
+}
+
+// pass is one connection's publishing: a window of at most MaxInflight
+// publishes in flight, each acknowledged record acked in the store. Its
+// methods report over = true when the pass ends, with pass's result.
+type pass struct {
+	u    *Uplink
+	c    *connection
+	ctx  context.Context
+	pctx context.Context // ends with the pass: abandons waiting publishes
+	wg   sync.WaitGroup
+	// failed closes at the first failed publish: the pass ends and the
+	// unacknowledged records go again on the next.
+	failed   chan struct{}
+	failOnce sync.Once
+	window   chan struct{}
+}
+
+// idle waits for records to be committed, or a beat.
+func (p *pass) idle(committed <-chan struct{}) (over bool, err error) {
+	select {
+	case <-p.ctx.Done():
+		return true, nil
+	case <-p.c.down:
+		return true, nil
+	case <-p.failed:
+		return true, errRetry
+	case <-committed:
+	case <-p.u.beatTick:
+	}
+	return false, nil
+}
+
+// acquire waits for room in the window.
+func (p *pass) acquire() (over bool, err error) {
+	for {
+		select {
+		case p.window <- struct{}{}:
+			return false, nil
+		case <-p.ctx.Done():
+			return true, nil
+		case <-p.c.down:
+			return true, nil
+		case <-p.failed:
+			return true, errRetry
+		case <-p.u.beatTick: // waiting for acks is not being stuck
+			p.u.heartbeat()
+		}
+	}
+}
+
+// send publishes one record once the window has room, and returns when it
+// is on the wire, so the next one cannot overtake it.
+func (p *pass) send(rec buffer.Record) (over bool, err error) {
+	if over, err := p.acquire(); over {
+		return over, err
+	}
+	u := p.u
+	topic, payload, err := u.cfg.Compose(nil, rec)
+	if err != nil {
+		// Not publishable now or ever: drop it rather than block the rest.
+		u.log.Error("buffer_entry_unreadable", "seq", rec.Seq, "err", err)
+		u.store.Ack(rec.Seq)
+		<-p.window
+		return false, nil
+	}
+	pub := &paho.Publish{Topic: topic, QoS: u.cfg.QoS, Payload: payload}
+	if u.cfg.QoS == 0 {
+		// QoS 0 publishes are written before Publish returns, in order.
+		_, err := p.c.cm.Publish(p.ctx, pub)
+		<-p.window
+		if err != nil {
+			p.fail(rec.Seq, err)
+			return true, errRetry
+		}
+		u.acked(rec.Seq)
+		return false, nil
+	}
+	written := make(chan struct{})
+	p.wg.Add(1)
+	go p.publish(pub, rec.Seq, written)
+	select {
+	case <-written:
+		return false, nil
+	case <-p.failed:
+		return true, errRetry
+	case <-p.c.down:
+		return true, nil
+	case <-p.ctx.Done():
+		return true, nil
+	}
+}
+
+// publish sends one QoS 1 or 2 publish and waits for its acknowledgement.
+func (p *pass) publish(pub *paho.Publish, seq uint64, written chan struct{}) {
+	defer p.wg.Done()
+	defer func() { <-p.window }()
+	pr, err := p.c.cm.Publish(withWritten(p.pctx, written), pub)
+	switch code := reasonCode(pr); {
+	case code >= 0x80 && permanentRejection[code]:
+		p.u.reject(p.c, seq, pr)
+	case code >= 0x80:
+		p.fail(seq, fmt.Errorf("broker refused the publish for now: reason code 0x%02x %s", code, pubReason(pr)))
+	case err != nil:
+		p.fail(seq, err)
+	default:
+		p.u.acked(seq)
+	}
+}
+
+// fail ends the pass at its first failed publish, logged unless the
+// connection or the pass already ended.
+func (p *pass) fail(seq uint64, err error) {
+	p.failOnce.Do(func() {
+		select {
+		case <-p.c.down: // the loss is logged once by OnConnectionDown
+		case <-p.pctx.Done(): // pass over: unacked records are sent again
+		default:
+			p.u.log.Warn("mqtt_publish_failed", "broker", p.c.url, "seq", seq, "err", err)
+		}
+		close(p.failed)
+	})
 }
 
 // permanentRejection are the PUBACK/PUBREC reason codes that no resend can
