@@ -7,6 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DIST := dist
 # staticcheck: pinned (the module proxy serves this tag; it lists no versions).
 STATICCHECK := v0.7.0
+ERRCHECK := v1.9.0
 
 # Debian versions must start with a digit: a tag, else 0.1.0~git<date>.<commit>.
 DEBVERSION ?= $(shell git describe --tags --abbrev=0 2>/dev/null || echo 0.1.0~git$$(git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0))
@@ -29,6 +30,10 @@ lint:
 	$(GO) vet ./...
 	CGO_ENABLED=0 GOARCH=arm GOARM=6 $(GO) vet ./...   # 32-bit: int overflows, alignment
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
+	# Every error is handled or visibly dropped (_ =); test-only helper
+	# packages (internal/test*, internal/faultfs) are left out.
+	$(GO) run github.com/kisielk/errcheck@$(ERRCHECK) -ignoretests -exclude scripts/lint/errcheck-excludes.txt \
+	  $$($(GO) list ./... | grep -v '/internal/test\|/internal/faultfs')
 
 unit:
 	$(GO) test -race -timeout 10m ./...

@@ -33,7 +33,7 @@ func EnableRS485(device string) error {
 	if err != nil {
 		return fmt.Errorf("rs485 mode on %s: %w", device, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	cfg := serialRS485{flags: serRS485Enabled | serRS485RTSOnSend}
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.TIOCSRS485, uintptr(unsafe.Pointer(&cfg))); errno != 0 {
 		return fmt.Errorf("rs485 mode on %s: the port's driver refuses TIOCSRS485 (%w): it has no kernel RS-485 support", device, errno)

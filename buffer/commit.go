@@ -70,7 +70,7 @@ func (b *Buffer) commit() error {
 			// A checkpoint deletes what acks cover and may fit where the
 			// batch did not, freeing pages for the next commit.
 			if b.checkpointDue(now, true) {
-				b.checkpoint(now, nil)
+				_ = b.checkpoint(now, nil) // retried after a backoff; the commit error is the one to report
 			}
 			return fmt.Errorf("buffer: commit: %w", err)
 		}
@@ -346,14 +346,14 @@ func (b *Buffer) checkpointFailed(now time.Time) {
 	b.db = nil
 	if f, err := os.Open(b.path); err == nil {
 		dropCache(f)
-		f.Close()
+		_ = f.Close()
 	}
 	var st dbState
 	db, err := b.openBolt(b.path)
 	if err == nil {
 		err = safeTx(func() error { return db.View(func(tx *bolt.Tx) error { return b.readMeta(tx, &st, false, false) }) })
 		if err != nil {
-			db.Close()
+			_ = db.Close()
 		}
 	}
 	if err != nil {

@@ -36,7 +36,7 @@ func (b *Buffer) Compact() error {
 	b.mu.Unlock()
 	before := fileSize(b.path)
 	tmp := b.path + ".compact"
-	os.Remove(tmp)
+	_ = os.Remove(tmp)
 	dst, err := b.openBolt(tmp)
 	if err != nil {
 		b.log.Warn("buffer_compact_failed", "path", b.path, "err", err)
@@ -45,8 +45,8 @@ func (b *Buffer) Compact() error {
 	b.dbMu.Lock()
 	defer b.dbMu.Unlock()
 	if b.db == nil {
-		dst.Close()
-		os.Remove(tmp)
+		_ = dst.Close()
+		_ = os.Remove(tmp)
 		return ErrClosed
 	}
 	err = safeTx(func() error { return bolt.Compact(dst, b.db, 8<<20) })
@@ -54,7 +54,7 @@ func (b *Buffer) Compact() error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp)
 		b.log.Warn("buffer_compact_failed", "path", b.path, "err", err)
 		return nil
 	}
@@ -65,7 +65,7 @@ func (b *Buffer) Compact() error {
 	if renameErr == nil {
 		renameErr = syncDir(b.path)
 	} else {
-		os.Remove(tmp)
+		_ = os.Remove(tmp)
 	}
 	db, err := b.openBolt(b.path)
 	if err != nil {

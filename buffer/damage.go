@@ -68,13 +68,29 @@ func (b *Buffer) noteDamage(err error) {
 	}
 	b.mu.Unlock()
 	if first {
-		if f, ferr := os.Create(b.checkMarker()); ferr == nil {
-			f.Sync()
-			f.Close()
-			syncDir(b.checkMarker())
-		}
 		b.log.Error("buffer_damaged", "path", b.path, "err", err, "hint", "the gateway restarts; the next start salvages what can be read")
+		if merr := b.markForCheck(); merr != nil {
+			b.log.Warn("buffer_check_marker_failed", "path", b.checkMarker(), "err", merr,
+				"hint", "the next start checks the file only if it finds damage itself")
+		}
 	}
+}
+
+// markForCheck leaves the marker that makes the next Open read the whole
+// file, durably.
+func (b *Buffer) markForCheck() error {
+	f, err := os.Create(b.checkMarker())
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(b.checkMarker())
 }
 
 // damageFound returns an error wrapping ErrStopped once damage was found.
@@ -97,7 +113,7 @@ func syncDir(path string) error {
 	if err != nil {
 		return fmt.Errorf("buffer: sync directory: %w", err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // read-only: the Sync is what counts
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("buffer: sync directory: %w", err)
 	}

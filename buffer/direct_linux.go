@@ -17,7 +17,7 @@ func openDirect(path string) (*os.File, error) {
 // dropCache evicts f's pages from the page cache, so that later small
 // buffered writes do not land in large folios made by earlier big ones.
 func dropCache(f *os.File) {
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 // alignedBuffer returns n bytes starting at a blockSize boundary, as O_DIRECT needs.

@@ -36,14 +36,14 @@ func Open(path string, opts Options) (*Buffer, error) {
 		notify:   make(chan struct{}),
 	}
 	b.lastCompact = opts.Now()
-	os.Remove(path + ".compact") // left by a crash during compaction; the file itself is intact
+	_ = os.Remove(path + ".compact") // left by a crash during compaction; the file itself is intact
 	floor, err := openSeqFloor(path + ".seq")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	b.seqs = floor
 	if err := b.open(); err != nil {
-		floor.close()
+		_ = floor.close()
 		return nil, err
 	}
 	return b, nil
@@ -82,7 +82,7 @@ func (b *Buffer) open() error {
 	b.db = db
 	w, walCreated, err := openWAL(b.path + ".wal")
 	if err != nil {
-		db.Close()
+		_ = db.Close()
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	b.wal = w
@@ -120,8 +120,8 @@ func (b *Buffer) open() error {
 		}
 	}
 	if verify {
-		os.Remove(b.checkMarker())
-		syncDir(b.checkMarker())
+		_ = os.Remove(b.checkMarker())
+		_ = syncDir(b.checkMarker())
 	}
 	return nil
 }
@@ -182,7 +182,7 @@ func confirmDamage(path string, verdict error) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	buf := make([]byte, 1<<20)
 	for off := int64(0); ; off += int64(len(buf)) {
 		n, err := f.ReadAt(buf, off)
@@ -205,8 +205,8 @@ func firstSeq(recs []Record) uint64 {
 
 // abandon closes what open opened and returns err.
 func (b *Buffer) abandon(err error) error {
-	b.db.Close()
-	b.wal.close()
+	_ = b.db.Close()
+	_ = b.wal.close()
 	return err
 }
 
@@ -261,12 +261,12 @@ func (b *Buffer) openDB(verify bool) (st dbState, db *bolt.DB, err error) {
 		return db.Update(func(tx *bolt.Tx) error { return b.readMeta(tx, &st, size == 0, verify) })
 	})
 	if err != nil {
-		db.Close()
+		_ = db.Close()
 		return st, nil, err
 	}
 	if size == 0 {
 		if err := syncDir(b.path); err != nil {
-			db.Close()
+			_ = db.Close()
 			return st, nil, err
 		}
 	}
@@ -379,7 +379,7 @@ func (b *Buffer) salvage(cause error) (dbState, *bolt.DB, error) {
 			putU64(meta, bytesKey, uint64(st.bytes)), putU64(meta, clockKey, uint64(st.clock)))
 	})
 	if err != nil {
-		db.Close()
+		_ = db.Close()
 		return dbState{}, nil, fmt.Errorf("start a fresh %s: %w", b.path, err)
 	}
 	now := b.opts.Now()
@@ -420,8 +420,8 @@ func readSalvage(path string, ceiling uint64) (sv salvaged) {
 		sv.seq = ceiling
 		return sv
 	}
-	defer db.Close()
-	safeTx(func() error {
+	defer func() { _ = db.Close() }()
+	_ = safeTx(func() error {
 		return db.View(func(tx *bolt.Tx) error {
 			if meta := tx.Bucket(metaBucket); meta != nil {
 				if v := meta.Get(countKey); len(v) == 8 {
@@ -482,7 +482,7 @@ func readSalvage(path string, ceiling uint64) (sv salvaged) {
 func probe(db *bolt.DB, from, upper uint64) uint64 {
 	for step := uint64(1); from+step <= upper && step > 0; step *= 2 {
 		var found uint64
-		safeTx(func() error {
+		_ = safeTx(func() error {
 			return db.View(func(tx *bolt.Tx) error {
 				if k, _ := tx.Bucket(readingsBucket).Cursor().Seek(binary.BigEndian.AppendUint64(nil, from+step)); len(k) == 8 {
 					found = binary.BigEndian.Uint64(k)

@@ -28,7 +28,7 @@ func openSeqFloor(path string) (*seqFloor, error) {
 	}
 	if os.IsNotExist(statErr) {
 		if err := syncDir(path); err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, err
 		}
 	}

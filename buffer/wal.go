@@ -106,7 +106,7 @@ func openWAL(path string) (w *wal, created bool, err error) {
 	w = &wal{f: f, size: walSize}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, false, fmt.Errorf("buffer: %w", err)
 	}
 	if fi.Size() < walSize {
@@ -115,24 +115,24 @@ func openWAL(path string) (w *wal, created bool, err error) {
 		zeros := make([]byte, 64<<10)
 		for off := fi.Size(); off < walSize; off += int64(len(zeros)) {
 			if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), walSize-off)], off); err != nil {
-				f.Close()
+				_ = f.Close()
 				return nil, false, fmt.Errorf("buffer: allocate %s: %w", path, err)
 			}
 		}
 		if err := f.Sync(); err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, false, fmt.Errorf("buffer: allocate %s: %w", path, err)
 		}
 	}
 	if created {
 		if err := syncDir(path); err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, false, err
 		}
 	}
 	dropCache(f)
 	if df, err := openDirect(path); err == nil {
-		f.Close()
+		_ = f.Close()
 		w.f, w.direct = df, true
 	}
 	return w, created, nil
@@ -241,7 +241,7 @@ func (w *wal) readAll() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("buffer: read log: %w", err)
 	}
-	defer func() { dropCache(plain); plain.Close() }()
+	defer func() { dropCache(plain); _ = plain.Close() }()
 	data := make([]byte, w.size)
 	n, err := plain.ReadAt(data, 0)
 	if err != nil && !errors.Is(err, io.EOF) {

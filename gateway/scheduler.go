@@ -90,7 +90,7 @@ func (p *poller) Run(ctx context.Context) error {
 	conn := &busConn{p: p, log: p.log.With("bus", p.bus.Name)}
 	defer func() {
 		if conn.drv != nil {
-			conn.drv.Close()
+			_ = conn.drv.Close()
 		}
 		p.refuseCommands()
 	}()

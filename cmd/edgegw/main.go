@@ -111,7 +111,7 @@ func newLogger(w io.Writer, debug bool) *slog.Logger {
 // systemd is the service manager's notify socket (a no-op without one).
 type systemd struct{}
 
-func (systemd) Notify(state string) { daemon.SdNotify(false, state) }
+func (systemd) Notify(state string) { _, _ = daemon.SdNotify(false, state) } // without systemd no one listens
 
 // loadConfig loads the config, printing every problem as PATH:LINE: key:
 // message when it is not valid.
@@ -289,7 +289,7 @@ func serveSerial(ctx context.Context, bus gateway.SimulatedBus, sim *simulator.S
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return exitFailure
 	}
-	defer p.Close()
+	defer func() { _ = p.Close() }()
 	if err := sim.ServeSerial(ctx, p, bus.ASCII); err != nil {
 		fmt.Fprintln(stderr, "edgegw:", err)
 		return exitFailure

@@ -79,7 +79,7 @@ func Open(o Options) (*Bus, error) {
 		b = &Bus{client: gmodbus.NewClient(h), setUnit: func(u byte) { h.SlaveId = u },
 			// A timeout or broken connection may leave a late reply in the
 			// socket; a fresh connection keeps it from answering the next request.
-			reset: func() { h.Close() }, close: h.Close}
+			reset: func() { _ = h.Close() }, close: h.Close}
 	case RTU:
 		t := newLineTransport(o)
 		h := gmodbus.NewRTUClientHandler(o.Line.Device)

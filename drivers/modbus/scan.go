@@ -27,7 +27,7 @@ func Scan(ctx context.Context, o Options, units []int, found func(ScanResult)) e
 	if err != nil {
 		return err
 	}
-	defer b.Close()
+	defer func() { _ = b.Close() }()
 	for _, u := range units {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -61,7 +61,10 @@ func (t *lineTransport) Send(req []byte) ([]byte, error) {
 		time.Sleep(wait) // the wire's own timing, not an event
 	}
 	// A late reply to an earlier request must not answer this one.
-	t.port.ResetInputBuffer()
+	if err := t.port.ResetInputBuffer(); err != nil {
+		t.fail()
+		return nil, fmt.Errorf("flush %s: %w", t.device, err)
+	}
 	if _, err := t.port.Write(req); err != nil {
 		t.fail()
 		return nil, fmt.Errorf("write %s: %w", t.device, err)
@@ -74,7 +77,7 @@ func (t *lineTransport) Send(req []byte) ([]byte, error) {
 // fail closes a port that failed, so the next request reopens it.
 func (t *lineTransport) fail() {
 	if t.port != nil {
-		t.port.Close()
+		_ = t.port.Close()
 		t.port = nil
 	}
 }

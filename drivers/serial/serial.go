@@ -212,7 +212,11 @@ func (b *Bus) poll(ctx context.Context, s *sensor, r *drivers.Reading) {
 		s.fail(r, "port "+b.device+" failed")
 		return
 	}
-	b.port.ResetInputBuffer()
+	if err := b.port.ResetInputBuffer(); err != nil {
+		b.portFailed(err)
+		s.fail(r, "flush: "+err.Error())
+		return
+	}
 	b.buf = b.buf[:0]
 	b.skipNext = false
 	if _, err := b.port.Write(s.request); err != nil {
@@ -279,7 +283,7 @@ func (b *Bus) ensureOpen() error {
 // portFailed closes a port that failed, to be reopened.
 func (b *Bus) portFailed(err error) {
 	if b.port != nil {
-		b.port.Close()
+		_ = b.port.Close()
 		b.port = nil
 	}
 	if !b.lost {

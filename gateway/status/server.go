@@ -55,7 +55,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	srv.Shutdown(shutdown)
+	_ = srv.Shutdown(shutdown) // how Serve ended, below, is what counts
 	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("status server: %w", err)
 	}

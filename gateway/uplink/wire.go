@@ -139,7 +139,7 @@ func (c *wireConn) watch() {
 		case <-t.C:
 			if time.Since(time.Unix(0, c.lastRead.Load())) > c.silence {
 				c.onHung()
-				c.Conn.Close() // paho's reader fails: connection lost
+				_ = c.Conn.Close() // paho's reader fails: connection lost
 				return
 			}
 		}
@@ -161,7 +161,7 @@ func (c *wireConn) Write(b []byte) (int, error) {
 }
 
 func (c *wireConn) Unlock() {
-	c.enqueue(c.packet)
+	_, _ = c.enqueue(c.packet) // on a failed connection paho hears of it from its reader
 	if id, ok := publishID(c.packet); ok {
 		c.tracker.written(id)
 	}
@@ -199,7 +199,7 @@ func (c *wireConn) flush() {
 				c.qmu.Unlock()
 				// paho does not see write errors; a closed socket makes
 				// its reader fail at once.
-				c.Conn.Close()
+				_ = c.Conn.Close()
 				return
 			}
 		}
