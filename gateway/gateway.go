@@ -1,11 +1,13 @@
-// Package gateway reads sensors.toml, polls the devices of every bus on their
-// intervals, encodes each poll once as a reading, and hands it to the flash
-// buffer that the uplink drains to MQTT.
+// Package gateway runs edgegw: it maps each [[bus]] of the config to its
+// driver (the one protocol switch, protocols.go), polls the devices of
+// every bus on their intervals, encodes each poll once as a reading, and
+// hands it to the flash buffer that the uplink drains to MQTT; it reloads
+// the config on request and supervises every part.
 //
 // It promises: one goroutine per bus, so a slow bus never slows another or
 // the uplink; a broken device or bus produces readings with errors, never a
-// stop; and a clean stop commits every reading already taken before Run
-// returns. It knows no wire protocol: drivers are given to it (OpenFunc).
+// stop; any part that stops on its own stops the gateway cleanly; and a
+// clean stop commits every reading already taken before Run returns.
 package gateway
 
 import (

@@ -1,4 +1,4 @@
-// Package modbus reads and decodes Modbus devices for the gateway.
+// Package modbus reads and writes Modbus devices over TCP, RTU and ASCII.
 //
 // It promises: the points of a device are read in as few requests as the
 // protocol allows (Plan, computed once when the bus opens); every type and
