@@ -3,10 +3,9 @@ package modbus
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
-
-	"go.bug.st/serial"
 
 	"edgegw/drivers/port"
 )
@@ -17,16 +16,15 @@ import (
 // stale bytes; this one reads a whole frame by its length (RTU) or its
 // CR LF (ASCII) against an explicit deadline.
 type lineTransport struct {
+	keep    *port.Keeper
 	device  string
-	mode    *serial.Mode
-	open    port.OpenFunc
 	ascii   bool
 	timeout time.Duration
 	// silence is the quiet time RTU needs between frames: 3.5 characters
 	// (11 bits each), at least 1.75 ms above 19200 baud.
 	silence time.Duration
 
-	port port.Port // nil after a failure: reopened at the next request
+	port port.Port // the open port during one Send
 	last time.Time
 	buf  []byte
 }
@@ -37,11 +35,12 @@ func newLineTransport(o Options) *lineTransport {
 	if o.Line.Baud <= 19200 {
 		silence = char * 7 / 2
 	}
-	open := o.Open
-	if open == nil {
-		open = port.Open
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	return &lineTransport{device: o.Line.Device, mode: o.Line.Mode(), open: open,
+	keep := &port.Keeper{Bus: o.Name, Device: o.Line.Device, Mode: o.Line.Mode(), Open: o.Open, Log: log}
+	return &lineTransport{keep: keep, device: o.Line.Device,
 		ascii: o.Mode == ASCII, timeout: o.Timeout, silence: silence, buf: make([]byte, 0, 520)}
 }
 
@@ -50,23 +49,21 @@ var errTimeout = fmt.Errorf("modbus: %w", os.ErrDeadlineExceeded)
 
 // Send writes a request ADU and returns the reply ADU.
 func (t *lineTransport) Send(req []byte) ([]byte, error) {
-	if t.port == nil {
-		p, err := t.open(t.device, t.mode)
-		if err != nil {
-			return nil, fmt.Errorf("open %s: %w", t.device, err)
-		}
-		t.port = p
+	p, _, err := t.keep.Get()
+	if err != nil {
+		return nil, fmt.Errorf("port %s not available: %w", t.device, err)
 	}
+	t.port = p
 	if wait := t.silence - time.Since(t.last); wait > 0 {
 		time.Sleep(wait) // the wire's own timing, not an event
 	}
 	// A late reply to an earlier request must not answer this one.
 	if err := t.port.ResetInputBuffer(); err != nil {
-		t.fail()
+		t.keep.Failed(err)
 		return nil, fmt.Errorf("flush %s: %w", t.device, err)
 	}
 	if _, err := t.port.Write(req); err != nil {
-		t.fail()
+		t.keep.Failed(err)
 		return nil, fmt.Errorf("write %s: %w", t.device, err)
 	}
 	reply, err := t.readFrame(req[0])
@@ -74,23 +71,8 @@ func (t *lineTransport) Send(req []byte) ([]byte, error) {
 	return reply, err
 }
 
-// fail closes a port that failed, so the next request reopens it.
-func (t *lineTransport) fail() {
-	if t.port != nil {
-		_ = t.port.Close()
-		t.port = nil
-	}
-}
-
 // Close closes the port.
-func (t *lineTransport) Close() error {
-	if t.port == nil {
-		return nil
-	}
-	err := t.port.Close()
-	t.port = nil
-	return err
-}
+func (t *lineTransport) Close() error { return t.keep.Close() }
 
 // readFrame reads one reply frame before the deadline, skipping noise before
 // it: bytes before the unit id (RTU) or before ':' (ASCII).
@@ -109,12 +91,12 @@ func (t *lineTransport) readFrame(unit byte) ([]byte, error) {
 			return nil, errTimeout
 		}
 		if err := t.port.SetReadTimeout(left); err != nil {
-			t.fail()
+			t.keep.Failed(err)
 			return nil, err
 		}
 		n, err := t.port.Read(chunk[:])
 		if err != nil {
-			t.fail()
+			t.keep.Failed(err)
 			return nil, fmt.Errorf("read %s: %w", t.device, err)
 		}
 		b = append(b, chunk[:n]...)

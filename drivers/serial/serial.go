@@ -11,10 +11,7 @@ import (
 	"log/slog"
 	"time"
 
-	"go.bug.st/serial"
-
 	"edgegw/drivers/port"
-	"edgegw/internal/backoff"
 )
 
 // Bus reads the sensors of one serial line. Read must be called from one
@@ -22,20 +19,15 @@ import (
 type Bus struct {
 	name    string
 	device  string
-	mode    *serial.Mode
-	open    port.OpenFunc
 	framer  framer
 	timeout time.Duration
 	log     *slog.Logger
 	devices map[string]*sensor
 	push    []*sensor
 
-	port     port.Port
-	lost     bool // the port failed; logged once until it is back
-	failures int
-	openErr  error
-	nextOpen time.Time
-	skipNext bool // the first frame after opening may be cut: drop it
+	keep     *port.Keeper
+	port     port.Port // the open port, nil while it is not
+	skipNext bool      // the first frame after opening may be cut: drop it
 	buf      []byte
 	frames   [][]byte
 	chunk    []byte
@@ -53,14 +45,12 @@ type sensor struct {
 // Open prepares a serial bus for its devices; the port opens at the first
 // Read, and again after it fails (an unplugged USB adapter), via open.
 func Open(o Options) (*Bus, error) {
-	b := &Bus{name: o.Name, device: o.Line.Device, open: o.Open, timeout: o.Timeout, log: o.Log,
-		mode: o.Line.Mode(), devices: map[string]*sensor{}, chunk: make([]byte, 1024)}
-	if b.open == nil {
-		b.open = port.Open
-	}
+	b := &Bus{name: o.Name, device: o.Line.Device, timeout: o.Timeout, log: o.Log,
+		devices: map[string]*sensor{}, chunk: make([]byte, 1024)}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
+	b.keep = &port.Keeper{Bus: o.Name, Device: o.Line.Device, Mode: o.Line.Mode(), Open: o.Open, Log: b.log}
 	if o.Framing == "fixed" {
 		header, err := hex.DecodeString(o.Header)
 		if err != nil {
@@ -248,57 +238,27 @@ func (b *Bus) poll(ctx context.Context, s *sensor, r *drivers.Reading) {
 	s.fail(r, fmt.Sprintf("timeout: no reply within %s", b.timeout))
 }
 
-// reopen paces the opens of a port that keeps failing.
-var reopen = backoff.Policy{First: time.Second, Max: 30 * time.Second}
-
-// ensureOpen opens the port if it is closed, at most once per backoff step
-// (1 s doubling to 30 s) while it keeps failing; logged when it is lost and
-// when it is back.
+// ensureOpen opens the port if it is closed (see port.Keeper).
 func (b *Bus) ensureOpen() error {
-	if b.port != nil {
-		return nil
-	}
-	if time.Now().Before(b.nextOpen) {
-		return b.openErr
-	}
-	p, err := b.open(b.device, b.mode)
+	p, fresh, err := b.keep.Get()
 	if err != nil {
-		b.openErr = err
-		b.failures++
-		b.nextOpen = time.Now().Add(reopen.Delay(b.failures))
-		if !b.lost {
-			b.lost = true
-			b.log.Warn("serial_port_unavailable", "bus", b.name, "device", b.device, "err", err, "hint", "reconnect the adapter; retried with backoff")
-		}
 		return err
 	}
-	if b.lost {
-		b.log.Info("serial_port_back", "bus", b.name, "device", b.device, "failed_opens", b.failures)
+	b.port = p
+	if fresh {
+		b.buf, b.skipNext = b.buf[:0], len(b.push) > 0 && b.framer.n == 0
 	}
-	b.port, b.lost, b.failures, b.openErr = p, false, 0, nil
-	b.buf, b.skipNext = b.buf[:0], len(b.push) > 0 && b.framer.n == 0
 	return nil
 }
 
 // portFailed closes a port that failed, to be reopened.
 func (b *Bus) portFailed(err error) {
-	if b.port != nil {
-		_ = b.port.Close()
-		b.port = nil
-	}
-	if !b.lost {
-		b.lost = true
-		b.log.Warn("serial_port_lost", "bus", b.name, "device", b.device, "err", err, "hint", "reconnect the adapter; retried with backoff")
-	}
-	b.nextOpen = time.Now().Add(time.Second)
+	b.keep.Failed(err)
+	b.port = nil
 }
 
 // Close closes the port.
 func (b *Bus) Close() error {
-	if b.port == nil {
-		return nil
-	}
-	err := b.port.Close()
 	b.port = nil
-	return err
+	return b.keep.Close()
 }
