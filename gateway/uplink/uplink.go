@@ -210,6 +210,15 @@ func (u *Uplink) Run(ctx context.Context) error {
 }
 
 // silence is how long a broker may send nothing before its connection is
+// The limits sent in CONNECT for what the broker sends us: commands.
+const (
+	// receiveMaximum is how many QoS 1/2 commands may be unacknowledged at once.
+	receiveMaximum = 16
+	// maxIncomingPacket bounds one command's packet; the broker drops
+	// larger ones rather than send them.
+	maxIncomingPacket = 64 << 10
+)
+
 // given up: a keepalive, in which paho pings, plus a grace for the answer.
 func silence(keepAlive time.Duration) time.Duration {
 	if keepAlive <= 0 {
@@ -248,6 +257,14 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			// Every connection starts clean: the buffer resends what matters.
 			cp.CleanStart = true
+			// What the broker may send us is commands: a few at a time,
+			// small. paho sizes its incoming queue by Receive Maximum
+			// (65,535 slots, 512 KiB a connection, when none is sent).
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			rm, mps := uint16(receiveMaximum), uint32(maxIncomingPacket)
+			cp.Properties.ReceiveMaximum, cp.Properties.MaximumPacketSize = &rm, &mps
 			return cp, nil
 		},
 		OnConnectionUp:   u.onConnectionUp,
