@@ -145,7 +145,7 @@ func supervised(ctx context.Context, name string, run func(context.Context) erro
 	}
 }
 
-// died reports a reloadable part that stopped on its own while ctx is
+// watch reports a reloadable part that stopped on its own while ctx is
 // live; the first report stops the gateway.
 func (g *gateway) watch(ctx context.Context, name string, err error) {
 	if ctx.Err() != nil {

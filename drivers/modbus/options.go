@@ -100,7 +100,7 @@ func ParsePoint(s PointSpec) (Point, error) {
 		Scale: s.Scale, Offset: s.Offset, Writable: s.Writable}, nil
 }
 
-// serialOnly are the keys of protocol serial, wrong on a Modbus bus.
+// The keys of protocol serial, wrong on a Modbus bus or device.
 var (
 	serialBusKeys    = []string{"framing", "delimiter", "frame_length", "header", "checksum"}
 	serialDeviceKeys = []string{"request", "format", "pattern"}
