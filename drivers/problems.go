@@ -1,7 +1,6 @@
 package drivers
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 )
@@ -56,36 +55,3 @@ func NotSet(p Problems, why string, keys ...string) {
 		}
 	}
 }
-
-// Check is a Problems for tests and for callers without a file: it keeps
-// every problem as "key: message", keys in full ("device[0].point[1].type").
-type Check struct {
-	prefix string
-	set    func(key string) bool
-	errs   *[]string
-}
-
-// NewCheck returns an empty Check; set says which keys count as written
-// (nil: none).
-func NewCheck(set func(key string) bool) *Check {
-	return &Check{set: set, errs: new([]string)}
-}
-
-// Errorf implements Problems.
-func (c *Check) Errorf(key, format string, args ...any) {
-	*c.errs = append(*c.errs, c.prefix+key+": "+fmt.Sprintf(format, args...))
-}
-
-// Set implements Problems.
-func (c *Check) Set(key string) bool { return c.set != nil && c.set(c.prefix+key) }
-
-// Device implements Problems.
-func (c *Check) Device(i int) Problems { return c.scope(fmt.Sprintf("device[%d].", i)) }
-
-// Point implements Problems.
-func (c *Check) Point(i int) Problems { return c.scope(fmt.Sprintf("point[%d].", i)) }
-
-func (c *Check) scope(s string) *Check { return &Check{prefix: c.prefix + s, set: c.set, errs: c.errs} }
-
-// Errs returns the problems found so far.
-func (c *Check) Errs() []string { return *c.errs }

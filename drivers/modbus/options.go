@@ -118,13 +118,7 @@ func Check(o *Options, p drivers.Problems) {
 			}
 		}
 	} else {
-		if p.Set("address") {
-			p.Errorf("address", "applies to modbus-tcp only; a serial bus uses device")
-		}
 		o.Line.Check(p, o.Mode.String())
-	}
-	if o.Timeout <= 0 {
-		p.Errorf("timeout", "must be greater than zero")
 	}
 	drivers.IntRange(p, "retries", o.Retries, 0, 10)
 	drivers.IntRange(p, "max_gap", o.MaxGap, -1, MaxRegisters)

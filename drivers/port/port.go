@@ -53,9 +53,12 @@ func (l Line) Mode() *serial.Mode {
 	return m
 }
 
-// Check reports what is wrong with the line's settings; protocol names the
-// bus's protocol for messages.
+// Check reports what is wrong with the line's settings, and an address
+// (which only a TCP bus has); protocol names the bus's protocol for messages.
 func (l Line) Check(p drivers.Problems, protocol string) {
+	if p.Set("address") {
+		p.Errorf("address", "applies to modbus-tcp only; a serial bus uses device")
+	}
 	if l.Device == "" {
 		p.Errorf("device", "required for %s (the serial port, like /dev/ttyUSB0)", protocol)
 	}

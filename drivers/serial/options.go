@@ -71,13 +71,7 @@ var (
 
 // Check reports every problem of o through p, before anything opens.
 func Check(o *Options, p drivers.Problems) {
-	if p.Set("address") {
-		p.Errorf("address", "applies to modbus-tcp only; a serial bus uses device")
-	}
 	o.Line.Check(p, "serial")
-	if o.Timeout <= 0 {
-		p.Errorf("timeout", "must be greater than zero")
-	}
 	if p.Set("max_gap") {
 		p.Errorf("max_gap", "applies to Modbus buses only")
 	}

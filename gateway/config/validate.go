@@ -212,6 +212,7 @@ func (v *validator) buses() map[string]*Bus {
 		if b.Protocol == "" {
 			v.errorf(p+".protocol", "required")
 		}
+		v.positive(p+".timeout", b.Timeout)
 	}
 	return byName
 }
