@@ -84,8 +84,6 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		return errors.Join(err, grp.Wait())
 	}
 	g.buf = buf
-	st := buf.Stats()
-	log.Info("buffer_opened", "path", BufferPath(cfg), "readings", st.Readings, "bytes", st.Bytes, "last_seq", st.LastSeq)
 	// The buffer outlives the pollers and the uplink, so that their last
 	// readings commit and their last acknowledgements count.
 	bufCtx, stopBuf := context.WithCancel(context.WithoutCancel(ctx))
@@ -110,7 +108,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		return errors.Join(err, upErr)
 	})
 	err = errors.Join(grp.Wait(), buf.Close())
-	st = buf.Stats()
+	st := buf.Stats()
 	log.Info("stopped", "buffered_readings", st.Readings, "last_seq", st.LastSeq, "published", g.uplink().Published())
 	return err
 }
@@ -175,11 +173,16 @@ func openBuffer(ctx context.Context, cfg *config.Config, opts Options, log *slog
 	}
 	for attempt := 0; ; attempt++ {
 		buf, err := buffer.Open(BufferPath(cfg), bo)
-		state.set(buf, err)
-		if !errors.Is(err, buffer.ErrUnavailable) {
-			if err == nil && attempt > 0 {
+		if err == nil {
+			// Logged before /healthz can say ok, so that the two agree.
+			if attempt > 0 {
 				log.Info("buffer_available", "path", BufferPath(cfg), "attempts", attempt+1)
 			}
+			st := buf.Stats()
+			log.Info("buffer_opened", "path", BufferPath(cfg), "readings", st.Readings, "bytes", st.Bytes, "last_seq", st.LastSeq)
+		}
+		state.set(buf, err)
+		if !errors.Is(err, buffer.ErrUnavailable) {
 			return buf, err
 		}
 		if attempt == 0 {
