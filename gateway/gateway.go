@@ -333,6 +333,8 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 	topicBase := cfg.MQTT.TopicPrefix + "/" + cfg.Gateway.ID
 	up := uplink.New(uplink.Config{
 		Brokers:        cfg.MQTT.Brokers,
+		Order:          brokerOrder(cfg.MQTT.BrokerOrder),
+		FailbackAfter:  cfg.MQTT.FailbackAfter.D(),
 		ClientID:       cfg.MQTT.ClientID,
 		Username:       cfg.MQTT.Username,
 		Password:       cfg.Secrets.Password,
@@ -459,4 +461,12 @@ func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logge
 		}
 	}
 	return ps
+}
+
+// brokerOrder maps mqtt.broker_order, validated, to the uplink's Order.
+func brokerOrder(s string) uplink.Order {
+	if s == "spread" {
+		return uplink.Spread
+	}
+	return uplink.Ordered
 }

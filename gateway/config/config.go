@@ -44,8 +44,14 @@ type Gateway struct {
 
 // MQTT is the [mqtt] table.
 type MQTT struct {
-	// Brokers are URLs tried in order; at least one.
+	// Brokers are URLs; at least one. BrokerOrder says how they are used.
 	Brokers []string `toml:"brokers"`
+	// BrokerOrder is "ordered" (the list is a priority order) or "spread"
+	// (equal brokers, each gateway starts at a place derived from its id).
+	BrokerOrder string `toml:"broker_order"`
+	// FailbackAfter (ordered only) moves back to an earlier broker once it
+	// has been reachable this long; 0 never.
+	FailbackAfter Duration `toml:"failback_after"`
 	// ClientID defaults to "edgegw-" + gateway.id when empty.
 	ClientID string `toml:"client_id"`
 	Username string `toml:"username"`

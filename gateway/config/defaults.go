@@ -16,6 +16,8 @@ func Default() *Config {
 			ProfilesDir: "/etc/edgegw/profiles",
 		},
 		MQTT: MQTT{
+			BrokerOrder:    "ordered",
+			FailbackAfter:  Duration(5 * time.Minute),
 			QoS:            1,
 			TopicPrefix:    "edgegw",
 			KeepAlive:      Duration(30 * time.Second),

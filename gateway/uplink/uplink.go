@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"strings"
@@ -48,8 +49,17 @@ type ComposeFunc func(dst []byte, rec buffer.Record) (topic string, payload []by
 
 // Config configures an Uplink.
 type Config struct {
-	// Brokers are URLs tried in order.
-	Brokers  []string
+	// Brokers are URLs; every address of a name is a candidate. Order
+	// says which is tried first.
+	Brokers []string
+	Order   Order
+	// FailbackAfter, in the Ordered mode, moves the gateway back to an
+	// earlier broker once it has answered probes this long; 0 never.
+	FailbackAfter time.Duration
+	// Reconnect paces connection attempts; DefaultReconnect's for zero fields.
+	Reconnect Reconnect
+	// Resolve looks up a broker's name; the system resolver when nil.
+	Resolve  Resolver
 	ClientID string
 	Username string
 	Password []byte
@@ -73,8 +83,9 @@ type Config struct {
 	// Commands, when set, receives each command; it must not block, and
 	// calls done, from any goroutine, with the outcome.
 	Commands func(device, point string, value []byte, done func(error))
-	// Backoff is the wait before reconnect round attempt (0 for the first);
-	// capped exponential with jitter when nil.
+	// Backoff is the wait before publishing is retried on a connection
+	// where publishes failed (attempt counts from 1); capped exponential
+	// with jitter when nil.
 	Backoff func(attempt int) time.Duration
 	Logger  *slog.Logger
 }
@@ -88,15 +99,23 @@ type Uplink struct {
 	tracker *tracker
 
 	urls []*url.URL
+	sel  *selector // only autopaho's connect goroutine calls it
+	rand func() float64
+	// What autopaho's connect goroutine knows of the attempt in progress.
+	attempt     candidate
+	attemptWire *wireConn // nil when the dial failed
+	dialFailure failure   // how the dial failed, 0 when it did not
 
-	mu        sync.Mutex
-	next      int           // index of the broker the next attempt dials
-	attempted string        // broker URL of the latest connection attempt
-	conn      *connection   // nil while down
+	mu          sync.Mutex
+	conn        *connection // nil while down
+	failingBack int         // broker the connection is left for, -1 when none
+	referral    *url.URL    // a server the broker referred us to on DISCONNECT
 	changed   chan struct{} // signalled on every up and down
 	published uint64
 	rejected  uint64
 	replies   sync.WaitGroup // command results being published
+	watchers  sync.WaitGroup // fail-back watchers
+	runCtx    context.Context // Run's: the watchers end with it
 
 	// beat is when the publish loop last showed it is not stuck (unix
 	// nanos); it beats on every tick of beatTick while waiting.
@@ -117,7 +136,13 @@ func (u *Uplink) heartbeat() { u.beat.Store(time.Now().UnixNano()) }
 type connection struct {
 	cm   *autopaho.ConnectionManager
 	url  string
+	cand candidate
+	wire *wireConn
 	down chan struct{} // closed when the connection is lost
+	// leaving closes when the connection is to be left (fail-back): no new
+	// publish starts; settled closes once the publishing has stopped.
+	leaving chan struct{}
+	settled chan struct{}
 }
 
 // New returns an Uplink; it does nothing until Run.
@@ -131,15 +156,14 @@ func New(cfg Config, store Store) *Uplink {
 	if cfg.Backoff == nil {
 		cfg.Backoff = DefaultBackoff
 	}
-	return &Uplink{cfg: cfg, store: store, log: cfg.Logger, changed: make(chan struct{}, 1), tracker: newTracker()}
+	return &Uplink{cfg: cfg, store: store, log: cfg.Logger, changed: make(chan struct{}, 1), tracker: newTracker(),
+		rand: rand.Float64, failingBack: -1}
 }
 
-// DefaultBackoff waits 0 before the first round of connection attempts, then
-// doubles from 250ms up to 30s, with up to 25% random jitter so a fleet of
-// gateways does not reconnect in lockstep.
-func DefaultBackoff(attempt int) time.Duration { return reconnect.Delay(attempt) }
-
-var reconnect = backoff.Policy{First: 250 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.25}
+// DefaultBackoff doubles from 250ms up to 30s, with up to 25% random jitter.
+func DefaultBackoff(attempt int) time.Duration {
+	return backoff.Policy{First: 250 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.25}.Delay(attempt)
+}
 
 // Broker returns the URL of the broker in use, "" while disconnected.
 func (u *Uplink) Broker() string {
@@ -178,6 +202,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	u.runCtx = ctx
 	cmCtx, cancelCM := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCM()
 	cm, err := autopaho.NewConnection(cmCtx, acfg)
@@ -203,13 +228,13 @@ func (u *Uplink) Run(ctx context.Context) error {
 	defer cancel()
 	_ = cm.Disconnect(stopCtx)
 	<-cm.Done()
+	u.watchers.Wait()
 	// Results still being published, or commands still queued on a bus
 	// (a stopping bus answers them), end now: the connection is gone.
 	u.replies.Wait()
 	return nil
 }
 
-// silence is how long a broker may send nothing before its connection is
 // The limits sent in CONNECT for what the broker sends us: commands.
 const (
 	// receiveMaximum is how many QoS 1/2 commands may be unacknowledged at once.
@@ -219,6 +244,7 @@ const (
 	maxIncomingPacket = 64 << 10
 )
 
+// silence is how long a broker may send nothing before its connection is
 // given up: a keepalive, in which paho pings, plus a grace for the answer.
 func silence(keepAlive time.Duration) time.Duration {
 	if keepAlive <= 0 {
@@ -236,24 +262,29 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		}
 		urls = append(urls, pu)
 	}
+	if len(urls) == 0 {
+		return autopaho.ClientConfig{}, errors.New("uplink: no brokers")
+	}
 	u.urls = urls
+	u.sel = newSelector(urls, u.cfg.Order, u.cfg.ClientID, u.cfg.Resolve, u.cfg.ConnectTimeout, u.cfg.Reconnect)
 	acfg := autopaho.ClientConfig{
-		ServerUrls:                    urls,
+		// autopaho tries each of ServerUrls in turn, then waits; the
+		// selector decides instead, one attempt at a time: one URL here,
+		// the wait it says (ReconnectBackoff), then AttemptConnection
+		// dials the address it picks.
+		ServerUrls:                    urls[:1],
+		ReconnectBackoff:              func(int) time.Duration { return u.sel.delay() },
+		AttemptConnection:             u.attemptConnection,
 		TlsCfg:                        u.cfg.TLS,
 		KeepAlive:                     uint16(u.cfg.KeepAlive / time.Second),
 		CleanStartOnInitialConnection: true,
 		SessionExpiryInterval:         0,
-		ReconnectBackoff:              u.cfg.Backoff,
 		ConnectTimeout:                u.cfg.ConnectTimeout,
 		ConnectUsername:               u.cfg.Username,
 		ConnectPassword:               u.cfg.Password,
 		WillMessage: &paho.WillMessage{
 			Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`),
 		},
-		// autopaho walks the list from the start on every round; dialling
-		// from our own index instead goes round it, so losing a broker
-		// moves on to the next one.
-		AttemptConnection: u.attemptConnection,
 		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			// Every connection starts clean: the buffer resends what matters.
 			cp.CleanStart = true
@@ -277,78 +308,140 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 			OnClientError: func(err error) {
 				u.log.Debug("mqtt_client_error", "err", err)
 			},
-			OnServerDisconnect: func(d *paho.Disconnect) {
-				u.log.Warn("mqtt_server_disconnect", "reason_code", d.ReasonCode, "reason", reasonString(d))
-			},
+			OnServerDisconnect: u.onServerDisconnect,
 		},
 	}
 	return acfg, nil
 }
 
-// attemptConnection dials the broker at u.next, not the URL autopaho
-// passes: autopaho walks the list from the start on every round, and
-// dialling from our own index instead goes round it, so losing a broker
-// moves on to the next one.
+// attemptConnection dials the address the selector picks, not the URL
+// autopaho passes.
 func (u *Uplink) attemptConnection(ctx context.Context, _ autopaho.ClientConfig, _ *url.URL) (net.Conn, error) {
-	u.mu.Lock()
-	target := u.urls[u.next]
-	u.next = (u.next + 1) % len(u.urls)
-	u.attempted = target.String()
-	u.mu.Unlock()
+	target := u.sel.next(ctx)
+	u.attempt, u.attemptWire, u.dialFailure = target, nil, 0
 	conn, err := dial(ctx, target, u.cfg.TLS, u.cfg.ConnectTimeout)
 	if err != nil {
+		u.dialFailure = away
+		if isTimeout(err) {
+			u.dialFailure = failed // a host that drops SYNs holds the attempt as long as a silent broker
+		}
 		return nil, err
 	}
 	broker := target.String()
-	return newWireConn(conn, u.tracker, silence(u.cfg.KeepAlive), func() {
+	u.attemptWire = newWireConn(conn, u.tracker, silence(u.cfg.KeepAlive), func() {
 		u.log.Warn("mqtt_broker_unresponsive", "broker", broker, "silent_for", silence(u.cfg.KeepAlive))
-	}), nil
+	})
+	return u.attemptWire, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	c := &connection{cm: cm, url: u.attempt.String(), cand: u.attempt, wire: u.attemptWire,
+		down: make(chan struct{}), leaving: make(chan struct{}), settled: make(chan struct{})}
+	u.sel.connected()
 	u.mu.Lock()
-	u.conn = &connection{cm: cm, url: u.attempted, down: make(chan struct{})}
-	broker := u.attempted
-	// Connected to the broker before u.next: after a loss, the
-	// next attempt goes to the one after it, as u.next says.
+	u.conn = c
+	u.failingBack = -1
 	u.mu.Unlock()
 	if u.connectFailures > 0 {
-		u.log.Info("mqtt_connected", "broker", broker, "failed_attempts", u.connectFailures)
+		u.log.Info("mqtt_connected", "broker", c.url, "address", c.cand.addr, "failed_attempts", u.connectFailures)
 	} else {
-		u.log.Info("mqtt_connected", "broker", broker)
+		u.log.Info("mqtt_connected", "broker", c.url, "address", c.cand.addr)
 	}
 	u.connectFailures = 0
+	if u.cfg.Order == Ordered && u.cfg.FailbackAfter > 0 && c.cand.broker != 0 {
+		u.watchers.Add(1)
+		go func() {
+			defer u.watchers.Done()
+			u.failBack(u.runCtx, c)
+		}()
+	}
 	u.notify()
 }
 
 func (u *Uplink) onConnectionDown() bool {
 	u.mu.Lock()
-	if u.conn != nil {
-		u.log.Warn("mqtt_connection_lost", "broker", u.conn.url)
-		close(u.conn.down)
-		u.conn = nil
+	c, to, ref := u.conn, u.failingBack, u.referral
+	u.conn, u.referral = nil, nil
+	if c != nil {
+		close(c.down)
 	}
 	u.mu.Unlock()
+	switch {
+	case c == nil:
+	case to >= 0:
+		u.sel.failBack(to) // logged when it was decided
+	default:
+		u.log.Warn("mqtt_connection_lost", "broker", c.url, "address", c.cand.addr)
+		u.sel.lostConnection(c.cand.addr)
+	}
+	if ref != nil {
+		u.sel.referral = ref
+	}
 	u.notify()
 	return true
 }
 
-// onConnectError logs the first failed attempt of a run of them; autopaho
-// calls it, and onConnectionUp, from its one connect goroutine.
-func (u *Uplink) onConnectError(err error) {
-	u.connectFailures++
-	if u.connectFailures > 1 {
+// onServerDisconnect logs why the broker closed the connection and keeps
+// the server it refers us to, if any (0x9C use another server, 0x9D
+// server moved), for the next attempt.
+func (u *Uplink) onServerDisconnect(d *paho.Disconnect) {
+	u.log.Warn("mqtt_server_disconnect", "reason_code", fmt.Sprintf("0x%02x", d.ReasonCode), "reason", reasonString(d))
+	if (d.ReasonCode != 0x9C && d.ReasonCode != 0x9D) || d.Properties == nil || d.Properties.ServerReference == "" {
 		return
 	}
 	u.mu.Lock()
-	broker := u.attempted
-	u.mu.Unlock()
-	// autopaho's message names the URL it meant to dial, not ours.
+	defer u.mu.Unlock()
+	if c := u.conn; c != nil {
+		if ref, ok := parseReference(c.cand.url, d.Properties.ServerReference); ok {
+			u.referral = ref
+			u.log.Info("mqtt_server_reference", "broker", c.url, "to", ref.String(), "permanent", d.ReasonCode == 0x9D)
+		}
+	}
+}
+
+// onConnectError tells the selector how the attempt failed and logs the
+// first failed attempt of a run of them; autopaho calls it, and
+// onConnectionUp, from its one connect goroutine.
+func (u *Uplink) onConnectError(err error) {
+	u.connectFailures++
+	broker := u.attempt.String()
+	how := u.dialFailure
 	var cerr *autopaho.ConnackError
-	if !errors.As(err, &cerr) && errors.Unwrap(err) != nil {
+	switch {
+	case errors.As(err, &cerr):
+		how = failed
+		switch cerr.ReasonCode {
+		case 0x89, 0x9F: // server busy, connection rate exceeded
+			how = busy
+		case 0x9C, 0x9D: // use another server, server moved
+			if w := u.attemptWire; w != nil {
+				if ref, ok := u.sel.refer(u.attempt.url, w.serverReference()); ok {
+					u.log.Info("mqtt_server_reference", "broker", broker, "to", ref.String(), "permanent", cerr.ReasonCode == 0x9D)
+				}
+			}
+		}
+	case how == 0:
+		how = failed // connected, but closed or silent before CONNACK
+	}
+	u.sel.failed(how)
+	if how == busy {
+		u.log.Warn("mqtt_broker_busy", "broker", broker, "reason_code", fmt.Sprintf("0x%02x", cerr.ReasonCode),
+			"busy_answers", u.sel.busy, "hint", "backing off further")
+	}
+	if u.connectFailures > 1 {
+		return
+	}
+	// autopaho's message names the URL it meant to dial, not ours.
+	if cerr == nil && errors.Unwrap(err) != nil {
 		err = errors.Unwrap(err)
 	}
-	u.log.Warn("mqtt_connect_failed", "broker", broker, "err", err, "hint", "trying the next broker; logged again only when connected")
+	u.log.Warn("mqtt_connect_failed", "broker", broker, "address", u.attempt.addr, "err", err,
+		"hint", "trying the next address; logged again only when connected")
 }
 
 func reasonString(d *paho.Disconnect) string {
@@ -376,6 +469,17 @@ func (u *Uplink) publishLoop(ctx context.Context) {
 		u.drain(ctx, c)
 		if ctx.Err() != nil {
 			return
+		}
+		select {
+		case <-c.leaving:
+			// Everything in flight was answered: the connection may go.
+			close(c.settled)
+			select {
+			case <-c.down:
+			case <-ctx.Done():
+				return
+			}
+		default:
 		}
 	}
 }
@@ -474,6 +578,9 @@ func (u *Uplink) drain(ctx context.Context, c *connection) {
 			case <-c.down:
 				timer.Stop()
 				return
+			case <-c.leaving:
+				timer.Stop()
+				return
 			case <-u.beatTick:
 				u.heartbeat()
 			case <-timer.C:
@@ -491,6 +598,11 @@ func (u *Uplink) pass(ctx context.Context, c *connection) error {
 	pctx, cancel := context.WithCancel(ctx)
 	ps := &pass{u: u, c: c, ctx: ctx, pctx: pctx, failed: make(chan struct{}), window: make(chan struct{}, u.cfg.MaxInflight)}
 	defer func() {
+		select {
+		case <-c.leaving:
+			ps.settle()
+		default:
+		}
 		cancel()
 		ps.wg.Wait()
 	}()
@@ -538,12 +650,32 @@ type pass struct {
 	window   chan struct{}
 }
 
+// settle waits until every publish in flight is answered (the window is
+// empty), at most a connect timeout: the connection is being left.
+func (p *pass) settle() {
+	t := time.NewTimer(p.u.cfg.ConnectTimeout)
+	defer t.Stop()
+	for range cap(p.window) {
+		select {
+		case p.window <- struct{}{}:
+		case <-p.c.down:
+			return
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+			return
+		}
+	}
+}
+
 // idle waits for records to be committed, or a beat.
 func (p *pass) idle(committed <-chan struct{}) (over bool, err error) {
 	select {
 	case <-p.ctx.Done():
 		return true, nil
 	case <-p.c.down:
+		return true, nil
+	case <-p.c.leaving:
 		return true, nil
 	case <-p.failed:
 		return true, errRetry
@@ -562,6 +694,8 @@ func (p *pass) acquire() (over bool, err error) {
 		case <-p.ctx.Done():
 			return true, nil
 		case <-p.c.down:
+			return true, nil
+		case <-p.c.leaving:
 			return true, nil
 		case <-p.failed:
 			return true, errRetry
@@ -607,6 +741,8 @@ func (p *pass) send(rec buffer.Record) (over bool, err error) {
 	case <-p.failed:
 		return true, errRetry
 	case <-p.c.down:
+		return true, nil
+	case <-p.c.leaving:
 		return true, nil
 	case <-p.ctx.Done():
 		return true, nil

@@ -40,6 +40,9 @@ func fill(t *testing.T, b *buffer.Buffer, n int) {
 	}
 }
 
+// quick is a short backoff for tests: 50 ms more per failure, at most 200 ms.
+func quick(n int) time.Duration { return time.Duration(min(n, 4)) * 50 * time.Millisecond }
+
 type running struct {
 	up     *Uplink
 	cancel context.CancelFunc
@@ -58,7 +61,10 @@ func start(t *testing.T, store *buffer.Buffer, brokers []string, mutate ...func(
 		StatusTopic:    "test/status",
 		Version:        "test",
 		Compose:        compose,
-		Backoff:        func(a int) time.Duration { return time.Duration(min(a, 4)) * 50 * time.Millisecond },
+		Backoff:        quick,
+		// Tests of one gateway reconnect at once; the fleet's pacing has
+		// tests of its own.
+		Reconnect: Reconnect{Window: -1, Away: quick, Failed: quick, Busy: quick},
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	for _, m := range mutate {

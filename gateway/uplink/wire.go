@@ -1,11 +1,11 @@
 package uplink
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +91,10 @@ type wireConn struct {
 	silence  time.Duration
 	lastRead atomic.Int64
 	onHung   func()
+	// first collects the broker's first bytes until they hold its
+	// CONNACK; only the reading goroutine touches it.
+	first   []byte
+	connack atomic.Pointer[packets.Connack]
 
 	mu     sync.Mutex // held by paho from Lock to Unlock
 	locked bool
@@ -122,8 +126,54 @@ func (c *wireConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())
+		if c.connack.Load() == nil {
+			c.sniff(b[:n])
+		}
 	}
 	return n, err
+}
+
+// sniff keeps the first packet the broker sends, its CONNACK, whose
+// properties autopaho does not pass on when it refuses (a Server Reference).
+func (c *wireConn) sniff(b []byte) {
+	c.first = append(c.first, b...)
+	if len(c.first) > maxIncomingPacket {
+		c.connack.Store(&packets.Connack{}) // not a CONNACK we can use; stop looking
+		return
+	}
+	cp, err := packets.ReadPacket(bytes.NewReader(c.first))
+	if err != nil {
+		return // not complete yet
+	}
+	ack, ok := cp.Content.(*packets.Connack)
+	if !ok {
+		ack = &packets.Connack{}
+	}
+	c.connack.Store(ack)
+	c.first = nil
+}
+
+// serverReference returns the Server Reference of the CONNACK, if any.
+func (c *wireConn) serverReference() string {
+	if ack := c.connack.Load(); ack != nil && ack.Properties != nil {
+		return ack.Properties.ServerReference
+	}
+	return ""
+}
+
+// leave ends the session cleanly: a normal DISCONNECT after whatever packet
+// paho is writing, so the broker drops the will, then the connection
+// closes and paho sees it lost.
+func (c *wireConn) leave() {
+	c.mu.Lock()
+	_, _ = c.enqueue(disconnectPacket)
+	c.qmu.Lock()
+	if c.err == nil {
+		c.err = net.ErrClosed // nothing of paho's after the DISCONNECT
+	}
+	c.qmu.Unlock()
+	c.mu.Unlock()
+	_ = c.Close()
 }
 
 // watch closes the connection when the broker has been silent too long. paho
@@ -249,18 +299,29 @@ func publishID(p []byte) (uint16, bool) {
 	return uint16(p[i])<<8 | uint16(p[i+1]), true
 }
 
-// dial opens a connection to a broker URL within timeout.
-func dial(ctx context.Context, target *url.URL, tlsCfg *tls.Config, timeout time.Duration) (net.Conn, error) {
+// dial opens a connection to one address of a broker within timeout; TLS
+// verifies the name of the broker's URL, not the address.
+func dial(ctx context.Context, c candidate, tlsCfg *tls.Config, timeout time.Duration) (net.Conn, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	switch target.Scheme {
+	switch c.url.Scheme {
 	case "tcp", "mqtt":
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", target.Host)
+		return d.DialContext(ctx, "tcp", c.addr)
 	case "tls", "ssl", "mqtts":
-		d := tls.Dialer{Config: tlsCfg}
-		return d.DialContext(ctx, "tcp", target.Host)
+		cfg := &tls.Config{}
+		if tlsCfg != nil {
+			cfg = tlsCfg.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = c.url.Hostname()
+		}
+		d := tls.Dialer{Config: cfg}
+		return d.DialContext(ctx, "tcp", c.addr)
 	default:
-		return nil, fmt.Errorf("uplink: scheme %q is not supported", target.Scheme)
+		return nil, fmt.Errorf("uplink: scheme %q is not supported", c.url.Scheme)
 	}
 }

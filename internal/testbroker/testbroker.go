@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 // Broker is one running mosquitto process.
 type Broker struct {
 	t    testing.TB
+	Host string // a loopback address: 127.0.0.1 unless StartAt said otherwise
 	Port int
 	conf string
 	cmd  *exec.Cmd
@@ -66,8 +68,16 @@ func Start(t testing.TB, opts ...Option) *Broker {
 	return StartOn(t, FreePort(t), opts...)
 }
 
-// StartOn runs a broker on the given loopback port.
+// StartOn runs a broker on the given port of 127.0.0.1.
 func StartOn(t testing.TB, port int, opts ...Option) *Broker {
+	t.Helper()
+	return StartAt(t, "127.0.0.1", port, opts...)
+}
+
+// StartAt runs a broker on host:port, host a loopback address
+// (127.0.0.2, 127.0.0.3 ... are loopback too): several brokers on one port
+// stand for the addresses of one name.
+func StartAt(t testing.TB, host string, port int, opts ...Option) *Broker {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
@@ -75,14 +85,14 @@ func StartOn(t testing.TB, port int, opts ...Option) *Broker {
 	// from a queue that dies with a killed broker after it acknowledged the
 	// publish; tests compare what the gateway had acknowledged with what
 	// subscribers saw.
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0\n", port)
+	conf := fmt.Sprintf("listener %d %s\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0\n", port, host)
 	if os.Geteuid() == 0 {
 		conf += "user root\n" // read files in the test's private temp dirs (ACL, TLS)
 	}
 	for _, o := range opts {
 		conf += o(port)
 	}
-	b := &Broker{t: t, Port: port, conf: filepath.Join(dir, "mosquitto.conf"), log: filepath.Join(dir, "mosquitto.log")}
+	b := &Broker{t: t, Host: host, Port: port, conf: filepath.Join(dir, "mosquitto.conf"), log: filepath.Join(dir, "mosquitto.log")}
 	if err := os.WriteFile(b.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +119,7 @@ func (b *Broker) start(bin string) {
 }
 
 // Addr is host:port of the broker.
-func (b *Broker) Addr() string { return fmt.Sprintf("127.0.0.1:%d", b.Port) }
+func (b *Broker) Addr() string { return net.JoinHostPort(b.Host, strconv.Itoa(b.Port)) }
 
 // URL is the broker's tcp:// URL.
 func (b *Broker) URL() string { return "tcp://" + b.Addr() }

@@ -1,0 +1,153 @@
+package uplink
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// Fail-back, in the Ordered mode: while connected to a broker other than the
+// first of the list, the uplink asks the earlier ones, now and then, whether
+// they would take a connection (probe). One that has answered every probe
+// for FailbackAfter is where the gateway goes back to: after a random part
+// of the reconnect window (a fleet does not move in one second), the
+// publishes in flight are let finish, and the connection is closed with a
+// normal DISCONNECT, so that the broker drops the will and nobody sees the
+// gateway go offline.
+
+// probePeriod is how often earlier brokers are probed: often enough that
+// the stable period is measured to a tenth, rarely enough to cost nothing.
+func probePeriod(failbackAfter time.Duration) time.Duration {
+	return min(max(failbackAfter/10, time.Second), 30*time.Second)
+}
+
+// failBack runs while c is up on broker index on > 0 (or a referred server).
+func (u *Uplink) failBack(ctx context.Context, c *connection) {
+	period := probePeriod(u.cfg.FailbackAfter)
+	var (
+		target = -1        // the earliest broker that answered the last probe
+		since  time.Time   // when target began answering without a miss
+		timer  = time.NewTimer(u.jitter(period))
+	)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.down:
+			return
+		case <-timer.C:
+		}
+		j := u.firstAnswering(ctx, c)
+		switch {
+		case j < 0:
+			target = -1
+		case j != target:
+			target, since = j, time.Now()
+		case time.Since(since) >= u.cfg.FailbackAfter:
+			u.leaveFor(ctx, c, target, time.Since(since))
+			return
+		}
+		wait := u.jitter(period)
+		if target >= 0 {
+			// Probe again when the stable period is up, not a period later.
+			wait = min(wait, max(time.Until(since.Add(u.cfg.FailbackAfter)), 0))
+		}
+		timer.Reset(wait)
+	}
+}
+
+// jitter returns d less up to half of it, at random.
+func (u *Uplink) jitter(d time.Duration) time.Duration {
+	return d - time.Duration(u.rand()*float64(d)/2)
+}
+
+// firstAnswering returns the index of the first broker before c's that
+// answers a probe at one of its addresses, or -1.
+func (u *Uplink) firstAnswering(ctx context.Context, c *connection) int {
+	limit := c.cand.broker
+	if limit == referred {
+		limit = len(u.urls)
+	}
+	for i := range limit {
+		for _, cand := range u.sel.resolveURL(ctx, i, u.urls[i]) {
+			if cand.err == nil && u.probe(ctx, cand) == nil {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// leaveFor waits a random part of the reconnect window, lets the publishes
+// in flight finish, and closes c cleanly so that the next attempt goes to
+// broker i.
+func (u *Uplink) leaveFor(ctx context.Context, c *connection, i int, stable time.Duration) {
+	if w := u.sel.pace.Window; w > 0 {
+		t := time.NewTimer(time.Duration(u.rand() * float64(w)))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.down:
+			return
+		case <-t.C:
+		}
+	}
+	u.mu.Lock()
+	u.failingBack = i
+	u.mu.Unlock()
+	u.log.Info("mqtt_failback", "from", c.cand.String(), "to", u.urls[i].String(), "reachable_for", stable.Round(time.Second))
+	close(c.leaving)
+	select {
+	case <-c.settled:
+	case <-c.down:
+	case <-ctx.Done():
+	case <-time.After(u.cfg.ConnectTimeout): // acks that do not come are resent there
+	}
+	c.wire.leave()
+}
+
+// probe asks the broker at cand for a session and ends it at once: it
+// answers when its CONNACK accepts. It sends no will and an empty client
+// id (the broker assigns one), so the gateway's own session elsewhere is
+// untouched.
+func (u *Uplink) probe(ctx context.Context, cand candidate) error {
+	conn, err := dial(ctx, cand, u.cfg.TLS, u.cfg.ConnectTimeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(u.cfg.ConnectTimeout))
+	cp := packets.NewControlPacket(packets.CONNECT)
+	connect := cp.Content.(*packets.Connect)
+	connect.ProtocolName, connect.ProtocolVersion, connect.CleanStart = "MQTT", 5, true
+	if u.cfg.Username != "" {
+		connect.UsernameFlag, connect.Username = true, u.cfg.Username
+	}
+	if len(u.cfg.Password) > 0 {
+		connect.PasswordFlag, connect.Password = true, u.cfg.Password
+	}
+	if _, err := cp.WriteTo(conn); err != nil {
+		return err
+	}
+	resp, err := packets.ReadPacket(conn)
+	if err != nil {
+		return err
+	}
+	ack, ok := resp.Content.(*packets.Connack)
+	if !ok {
+		return fmt.Errorf("probe: %s instead of CONNACK", resp.PacketType())
+	}
+	_, _ = conn.Write(disconnectPacket)
+	if ack.ReasonCode >= 0x80 {
+		return fmt.Errorf("probe: CONNACK reason code 0x%02x", ack.ReasonCode)
+	}
+	return nil
+}
+
+// disconnectPacket is an MQTT v5 DISCONNECT with reason "normal
+// disconnection": the broker discards the will.
+var disconnectPacket = []byte{packets.DISCONNECT << 4, 0}
