@@ -27,8 +27,8 @@ func probePeriod(failbackAfter time.Duration) time.Duration {
 func (u *Uplink) failBack(ctx context.Context, c *connection) {
 	period := probePeriod(u.cfg.FailbackAfter)
 	var (
-		target = -1        // the earliest broker that answered the last probe
-		since  time.Time   // when target began answering without a miss
+		target = -1      // the earliest broker that answered the last probe
+		since  time.Time // when target began answering without a miss
 		timer  = time.NewTimer(u.jitter(period))
 	)
 	defer timer.Stop()

@@ -107,15 +107,15 @@ type Uplink struct {
 	dialFailure failure   // how the dial failed, 0 when it did not
 
 	mu          sync.Mutex
-	conn        *connection // nil while down
-	failingBack int         // broker the connection is left for, -1 when none
-	referral    *url.URL    // a server the broker referred us to on DISCONNECT
-	changed   chan struct{} // signalled on every up and down
-	published uint64
-	rejected  uint64
-	replies   sync.WaitGroup // command results being published
-	watchers  sync.WaitGroup // fail-back watchers
-	runCtx    context.Context // Run's: the watchers end with it
+	conn        *connection   // nil while down
+	failingBack int           // broker the connection is left for, -1 when none
+	referral    *url.URL      // a server the broker referred us to on DISCONNECT
+	changed     chan struct{} // signalled on every up and down
+	published   uint64
+	rejected    uint64
+	replies     sync.WaitGroup  // command results being published
+	watchers    sync.WaitGroup  // fail-back watchers
+	runCtx      context.Context // Run's: the watchers end with it
 
 	// beat is when the publish loop last showed it is not stuck (unix
 	// nanos); it beats on every tick of beatTick while waiting.

@@ -65,7 +65,7 @@ func start(t *testing.T, store *buffer.Buffer, brokers []string, mutate ...func(
 		// Tests of one gateway reconnect at once; the fleet's pacing has
 		// tests of its own.
 		Reconnect: Reconnect{Window: -1, Away: quick, Failed: quick, Busy: quick},
-		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	for _, m := range mutate {
 		m(&cfg)
