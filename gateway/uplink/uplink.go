@@ -112,6 +112,7 @@ type Uplink struct {
 	referral    *url.URL      // a server the broker referred us to on DISCONNECT
 	changed     chan struct{} // signalled on every up and down
 	published   uint64
+	connects    uint64
 	rejected    uint64
 	replies     sync.WaitGroup  // command results being published
 	watchers    sync.WaitGroup  // fail-back watchers
@@ -173,6 +174,13 @@ func (u *Uplink) Broker() string {
 		return ""
 	}
 	return u.conn.url
+}
+
+// Connects returns how many connections to brokers came up.
+func (u *Uplink) Connects() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.connects
 }
 
 // Published returns how many records the brokers have acknowledged.
@@ -345,6 +353,7 @@ func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack)
 	u.sel.connected()
 	u.mu.Lock()
 	u.conn = c
+	u.connects++
 	u.failingBack = -1
 	u.mu.Unlock()
 	if u.connectFailures > 0 {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -50,7 +51,15 @@ type HAProxy struct {
 
 // StartHAProxy runs haproxy on a free loopback port in front of brokers,
 // checking them every 200ms, skipping tests when haproxy is not installed.
+// It sends every connection to the first broker that is up (balance first).
 func StartHAProxy(t testing.TB, brokers ...*Broker) *HAProxy {
+	t.Helper()
+	return StartHAProxyWith(t, "first", 1000, brokers...)
+}
+
+// StartHAProxyWith is StartHAProxy with haproxy's balance algorithm
+// ("first", "roundrobin", "leastconn") and connection limit.
+func StartHAProxyWith(t testing.TB, balance string, maxconn int, brokers ...*Broker) *HAProxy {
 	t.Helper()
 	bin := "/usr/sbin/haproxy"
 	if _, err := os.Stat(bin); err != nil {
@@ -60,7 +69,7 @@ func StartHAProxy(t testing.TB, brokers ...*Broker) *HAProxy {
 	}
 	h := &HAProxy{Port: FreePort(t)}
 	cfg := fmt.Sprintf(`global
-    maxconn 1000
+    maxconn %d
 defaults
     mode tcp
     timeout connect 1s
@@ -72,10 +81,10 @@ frontend mqtt
     bind 127.0.0.1:%d
     default_backend brokers
 backend brokers
-    balance first
-`, h.Port)
+    balance %s
+`, maxconn, h.Port, balance)
 	for i, b := range brokers {
-		cfg += fmt.Sprintf("    server b%d 127.0.0.1:%d check inter 200ms fall 1 rise 1\n", i, b.Port)
+		cfg += fmt.Sprintf("    server b%d %s check inter 200ms fall 1 rise 1\n", i, b.Addr())
 	}
 	path := filepath.Join(t.TempDir(), "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
@@ -95,3 +104,8 @@ func (h *HAProxy) Addr() string { return fmt.Sprintf("127.0.0.1:%d", h.Port) }
 
 // URL is the front's tcp:// URL.
 func (h *HAProxy) URL() string { return "tcp://" + h.Addr() }
+
+// WithConfig adds Mosquitto config lines ("sys_interval 1", ...).
+func WithConfig(lines ...string) Option {
+	return func(int) string { return strings.Join(lines, "\n") + "\n" }
+}

@@ -104,3 +104,6 @@ func (s *Subscriber) PublishMessage(t testing.TB, p *paho.Publish) {
 		t.Fatalf("publish %s: %v", p.Topic, err)
 	}
 }
+
+// Close disconnects the subscriber before the test ends.
+func (s *Subscriber) Close() { _ = s.cli.Disconnect(&paho.Disconnect{}) }

@@ -134,6 +134,9 @@ func (b *Broker) Kill() {
 	b.cmd = nil
 }
 
+// Running reports whether the broker runs (it was not killed).
+func (b *Broker) Running() bool { return b.cmd != nil }
+
 // Restart starts a killed broker again on the same port.
 func (b *Broker) Restart() {
 	b.t.Helper()
