@@ -439,14 +439,25 @@ func (u *Uplink) onConnectError(err error) {
 	}
 	u.sel.failed(how)
 	if how == busy {
-		u.log.Warn("mqtt_broker_busy", "broker", broker, "reason_code", fmt.Sprintf("0x%02x", cerr.ReasonCode),
-			"busy_answers", u.sel.busy, "hint", "backing off further")
+		if u.sel.busy == 1 {
+			u.log.Warn("mqtt_broker_busy", "broker", broker, "reason_code", fmt.Sprintf("0x%02x", cerr.ReasonCode),
+				"hint", "the broker sheds load: backing off longer; logged again only when connected")
+		}
+		return
 	}
 	if u.connectFailures > 1 {
 		return
 	}
 	// autopaho's message names the URL it meant to dial, not ours.
-	if cerr == nil && errors.Unwrap(err) != nil {
+	switch {
+	case cerr != nil:
+		err = fmt.Errorf("CONNACK reason code 0x%02x", cerr.ReasonCode)
+		if cerr.Reason != "" {
+			err = fmt.Errorf("%w: %s", err, cerr.Reason)
+		}
+	case isTimeout(err):
+		err = fmt.Errorf("no answer within connect_timeout (%s)", u.cfg.ConnectTimeout)
+	case errors.Unwrap(err) != nil:
 		err = errors.Unwrap(err)
 	}
 	u.log.Warn("mqtt_connect_failed", "broker", broker, "address", u.attempt.addr, "err", err,

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The fleet simulator (gateway/uplink/fleet_test.go): N uplinks in one
+# process, wired as the gateway wires them, against three real Mosquitto
+# brokers (and, with HAPROXY=1, an haproxy front over them). Kills the
+# busiest broker, restarts it, and reports the distribution, connects per
+# second at the survivors, time to reconnect, fail-back, memory and losses.
+#
+# usage: scripts/bench/fleet.sh [N ...]          (default: 1000 5000)
+#        ORDERS="spread ordered" HAPROXY=0|1 FAILBACK=10s scripts/bench/fleet.sh 1000
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+sizes=${*:-1000 5000}
+orders=${ORDERS:-spread ordered}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+go test -c -o "$work/uplink.test" ./gateway/uplink
+for n in $sizes; do
+  for order in $orders; do
+    echo "== N=$n broker_order=$order haproxy=${HAPROXY:-0}"
+    (cd "$work" && ./uplink.test -test.run '^TestFleet$' -test.v -test.timeout 30m \
+      -fleet.n "$n" -fleet.order "$order" -fleet.failback "${FAILBACK:-10s}" \
+      -fleet.haproxy="$([ "${HAPROXY:-0}" = 1 ] && echo true || echo false)") \
+      | sed -n 's/^ *fleet_test.go:[0-9]*: /  /p; /^--- /p'
+  done
+done
