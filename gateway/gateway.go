@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	log := opts.Logger
 	b := board.Select(cfg.Gateway.Board)
 	log.Info("starting", "version", opts.Version, "config", cfg.File, "board", b.Name, "board_model", b.Description,
-		"gateway_id", cfg.Gateway.ID, "brokers", strings.Join(cfg.MQTT.Brokers, ","), "qos", cfg.MQTT.QoS,
+		"gateway_id", cfg.Gateway.ID, "brokers", strings.Join(cfg.MQTT.Brokers, ","), "broker_order", cfg.MQTT.BrokerOrder, "qos", cfg.MQTT.QoS,
 		"buses", len(cfg.Buses), "devices", len(cfg.Devices), "data_dir", cfg.Gateway.DataDir)
 	if opts.Open == nil {
 		opts.Open = openDriver

@@ -20,6 +20,9 @@ func TestParseConfigFull(t *testing.T) {
 	if got, want := cfg.MQTT.Brokers[2], "mqtt://broker:1883"; got != want {
 		t.Errorf("default port: got %q, want %q", got, want)
 	}
+	if cfg.MQTT.BrokerOrder != "spread" || cfg.MQTT.FailbackAfter.D() != 2*time.Minute {
+		t.Errorf("broker_order %q, failback_after %s", cfg.MQTT.BrokerOrder, cfg.MQTT.FailbackAfter.D())
+	}
 	if got, want := cfg.MQTT.ClientID, "edgegw-line3-pi"; got != want {
 		t.Errorf("client id: got %q, want %q", got, want)
 	}
@@ -92,6 +95,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown table", minimal + "[mqqt]\nqos = 1\n", []string{"15: mqqt: unknown key (did you mean \"mqtt\"?)"}},
 		{"wrong type", strings.Replace(minimal, `name = "p"`, `name = 5`, 1), []string{"14: device.point.name: want a string, got an integer"}},
 		{"qos out of range", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nqos = 3", 1), []string{"5: mqtt.qos: 3 is out of range 0..2"}},
+		{"broker_order unknown", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbroker_order = \"random\"", 1), []string{"5: mqtt.broker_order: \"random\" is not ordered or spread"}},
+		{"failback_after negative", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nfailback_after = \"-1s\"", 1), []string{"5: mqtt.failback_after: duration \"-1s\" must not be negative"}},
 		{"unit id out of range", strings.Replace(minimal, `bus = "b"`, "bus = \"b\"\nunit_id = 248", 1), []string{"13: device.unit_id: 248 is out of range 0..247"}},
 		{"address out of range", minimal + "  address = 65536\n", []string{"15: device.point.address: 65536 is out of range 0..65535"}},
 		{"negative address", minimal + "  address = -1\n", []string{"15: device.point.address: -1 is out of range"}},

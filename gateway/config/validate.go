@@ -134,9 +134,6 @@ func (v *validator) mqtt() {
 	if m.BrokerOrder != "ordered" && m.BrokerOrder != "spread" {
 		v.errorf("mqtt.broker_order", "%q is not ordered or spread", m.BrokerOrder)
 	}
-	if m.FailbackAfter < 0 {
-		v.errorf("mqtt.failback_after", "%s is negative; 0s never fails back", m.FailbackAfter.D())
-	}
 	if m.ClientID == "" && m.ClientIDDefault(v.c.Gateway.ID) != "" {
 		m.ClientID = m.ClientIDDefault(v.c.Gateway.ID)
 	}

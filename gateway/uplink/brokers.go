@@ -246,8 +246,15 @@ func (s *selector) build(ctx context.Context) []candidate {
 	round := append(all[from:len(all):len(all)], all[:from]...)
 	if s.lost != "" {
 		// The lost address last, whatever the order.
-		round = append(slices.DeleteFunc(slices.Clone(round), func(c candidate) bool { return c.addr == s.lost }),
-			slices.DeleteFunc(round, func(c candidate) bool { return c.addr != s.lost })...)
+		var head, tail []candidate
+		for _, c := range round {
+			if c.addr == s.lost {
+				tail = append(tail, c)
+			} else {
+				head = append(head, c)
+			}
+		}
+		round = append(head, tail...)
 	}
 	s.lost, s.start, s.built = "", -1, true
 	return round

@@ -146,3 +146,22 @@ func TestSpreadStartsAtTheIDsPlace(t *testing.T) {
 		t.Errorf("nine gateways used %d brokers", len(used))
 	}
 }
+
+// TestServerReferenceOnDisconnectIsFollowed: a broker that takes the
+// connection, then closes it with "use another server" and a Server
+// Reference, sends the gateway there.
+func TestServerReferenceOnDisconnectIsFollowed(t *testing.T) {
+	good := testbroker.Start(t)
+	sub := testbroker.Subscribe(t, good.Addr(), "test/#")
+	mover := testbroker.StartMover(t, good.Addr())
+	store := openBuffer(t)
+	fill(t, store, 50)
+	r := start(t, store, []string{mover.URL()}, func(c *Config) { c.Reconnect.Window = 200 * time.Millisecond })
+	sub.WaitFor(t, 10*time.Second, "readings at the referred server", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 50) })
+	if got := r.up.Broker(); got != good.URL() {
+		t.Errorf("Broker() = %q, want the referred %q", got, good.URL())
+	}
+	if n := len(mover.Answered()); n != 1 {
+		t.Errorf("the moving broker was dialled %d times", n)
+	}
+}

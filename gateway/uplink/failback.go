@@ -23,7 +23,7 @@ func probePeriod(failbackAfter time.Duration) time.Duration {
 	return min(max(failbackAfter/10, time.Second), 30*time.Second)
 }
 
-// failBack runs while c is up on broker index on > 0 (or a referred server).
+// failBack runs while c is up on a broker after the first of the list.
 func (u *Uplink) failBack(ctx context.Context, c *connection) {
 	period := probePeriod(u.cfg.FailbackAfter)
 	var (
@@ -67,11 +67,7 @@ func (u *Uplink) jitter(d time.Duration) time.Duration {
 // firstAnswering returns the index of the first broker before c's that
 // answers a probe at one of its addresses, or -1.
 func (u *Uplink) firstAnswering(ctx context.Context, c *connection) int {
-	limit := c.cand.broker
-	if limit == referred {
-		limit = len(u.urls)
-	}
-	for i := range limit {
+	for i := range c.cand.broker {
 		for _, cand := range u.sel.resolveURL(ctx, i, u.urls[i]) {
 			if cand.err == nil && u.probe(ctx, cand) == nil {
 				return i

@@ -32,6 +32,7 @@ var (
 	fleetHAProxy  = flag.Bool("fleet.haproxy", false, "fleet simulator: dial one haproxy front (roundrobin) over the brokers")
 	fleetFailback = flag.Duration("fleet.failback", 10*time.Second, "fleet simulator: failback_after in the ordered mode")
 	fleetEvery    = flag.Duration("fleet.every", 2*time.Second, "fleet simulator: each uplink takes a reading this often")
+	fleetWindow   = flag.Duration("fleet.window", 0, "fleet simulator: first-reconnect window; 0 the default, -1ns none (the behaviour before the cluster issue)")
 )
 
 // memStore is a Store in memory with the buffer's semantics: a record
@@ -112,9 +113,9 @@ func TestFleet(t *testing.T) {
 	}
 	urls := []string{brokers[0].URL(), brokers[1].URL(), brokers[2].URL()}
 	if *fleetHAProxy {
-		urls = []string{testbroker.StartHAProxyWith(t, "roundrobin", 2*n+100, brokers...).URL()}
+		urls = []string{testbroker.StartHAProxyWith(t, "roundrobin", n+100, brokers...).URL()}
 	}
-	t.Logf("fleet: N=%d order=%s front=%v failback_after=%s reading every %s", n, *fleetOrder, *fleetHAProxy, *fleetFailback, *fleetEvery)
+	t.Logf("fleet: N=%d order=%s front=%v failback_after=%s window=%s reading every %s", n, *fleetOrder, *fleetHAProxy, *fleetFailback, Reconnect{Window: *fleetWindow}.withDefaults().Window, *fleetEvery)
 
 	var before runtime.MemStats
 	runtime.GC()
@@ -215,7 +216,7 @@ func raiseOpenFiles(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	if need := uint64(2**fleetN + 200); lim.Cur < need {
+	if need := uint64(*fleetN + 200); lim.Cur < need {
 		t.Fatalf("open files limited to %d; %d uplinks need about %d", lim.Cur, *fleetN, need)
 	}
 }
@@ -230,7 +231,7 @@ func startFleet(ctx context.Context, n int, urls []string, order Order) []*membe
 		id := fmt.Sprintf("edgegw-fleet-%05d", i)
 		m := &member{id: id, store: newMemStore(), done: make(chan error, 1)}
 		m.up = New(Config{
-			Brokers: urls, Order: order, FailbackAfter: *fleetFailback,
+			Brokers: urls, Order: order, FailbackAfter: *fleetFailback, Reconnect: Reconnect{Window: *fleetWindow},
 			ClientID: id, QoS: 1, KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second, MaxInflight: 16,
 			StatusTopic: "fleet-status/" + id, Version: "fleet",
 			Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
@@ -330,16 +331,16 @@ func clientsOf(t *testing.T, b *testbroker.Broker) int {
 	return c - 2 // the data subscriber and this one
 }
 
-// connectRate reads a Mosquitto log ("1700000000: New connection from …")
-// and returns the most connections accepted in one second after since, and
-// over how many seconds they came.
+// connectRate reads a Mosquitto log ("1700000000: New client connected
+// from … as edgegw-fleet-00042 …") and returns the most sessions the fleet
+// opened in one second after since, and over how many seconds they came.
 func connectRate(log string, since time.Time) (peak, span int) {
 	per := map[int64]int{}
 	sc := bufio.NewScanner(strings.NewReader(log))
 	for sc.Scan() {
 		ts, rest, ok := strings.Cut(sc.Text(), ": ")
-		if !ok || !strings.HasPrefix(rest, "New connection from") {
-			continue
+		if !ok || !strings.HasPrefix(rest, "New client connected from") || !strings.Contains(rest, " as edgegw-fleet-") {
+			continue // not one of the fleet's sessions (the simulator's subscribers)
 		}
 		sec, err := strconv.ParseInt(ts, 10, 64)
 		if err != nil || sec < since.Unix() {

@@ -109,7 +109,7 @@ type Uplink struct {
 	mu          sync.Mutex
 	conn        *connection   // nil while down
 	failingBack int           // broker the connection is left for, -1 when none
-	referral    *url.URL      // a server the broker referred us to on DISCONNECT
+	referral    string        // the Server Reference of the broker's DISCONNECT
 	changed     chan struct{} // signalled on every up and down
 	published   uint64
 	connects    uint64
@@ -325,6 +325,15 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 // attemptConnection dials the address the selector picks, not the URL
 // autopaho passes.
 func (u *Uplink) attemptConnection(ctx context.Context, _ autopaho.ClientConfig, _ *url.URL) (net.Conn, error) {
+	u.mu.Lock()
+	ref := u.referral
+	u.referral = ""
+	u.mu.Unlock()
+	if ref != "" && u.attempt.url != nil {
+		if to, ok := u.sel.refer(u.attempt.url, ref); ok {
+			u.log.Info("mqtt_server_reference", "broker", u.attempt.String(), "to", to.String())
+		}
+	}
 	target := u.sel.next(ctx)
 	u.attempt, u.attemptWire, u.dialFailure = target, nil, 0
 	conn, err := dial(ctx, target, u.cfg.TLS, u.cfg.ConnectTimeout)
@@ -362,7 +371,8 @@ func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack)
 		u.log.Info("mqtt_connected", "broker", c.url, "address", c.cand.addr)
 	}
 	u.connectFailures = 0
-	if u.cfg.Order == Ordered && u.cfg.FailbackAfter > 0 && c.cand.broker != 0 {
+	if u.cfg.Order == Ordered && u.cfg.FailbackAfter > 0 && c.cand.broker > 0 {
+		// Not from a referred server: the list's brokers sent us there.
 		u.watchers.Add(1)
 		go func() {
 			defer u.watchers.Done()
@@ -374,8 +384,8 @@ func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack)
 
 func (u *Uplink) onConnectionDown() bool {
 	u.mu.Lock()
-	c, to, ref := u.conn, u.failingBack, u.referral
-	u.conn, u.referral = nil, nil
+	c, to := u.conn, u.failingBack
+	u.conn = nil
 	if c != nil {
 		close(c.down)
 	}
@@ -388,28 +398,24 @@ func (u *Uplink) onConnectionDown() bool {
 		u.log.Warn("mqtt_connection_lost", "broker", c.url, "address", c.cand.addr)
 		u.sel.lostConnection(c.cand.addr)
 	}
-	if ref != nil {
-		u.sel.referral = ref
-	}
 	u.notify()
 	return true
 }
 
 // onServerDisconnect logs why the broker closed the connection and keeps
 // the server it refers us to, if any (0x9C use another server, 0x9D
-// server moved), for the next attempt.
+// server moved), for the next attempt. autopaho calls it on a goroutine of
+// its own, perhaps after the connection is down.
 func (u *Uplink) onServerDisconnect(d *paho.Disconnect) {
-	u.log.Warn("mqtt_server_disconnect", "reason_code", fmt.Sprintf("0x%02x", d.ReasonCode), "reason", reasonString(d))
-	if (d.ReasonCode != 0x9C && d.ReasonCode != 0x9D) || d.Properties == nil || d.Properties.ServerReference == "" {
-		return
+	ref := ""
+	if d.Properties != nil && (d.ReasonCode == 0x9C || d.ReasonCode == 0x9D) {
+		ref = d.Properties.ServerReference
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if c := u.conn; c != nil {
-		if ref, ok := parseReference(c.cand.url, d.Properties.ServerReference); ok {
-			u.referral = ref
-			u.log.Info("mqtt_server_reference", "broker", c.url, "to", ref.String(), "permanent", d.ReasonCode == 0x9D)
-		}
+	u.log.Warn("mqtt_server_disconnect", "reason_code", fmt.Sprintf("0x%02x", d.ReasonCode), "reason", reasonString(d), "server_reference", ref)
+	if ref != "" {
+		u.mu.Lock()
+		u.referral = ref
+		u.mu.Unlock()
 	}
 }
 

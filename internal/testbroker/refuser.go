@@ -22,6 +22,27 @@ type Refuser struct {
 // with a CONNACK carrying code and, when not empty, a Server Reference.
 func StartRefuser(t testing.TB, code byte, serverReference string) *Refuser {
 	t.Helper()
+	return start(t, func(c net.Conn) { answer(c, code, serverReference) })
+}
+
+// StartMover accepts every CONNECT, then at once sends DISCONNECT 0x9C
+// ("use another server") with serverReference, as a cluster node that
+// sheds load does; Answered says when it accepted each.
+func StartMover(t testing.TB, serverReference string) *Refuser {
+	t.Helper()
+	return start(t, func(c net.Conn) {
+		if answer(c, 0, "") {
+			d := packets.NewControlPacket(packets.DISCONNECT)
+			dc := d.Content.(*packets.Disconnect)
+			dc.ReasonCode = 0x9C
+			dc.Properties = &packets.Properties{ServerReference: serverReference}
+			_, _ = d.WriteTo(c)
+		}
+	})
+}
+
+func start(t testing.TB, serve func(net.Conn)) *Refuser {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -40,28 +61,31 @@ func StartRefuser(t testing.TB, code byte, serverReference string) *Refuser {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r.answer(c, code, serverReference)
+				defer c.Close()
+				serve(c)
+				r.mu.Lock()
+				r.at = append(r.at, time.Now())
+				r.mu.Unlock()
 			}()
 		}
 	}()
 	return r
 }
 
-func (r *Refuser) answer(c net.Conn, code byte, ref string) {
-	defer c.Close()
+// answer reads a CONNECT and answers it with a CONNACK; it reports
+// whether it did.
+func answer(c net.Conn, code byte, ref string) bool {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	cp, err := packets.ReadPacket(c)
 	if err != nil || cp.Type != packets.CONNECT {
-		return
+		return false
 	}
 	ack := packets.NewControlPacket(packets.CONNACK)
 	ca := ack.Content.(*packets.Connack)
 	ca.ReasonCode = code
 	ca.Properties = &packets.Properties{ServerReference: ref}
-	r.mu.Lock()
-	r.at = append(r.at, time.Now())
-	r.mu.Unlock()
-	_, _ = ack.WriteTo(c)
+	_, err = ack.WriteTo(c)
+	return err == nil
 }
 
 // Addr is host:port of the refuser.
@@ -70,7 +94,7 @@ func (r *Refuser) Addr() string { return r.l.Addr().String() }
 // URL is the refuser's tcp:// URL.
 func (r *Refuser) URL() string { return "tcp://" + r.Addr() }
 
-// Answered returns when each CONNECT was refused, oldest first.
+// Answered returns when each connection was served, oldest first.
 func (r *Refuser) Answered() []time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
