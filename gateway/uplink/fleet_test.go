@@ -187,7 +187,7 @@ func TestFleet(t *testing.T) {
 			}
 			return true
 		})
-		t.Logf("primary back: every uplink on it %s later (failback_after %s + window %s)", time.Since(back).Round(10*time.Millisecond), *fleetFailback, DefaultReconnect().Window)
+		t.Logf("primary back: every uplink on it %s later (failback_after %s + window %s)", time.Since(back).Round(10*time.Millisecond), *fleetFailback, Reconnect{Window: *fleetWindow}.withDefaults().Window)
 	} else {
 		wait := time.NewTimer(*fleetFailback + 5*time.Second)
 		<-wait.C
