@@ -115,7 +115,7 @@ func (u *Uplink) probe(ctx context.Context, cand candidate) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }() // a probe: nothing to lose
 	_ = conn.SetDeadline(time.Now().Add(u.cfg.ConnectTimeout))
 	cp := packets.NewControlPacket(packets.CONNECT)
 	connect := cp.Content.(*packets.Connect)
