@@ -144,8 +144,11 @@ func (b *Bus) Read(ctx context.Context, name string, r *drivers.Reading) {
 	for i := 0; i < len(d.plan); i++ {
 		req := d.plan[i]
 		var data []byte
-		err := ctx.Err()
-		for try := 0; err == nil && try <= b.retries; try++ {
+		var err error
+		for try := 0; try <= b.retries; try++ {
+			if err = ctx.Err(); err != nil {
+				break
+			}
 			start := time.Now()
 			data, err = b.read(d.unit, req)
 			d.stats.note(err, time.Since(start))

@@ -172,3 +172,56 @@ func TestSilentDeviceIsBackedOff(t *testing.T) {
 func rtuLine(device string) port.Line {
 	return port.Line{Device: device, Baud: 115200, DataBits: 8, Parity: "none", StopBits: 1}
 }
+
+// TestRetryAfterADroppedRequest: with retries = 1, a device that drops a
+// request (noise on the bus ate it) is read on the retry, within the poll.
+func TestRetryAfterADroppedRequest(t *testing.T) {
+	deviceEnd, gatewayEnd := testpty.Pair(t)
+	dev, err := serial.Open(deviceEnd, &serial.Mode{BaudRate: 115200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	drv, err := Open(Options{Name: "l", Mode: RTU, Line: rtuLine(gatewayEnd), Timeout: 200 * time.Millisecond, Retries: 1,
+		Devices: []Device{{Name: "m", UnitID: 1, Points: []PointSpec{
+			{Name: "v", Table: "holding", Type: "uint16", ByteOrder: "ABCD", Bit: -1, Scale: 1}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drv.Close()
+	requests := make(chan int, 4)
+	go func() {
+		buf := make([]byte, 64)
+		var req []byte
+		seen := 0
+		dev.SetReadTimeout(3 * time.Second)
+		for seen < 2 {
+			n, err := dev.Read(buf)
+			if err != nil || n == 0 {
+				return
+			}
+			req = append(req, buf[:n]...)
+			for len(req) >= 8 && seen < 2 {
+				seen++
+				req = req[8:]
+				if seen == 2 { // the first is dropped
+					dev.Write(rtuReply(9))
+				}
+				requests <- seen
+			}
+		}
+	}()
+	var r drivers.Reading
+	r.Reset("m", time.Now())
+	drv.Read(context.Background(), "m", &r)
+	if len(r.Errors) > 0 || len(r.Values) != 1 || r.Values[0].U != 9 {
+		t.Fatalf("not read on the retry: values %+v, errors %+v", r.Values, r.Errors)
+	}
+	for want := 1; want <= 2; want++ {
+		select {
+		case <-requests:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("the device saw %d requests, want the first and its retry", want-1)
+		}
+	}
+}
