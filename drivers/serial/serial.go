@@ -95,7 +95,7 @@ func (b *Bus) Read(ctx context.Context, name string, r *drivers.Reading) {
 		b.poll(ctx, s, r)
 		return
 	}
-	b.drain()
+	b.drain(ctx)
 	if !s.fresh {
 		s.fail(r, "no frame since the last reading")
 		return
@@ -144,10 +144,15 @@ func (s *sensor) parse(frame []byte, r *drivers.Reading) {
 	}
 }
 
+// drainFor bounds a drain: a line that streams without a pause is never
+// empty, and the frames that keep coming are newer ones of the same kind.
+const drainFor = 50 * time.Millisecond
+
 // drain reads what the line holds now, without waiting, and keeps each push
-// sensor's newest frame.
-func (b *Bus) drain() {
-	for b.port != nil {
+// sensor's newest frame; it stops after drainFor, or when ctx ends.
+func (b *Bus) drain(ctx context.Context) {
+	deadline := time.Now().Add(drainFor)
+	for b.port != nil && ctx.Err() == nil && time.Now().Before(deadline) {
 		if err := b.port.SetReadTimeout(time.Millisecond); err != nil {
 			b.portFailed(err)
 			return
@@ -197,7 +202,7 @@ func (b *Bus) take(data []byte, want *sensor) []byte {
 // poll sends a polled sensor's request and waits, up to the bus timeout,
 // for a frame it can read.
 func (b *Bus) poll(ctx context.Context, s *sensor, r *drivers.Reading) {
-	b.drain() // frames of push sensors that came meanwhile
+	b.drain(ctx) // frames of push sensors that came meanwhile
 	if b.port == nil {
 		s.fail(r, "port "+b.device+" failed")
 		return

@@ -254,3 +254,60 @@ func TestFixedFrameBinarySensorWithChecksum(t *testing.T) {
 		t.Fatalf("binary frame: %q", got)
 	}
 }
+
+// TestStreamingLineDoesNotStallTheBus: a sensor that streams without a
+// pause never leaves the line idle; a Read still returns (with the newest
+// frame), and a cancelled context ends it at once.
+func TestStreamingLineDoesNotStallTheBus(t *testing.T) {
+	sensorEnd, gatewayEnd := testpty.Pair(t)
+	sensor := openEnd(t, sensorEnd)
+	dev := Device{Name: "th", Format: "kv", Points: []PointSpec{pt("temperature", "T", "float64")}}
+	b, err := Open(line(gatewayEnd, time.Second, dev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, streamed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(streamed)
+		burst := []byte(strings.Repeat("T=21.5\n", 64))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := sensor.Write(burst); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		b.Close() // a writer blocked on a full line fails now
+		<-streamed
+	}()
+	read := func(ctx context.Context) string {
+		done := make(chan string, 1)
+		go func() {
+			r := &drivers.Reading{}
+			r.Reset("th", time.Now())
+			b.Read(ctx, "th", r)
+			done <- describe(r)
+		}()
+		select {
+		case got := <-done:
+			return got
+		case <-time.After(5 * time.Second):
+			t.Fatal("Read did not return while the line streams")
+			return ""
+		}
+	}
+	var got string
+	waitFor(t, func() bool { got = read(context.Background()); return !strings.Contains(got, "no frame") })
+	if got != "temperature=21.5" {
+		t.Fatalf("reading: %q", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	read(ctx)
+}
