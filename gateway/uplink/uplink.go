@@ -105,6 +105,7 @@ type Uplink struct {
 	attempt     candidate
 	attemptWire *wireConn // nil when the dial failed
 	dialFailure failure   // how the dial failed, 0 when it did not
+	downgraded  bool      // a QoS downgrade was logged
 
 	mu          sync.Mutex
 	conn        *connection   // nil while down
@@ -139,6 +140,7 @@ type connection struct {
 	url  string
 	cand candidate
 	wire *wireConn
+	qos  byte          // readings go at this QoS: Config.QoS, or the broker's maximum if lower
 	down chan struct{} // closed when the connection is lost
 	// leaving closes when the connection is to be left (fail-back): no new
 	// publish starts; settled closes once the publishing has stopped.
@@ -356,9 +358,19 @@ func isTimeout(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-	c := &connection{cm: cm, url: u.attempt.String(), cand: u.attempt, wire: u.attemptWire,
+func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, ack *paho.Connack) {
+	c := &connection{cm: cm, url: u.attempt.String(), cand: u.attempt, wire: u.attemptWire, qos: u.cfg.QoS,
 		down: make(chan struct{}), leaving: make(chan struct{}), settled: make(chan struct{})}
+	if ack != nil && ack.Properties != nil && ack.Properties.MaximumQoS != nil && *ack.Properties.MaximumQoS < c.qos {
+		// A publish above the broker's maximum is refused by paho itself:
+		// nothing would ever be published.
+		c.qos = *ack.Properties.MaximumQoS
+		if !u.downgraded {
+			u.downgraded = true
+			u.log.Warn("mqtt_qos_downgraded", "broker", c.url, "qos", u.cfg.QoS, "broker_maximum", c.qos,
+				"hint", "the broker supports no higher QoS; readings go at its maximum (logged once)")
+		}
+	}
 	u.sel.connected()
 	u.mu.Lock()
 	u.conn = c
@@ -528,7 +540,7 @@ func (u *Uplink) birth(ctx context.Context, c *connection) {
 		}
 	}
 	payload := fmt.Appendf(nil, `{"state":"online","version":%q}`, u.cfg.Version)
-	if _, err := c.cm.Publish(pctx, &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: payload}); err != nil {
+	if _, err := c.cm.Publish(pctx, &paho.Publish{Topic: u.cfg.StatusTopic, QoS: min(1, c.qos), Retain: true, Payload: payload}); err != nil {
 		u.log.Warn("mqtt_online_status_failed", "broker", c.url, "err", err)
 	}
 }
@@ -550,7 +562,7 @@ func (u *Uplink) reply(topic string, err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
 	defer cancel()
-	if _, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: result}); err != nil {
+	if _, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: min(1, c.qos), Payload: result}); err != nil {
 		u.log.Warn("mqtt_command_result_lost", "topic", topic, "err", err)
 	}
 }
@@ -746,8 +758,8 @@ func (p *pass) send(rec buffer.Record) (over bool, err error) {
 		<-p.window
 		return false, nil
 	}
-	pub := &paho.Publish{Topic: topic, QoS: u.cfg.QoS, Payload: payload}
-	if u.cfg.QoS == 0 {
+	pub := &paho.Publish{Topic: topic, QoS: p.c.qos, Payload: payload}
+	if p.c.qos == 0 {
 		// QoS 0 publishes are written before Publish returns, in order.
 		_, err := p.c.cm.Publish(p.ctx, pub)
 		<-p.window
