@@ -140,6 +140,7 @@ type selector struct {
 	busy      int         // busy answers since the last connection
 	wasBusy   bool        // the last attempt was told busy
 	afterLoss bool        // the next attempt is the first after a lost connection
+	dropped   bool        // the connection lost was dropped soon after it came up
 	lost      string      // the address just lost: tried last in the next round
 	start     int         // ordered: broker the next round starts at; -1 the head
 	referral  *url.URL    // a server to try first
@@ -162,10 +163,15 @@ func (s *selector) delay() time.Duration {
 	switch {
 	case s.afterLoss:
 		s.afterLoss = false
-		if s.pace.Window <= 0 {
-			return 0
+		var d time.Duration
+		if s.pace.Window > 0 {
+			d = time.Duration(s.rand() * float64(s.pace.Window))
 		}
-		return time.Duration(s.rand() * float64(s.pace.Window))
+		if s.dropped {
+			s.dropped = false
+			d = max(d, s.pace.Failed(s.rounds))
+		}
+		return d
 	case s.wasBusy:
 		s.wasBusy = false
 		if len(s.round) == 0 {
@@ -348,12 +354,25 @@ func parseReference(current *url.URL, ref string) (*url.URL, bool) {
 // connected resets the counts of a run of failures.
 func (s *selector) connected() {
 	s.endRound()
-	s.rounds, s.busy, s.wasBusy, s.referrals = 0, 0, false, 0
+	s.busy, s.wasBusy, s.referrals = 0, false, 0
 }
 
-// lostConnection prepares the first attempt after losing addr.
-func (s *selector) lostConnection(addr string) {
+// stableAfter is how long a connection must last to end a run of failures.
+// One the broker drops sooner (another client with the same id, an ACL, a
+// proxy that closes) counts as a failed round, so a broker that takes every
+// connection and drops it meets the growing backoff, not a loop.
+const stableAfter = 10 * time.Second
+
+// lostConnection prepares the first attempt after losing addr, which was
+// up for upFor.
+func (s *selector) lostConnection(addr string, upFor time.Duration) {
 	s.afterLoss, s.lost = true, addr
+	if upFor >= stableAfter {
+		s.rounds, s.dropped = 0, false
+		return
+	}
+	s.rounds++
+	s.dropped = true
 }
 
 // failBack makes the next round start at broker i, at once.

@@ -73,7 +73,7 @@ func TestSpreadAfterALossPicksASurvivorAtRandom(t *testing.T) {
 	for range n {
 		s := newSelector(urls, Spread, "edgegw-x", nil, time.Second, steps)
 		s.rand = r.Float64
-		s.lostConnection("127.0.0.2:1")
+		s.lostConnection("127.0.0.2:1", time.Minute)
 		round := s.build(context.Background())
 		if round[len(round)-1].addr != "127.0.0.2:1" {
 			t.Fatalf("the lost address is not last: %v", addrs(round))
@@ -94,7 +94,7 @@ func TestOrderedGoesOnFromTheLostOne(t *testing.T) {
 	if got := addrs(s.build(context.Background())); fmt.Sprint(got) != "[127.0.0.1:1 127.0.0.2:1 127.0.0.3:1]" {
 		t.Errorf("first round %v", got)
 	}
-	s.lostConnection("127.0.0.2:1")
+	s.lostConnection("127.0.0.2:1", time.Minute)
 	if got := addrs(s.build(context.Background())); fmt.Sprint(got) != "[127.0.0.3:1 127.0.0.1:1 127.0.0.2:1]" {
 		t.Errorf("after losing the second: %v", got)
 	}
@@ -162,12 +162,22 @@ func TestPace(t *testing.T) {
 		t.Errorf("after busy: %s, want Busy(1) even within the round", d)
 	}
 	s.connected()
-	s.lostConnection("127.0.0.1:1")
+	s.lostConnection("127.0.0.1:1", time.Minute)
 	if d := s.delay(); d != 5*time.Second {
 		t.Errorf("first attempt after a loss waits %s, want half the window at rand 0.5", d)
 	}
 	if c := s.next(context.Background()); c.addr != "127.0.0.2:1" {
 		t.Errorf("after the loss: %s", c.addr)
+	}
+	// Connections dropped right after they came up count as failed
+	// rounds: the wait is Failed's when longer than the window's part.
+	s.rand = func() float64 { return 0 }
+	for want := 1; want <= 3; want++ {
+		s.connected()
+		s.lostConnection("127.0.0.2:1", time.Second)
+		if d := s.delay(); d != time.Duration(want)*time.Second {
+			t.Errorf("after %d dropped connections: %s, want Failed(%d)", want, d, want)
+		}
 	}
 }
 

@@ -136,12 +136,13 @@ func (u *Uplink) heartbeat() { u.beat.Store(time.Now().UnixNano()) }
 
 // connection is one live connection to one broker.
 type connection struct {
-	cm   *autopaho.ConnectionManager
-	url  string
-	cand candidate
-	wire *wireConn
-	qos  byte          // readings go at this QoS: Config.QoS, or the broker's maximum if lower
-	down chan struct{} // closed when the connection is lost
+	cm    *autopaho.ConnectionManager
+	url   string
+	cand  candidate
+	wire  *wireConn
+	qos   byte          // readings go at this QoS: Config.QoS, or the broker's maximum if lower
+	since time.Time     // when it came up
+	down  chan struct{} // closed when the connection is lost
 	// leaving closes when the connection is to be left (fail-back): no new
 	// publish starts; settled closes once the publishing has stopped.
 	leaving chan struct{}
@@ -359,7 +360,7 @@ func isTimeout(err error) bool {
 }
 
 func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, ack *paho.Connack) {
-	c := &connection{cm: cm, url: u.attempt.String(), cand: u.attempt, wire: u.attemptWire, qos: u.cfg.QoS,
+	c := &connection{cm: cm, url: u.attempt.String(), cand: u.attempt, wire: u.attemptWire, qos: u.cfg.QoS, since: time.Now(),
 		down: make(chan struct{}), leaving: make(chan struct{}), settled: make(chan struct{})}
 	if ack != nil && ack.Properties != nil && ack.Properties.MaximumQoS != nil && *ack.Properties.MaximumQoS < c.qos {
 		// A publish above the broker's maximum is refused by paho itself:
@@ -407,8 +408,16 @@ func (u *Uplink) onConnectionDown() bool {
 	case to >= 0:
 		u.sel.failBack(to) // logged when it was decided
 	default:
-		u.log.Warn("mqtt_connection_lost", "broker", c.url, "address", c.cand.addr)
-		u.sel.lostConnection(c.cand.addr)
+		upFor := time.Since(c.since)
+		if upFor < stableAfter {
+			// Mosquitto closes a session taken over without saying why
+			// (others send DISCONNECT 0x8E, logged as mqtt_session_taken_over).
+			u.log.Warn("mqtt_connection_dropped_after_connect", "broker", c.url, "address", c.cand.addr, "up_for", upFor.Round(time.Millisecond),
+				"hint", "the broker accepted the connection, then closed it: most often another client with this client_id ("+u.cfg.ClientID+"), else an ACL or a proxy; backing off")
+		} else {
+			u.log.Warn("mqtt_connection_lost", "broker", c.url, "address", c.cand.addr)
+		}
+		u.sel.lostConnection(c.cand.addr, upFor)
 	}
 	u.notify()
 	return true
@@ -423,7 +432,12 @@ func (u *Uplink) onServerDisconnect(d *paho.Disconnect) {
 	if d.Properties != nil && (d.ReasonCode == 0x9C || d.ReasonCode == 0x9D) {
 		ref = d.Properties.ServerReference
 	}
-	u.log.Warn("mqtt_server_disconnect", "reason_code", fmt.Sprintf("0x%02x", d.ReasonCode), "reason", reasonString(d), "server_reference", ref)
+	if d.ReasonCode == 0x8E {
+		u.log.Warn("mqtt_session_taken_over", "client_id", u.cfg.ClientID,
+			"hint", "another client connected with this client_id: give every gateway its own gateway.id (or mqtt.client_id)")
+	} else {
+		u.log.Warn("mqtt_server_disconnect", "reason_code", fmt.Sprintf("0x%02x", d.ReasonCode), "reason", reasonString(d), "server_reference", ref)
+	}
 	if ref != "" {
 		u.mu.Lock()
 		u.referral = ref
