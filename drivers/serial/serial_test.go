@@ -259,6 +259,10 @@ func TestFixedFrameBinarySensorWithChecksum(t *testing.T) {
 // pause never leaves the line idle; a Read still returns (with the newest
 // frame), and a cancelled context ends it at once.
 func TestStreamingLineDoesNotStallTheBus(t *testing.T) {
+	stop, streamed := make(chan struct{}), make(chan struct{})
+	// Registered before the pty pair, so it runs after the pair is gone:
+	// a writer blocked on a full line fails then.
+	t.Cleanup(func() { <-streamed })
 	sensorEnd, gatewayEnd := testpty.Pair(t)
 	sensor := openEnd(t, sensorEnd)
 	dev := Device{Name: "th", Format: "kv", Points: []PointSpec{pt("temperature", "T", "float64")}}
@@ -266,7 +270,6 @@ func TestStreamingLineDoesNotStallTheBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, streamed := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(streamed)
 		burst := []byte(strings.Repeat("T=21.5\n", 64))
@@ -283,8 +286,7 @@ func TestStreamingLineDoesNotStallTheBus(t *testing.T) {
 	}()
 	defer func() {
 		close(stop)
-		b.Close() // a writer blocked on a full line fails now
-		<-streamed
+		b.Close()
 	}()
 	read := func(ctx context.Context) string {
 		done := make(chan string, 1)
