@@ -364,15 +364,17 @@ func (s *selector) connected() {
 const stableAfter = 10 * time.Second
 
 // lostConnection prepares the first attempt after losing addr, which was
-// up for upFor.
-func (s *selector) lostConnection(addr string, upFor time.Duration) {
+// up for upFor; it reports whether the loss counts as a failed round (the
+// connection was dropped before stableAfter).
+func (s *selector) lostConnection(addr string, upFor time.Duration) (dropped bool) {
 	s.afterLoss, s.lost = true, addr
-	if upFor >= stableAfter {
-		s.rounds, s.dropped = 0, false
-		return
+	s.dropped = upFor < stableAfter
+	if s.dropped {
+		s.rounds++
+	} else {
+		s.rounds = 0
 	}
-	s.rounds++
-	s.dropped = true
+	return s.dropped
 }
 
 // failBack makes the next round start at broker i, at once.

@@ -34,7 +34,7 @@ func union(t *testing.T, subs ...*testbroker.Subscriber) []uint64 {
 	return all
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

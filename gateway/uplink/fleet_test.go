@@ -123,7 +123,7 @@ func TestFleet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	members := startFleet(ctx, n, urls, order)
 	defer stopFleet(t, cancel, members)
-	waitFleet(t, 90*time.Second, "every uplink connected", func() bool { return connected(members) == n })
+	waitFor(t, 90*time.Second, "every uplink connected", func() bool { return connected(members) == n })
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -149,7 +149,7 @@ func TestFleet(t *testing.T) {
 	lost := time.Now()
 	brokers[busiest].Kill()
 	var at99 time.Duration
-	waitFleet(t, 90*time.Second, "every uplink reconnected", func() bool {
+	waitFor(t, 90*time.Second, "every uplink reconnected", func() bool {
 		moved := 0
 		for i, m := range members {
 			if m.up.Connects() > connects[i] && m.up.Broker() != "" {
@@ -179,7 +179,7 @@ func TestFleet(t *testing.T) {
 	data = append(data, testbroker.Subscribe(t, brokers[busiest].Addr(), "fleet/#"))
 	back := time.Now()
 	if order == Ordered && !*fleetHAProxy && busiest == 0 {
-		waitFleet(t, *fleetFailback+2*time.Minute, "every uplink back on the primary", func() bool {
+		waitFor(t, *fleetFailback+2*time.Minute, "every uplink back on the primary", func() bool {
 			for _, m := range members {
 				if m.up.Broker() != urls[0] {
 					return false
@@ -196,7 +196,7 @@ func TestFleet(t *testing.T) {
 
 	// Stop taking readings; everything must be acknowledged and received.
 	close(readings)
-	waitFleet(t, 2*time.Minute, "every reading acknowledged", func() bool {
+	waitFor(t, 2*time.Minute, "every reading acknowledged", func() bool {
 		for _, m := range members {
 			if _, _, pending := m.store.counts(); pending > 0 {
 				return false
@@ -286,19 +286,6 @@ func connected(members []*member) int {
 	return c
 }
 
-func waitFleet(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("fleet: no %s within %s", what, timeout)
-		}
-		<-tick.C
-	}
-}
-
 // distribution asks each live broker how many clients it has ($SYS,
 // published every second), less the simulator's own subscribers, once
 // the counts have settled.
@@ -306,7 +293,7 @@ func distribution(t *testing.T, brokers []*testbroker.Broker, n int) []int {
 	t.Helper()
 	out := make([]int, len(brokers))
 	settled := 0
-	waitFleet(t, 30*time.Second, "settled client counts", func() bool {
+	waitFor(t, 30*time.Second, "settled client counts", func() bool {
 		total := 0
 		for i, b := range brokers {
 			out[i] = clientsOf(t, b)

@@ -3,7 +3,6 @@ package uplink
 import (
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,31 +22,13 @@ func TestQoSAboveTheBrokersMaximum(t *testing.T) {
 	waitEmpty(t, store)
 }
 
-// lockedLog collects log lines from several goroutines.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // TestClientIDClashBacksOff: two gateways with one client id take the
 // session from each other at every connect (Mosquitto closes the older with
 // 0x8E). Each meets the growing backoff, not a reconnect loop, and the
 // clash is logged as such.
 func TestClientIDClashBacksOff(t *testing.T) {
 	b := testbroker.Start(t)
-	logs := &lockedLog{}
+	logs := &logSink{}
 	clash := func(c *Config) {
 		c.ClientID = "edgegw-clash"
 		c.Reconnect = Reconnect{Window: 20 * time.Millisecond, Away: quick, Busy: quick,

@@ -53,7 +53,7 @@ func BenchmarkReturnAfterOutage(b *testing.B) {
 				gws = append(gws, g)
 			}
 		}
-		waitBench(b, func() bool {
+		waitFor(b, 2*time.Minute, "every gateway connected", func() bool {
 			for _, g := range gws {
 				if g.up.Broker() == "" {
 					return false
@@ -75,7 +75,7 @@ func BenchmarkReturnAfterOutage(b *testing.B) {
 			back[i] = time.Now()
 		}
 		took := make([][]time.Duration, len(paces))
-		waitBench(b, func() bool {
+		waitFor(b, 2*time.Minute, "a reading acknowledged after each return", func() bool {
 			for i, g := range gws {
 				if back[i].IsZero() || g.up.Published() == before[i] {
 					continue
@@ -94,19 +94,5 @@ func BenchmarkReturnAfterOutage(b *testing.B) {
 			b.ReportMetric(ds[len(ds)/2].Seconds(), paces[p].name+"-median-s")
 			b.ReportMetric(ds[len(ds)-1].Seconds(), paces[p].name+"-max-s")
 		}
-	}
-}
-
-// waitBench polls cond every 10 ms for at most two minutes.
-func waitBench(b *testing.B, cond func() bool) {
-	b.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatal("timed out")
-		}
-		<-tick.C
 	}
 }

@@ -409,7 +409,7 @@ func (u *Uplink) onConnectionDown() bool {
 		u.sel.failBack(to) // logged when it was decided
 	default:
 		upFor := time.Since(c.since)
-		if upFor < stableAfter {
+		if u.sel.lostConnection(c.cand.addr, upFor) {
 			// Mosquitto closes a session taken over without saying why
 			// (others send DISCONNECT 0x8E, logged as mqtt_session_taken_over).
 			u.log.Warn("mqtt_connection_dropped_after_connect", "broker", c.url, "address", c.cand.addr, "up_for", upFor.Round(time.Millisecond),
@@ -417,7 +417,6 @@ func (u *Uplink) onConnectionDown() bool {
 		} else {
 			u.log.Warn("mqtt_connection_lost", "broker", c.url, "address", c.cand.addr)
 		}
-		u.sel.lostConnection(c.cand.addr, upFor)
 	}
 	u.notify()
 	return true
