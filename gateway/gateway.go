@@ -220,7 +220,7 @@ func (g *gateway) report() status.Report {
 		r.Loops = append(r.Loops, p.liveness())
 	}
 	if up := g.uplink(); up != nil {
-		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), Broker: up.Broker()}
+		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), TooLarge: up.TooLarge(), Broker: up.Broker()}
 		r.Loops = append(r.Loops, status.Liveness{Name: "uplink", Last: up.Heartbeat(), Limit: 10 * time.Second})
 	}
 	if cfg := g.config(); cfg != nil {

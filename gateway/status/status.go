@@ -50,6 +50,7 @@ type DeviceCounts struct {
 type Uplink struct {
 	Published uint64 // readings acknowledged
 	Rejected  uint64 // readings refused for good
+	TooLarge  uint64 // readings larger than the broker's Maximum Packet Size
 	Broker    string // the broker in use; "" while disconnected
 }
 

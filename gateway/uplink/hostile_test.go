@@ -1,13 +1,18 @@
 package uplink
 
 import (
+	"bytes"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"edgegw/internal/backoff"
 	"edgegw/internal/testbroker"
+
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // TestQoSAboveTheBrokersMaximum: qos = 2 against a broker whose Maximum QoS
@@ -47,5 +52,59 @@ func TestClientIDClashBacksOff(t *testing.T) {
 	// Mosquitto 2.0 closes the older session without DISCONNECT 0x8E.
 	if !strings.Contains(logs.String(), "msg=mqtt_connection_dropped_after_connect") || !strings.Contains(logs.String(), "another client with this client_id (edgegw-clash)") {
 		t.Errorf("the clash is not logged as such:\n%s", logs.String())
+	}
+}
+
+// TestReadingLargerThanTheBrokersMaximumPacket: a reading the broker can
+// never take (Mosquitto's max_packet_size) is dropped, counted and logged
+// with its seq; the readings behind it go out, without a reconnect loop.
+func TestReadingLargerThanTheBrokersMaximumPacket(t *testing.T) {
+	b := testbroker.Start(t, testbroker.WithConfig("max_packet_size 1000"))
+	sub := testbroker.Subscribe(t, b.Addr(), "test/#")
+	store := openBuffer(t)
+	for i := range 10 {
+		data := []byte(strconv.Itoa(i))
+		if i == 4 { // seq 5
+			data = bytes.Repeat([]byte("x"), 3000)
+		}
+		store.Append(data)
+	}
+	if err := store.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logSink{}
+	r := start(t, store, []string{b.URL()}, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	sub.WaitFor(t, 10*time.Second, "the readings behind the large one", func(m []testbroker.Message) bool {
+		seqs := seqsOf(t, m)
+		return len(seqs) > 0 && seqs[len(seqs)-1] == 10
+	})
+	waitEmpty(t, store)
+	if slices.Contains(seqsOf(t, sub.Messages()), 5) {
+		t.Error("the broker took the large reading: the test proves nothing")
+	}
+	if n := r.up.TooLarge(); n != 1 {
+		t.Errorf("TooLarge = %d, want 1", n)
+	}
+	if n := r.up.Connects(); n != 1 {
+		t.Errorf("%d connects, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "msg=mqtt_reading_too_large") || !strings.Contains(logs.String(), "seq=5") {
+		t.Errorf("the drop is not logged with its seq:\n%s", logs.String())
+	}
+}
+
+// TestPacketSize: the size counted is the size paho writes.
+func TestPacketSize(t *testing.T) {
+	for _, n := range []int{0, 100, 200, 20000, 3 << 20} {
+		for qos := range byte(3) {
+			pub := &paho.Publish{Topic: "edgegw/gw/dev", QoS: qos, Payload: make([]byte, n)}
+			var w bytes.Buffer
+			if _, err := pub.Packet().WriteTo(&w); err != nil {
+				t.Fatal(err)
+			}
+			if got := packetSize(pub); got != w.Len() {
+				t.Errorf("payload %d, QoS %d: packetSize = %d, written %d", n, qos, got, w.Len())
+			}
+		}
 	}
 }

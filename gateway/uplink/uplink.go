@@ -115,6 +115,7 @@ type Uplink struct {
 	published   uint64
 	connects    uint64
 	rejected    uint64
+	tooLarge    uint64
 	replies     sync.WaitGroup  // command results being published
 	watchers    sync.WaitGroup  // fail-back watchers
 	runCtx      context.Context // Run's: the watchers end with it
@@ -141,6 +142,9 @@ type connection struct {
 	cand  candidate
 	wire  *wireConn
 	qos   byte          // readings go at this QoS: Config.QoS, or the broker's maximum if lower
+	// maxPacket is the broker's Maximum Packet Size, 0 when it set none:
+	// it disconnects (0x95) on a larger packet.
+	maxPacket uint32
 	since time.Time     // when it came up
 	down  chan struct{} // closed when the connection is lost
 	// leaving closes when the connection is to be left (fail-back): no new
@@ -371,6 +375,9 @@ func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, ack *paho.Connac
 			u.log.Warn("mqtt_qos_downgraded", "broker", c.url, "qos", u.cfg.QoS, "broker_maximum", c.qos,
 				"hint", "the broker supports no higher QoS; readings go at its maximum (logged once)")
 		}
+	}
+	if ack != nil && ack.Properties != nil && ack.Properties.MaximumPacketSize != nil {
+		c.maxPacket = *ack.Properties.MaximumPacketSize
 	}
 	u.sel.connected()
 	u.mu.Lock()
@@ -772,6 +779,14 @@ func (p *pass) send(rec buffer.Record) (over bool, err error) {
 		return false, nil
 	}
 	pub := &paho.Publish{Topic: topic, QoS: p.c.qos, Payload: payload}
+	if size, over := p.c.exceeds(pub); over {
+		// The broker would drop the connection, and the reading would be
+		// first again on the next one: it can never go to this broker.
+		u.drop(p.c, rec.Seq, &u.tooLarge, "mqtt_reading_too_large", "size", size, "broker_maximum", p.c.maxPacket,
+			"hint", "the reading is dropped: it is larger than the broker's maximum packet size; raise the broker's limit or send fewer points per device")
+		<-p.window
+		return false, nil
+	}
 	if p.c.qos == 0 {
 		// QoS 0 publishes are written before Publish returns, in order.
 		_, err := p.c.cm.Publish(p.ctx, pub)
@@ -858,18 +873,48 @@ func pubReason(pr *paho.PublishResponse) string {
 
 // reject drops a reading the broker will never take.
 func (u *Uplink) reject(c *connection, seq uint64, pr *paho.PublishResponse) {
+	u.drop(c, seq, &u.rejected, "mqtt_publish_rejected",
+		"reason_code", fmt.Sprintf("0x%02x", pr.ReasonCode), "reason", pubReason(pr),
+		"hint", "the reading is dropped: check the broker's ACL and limits for this gateway's topics")
+}
+
+// drop acks a reading that can never be published, counts it in *count
+// and logs it: at error level the first time for that count, a warning after.
+func (u *Uplink) drop(c *connection, seq uint64, count *uint64, msg string, attrs ...any) {
 	u.store.Ack(seq)
 	u.mu.Lock()
-	u.rejected++
-	first := u.rejected == 1
+	*count++
+	first := *count == 1
 	u.mu.Unlock()
 	level := slog.LevelWarn
 	if first {
 		level = slog.LevelError
 	}
-	u.log.Log(context.Background(), level, "mqtt_publish_rejected", "broker", c.url, "seq", seq,
-		"reason_code", fmt.Sprintf("0x%02x", pr.ReasonCode), "reason", pubReason(pr),
-		"hint", "the reading is dropped: check the broker's ACL and limits for this gateway's topics")
+	u.log.Log(context.Background(), level, msg, append([]any{"broker", c.url, "seq", seq}, attrs...)...)
+}
+
+// exceeds reports whether pub is larger than the broker's Maximum Packet
+// Size, and its size when the broker set one.
+func (c *connection) exceeds(pub *paho.Publish) (size int, over bool) {
+	if c.maxPacket == 0 {
+		return 0, false
+	}
+	size = packetSize(pub)
+	return size, size > int(c.maxPacket)
+}
+
+// packetSize is the size of pub on the wire, as the broker's Maximum
+// Packet Size counts it: the whole packet, fixed header included.
+func packetSize(pub *paho.Publish) int {
+	n := 0
+	for _, b := range pub.Packet().Buffers() {
+		n += len(b)
+	}
+	header := 2 // type and flags, one byte of remaining length
+	for rest := n >> 7; rest > 0; rest >>= 7 {
+		header++
+	}
+	return header + n
 }
 
 // Rejected returns how many readings brokers refused for good and were dropped.
@@ -877,6 +922,14 @@ func (u *Uplink) Rejected() uint64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.rejected
+}
+
+// TooLarge returns how many readings were dropped because they can never
+// fit the broker's Maximum Packet Size.
+func (u *Uplink) TooLarge() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.tooLarge
 }
 
 func (u *Uplink) acked(seq uint64) {
