@@ -137,16 +137,16 @@ func (u *Uplink) heartbeat() { u.beat.Store(time.Now().UnixNano()) }
 
 // connection is one live connection to one broker.
 type connection struct {
-	cm    *autopaho.ConnectionManager
-	url   string
-	cand  candidate
-	wire  *wireConn
-	qos   byte          // readings go at this QoS: Config.QoS, or the broker's maximum if lower
+	cm   *autopaho.ConnectionManager
+	url  string
+	cand candidate
+	wire *wireConn
+	qos  byte // readings go at this QoS: Config.QoS, or the broker's maximum if lower
 	// maxPacket is the broker's Maximum Packet Size, 0 when it set none:
 	// it disconnects (0x95) on a larger packet.
 	maxPacket uint32
-	since time.Time     // when it came up
-	down  chan struct{} // closed when the connection is lost
+	since     time.Time     // when it came up
+	down      chan struct{} // closed when the connection is lost
 	// leaving closes when the connection is to be left (fail-back): no new
 	// publish starts; settled closes once the publishing has stopped.
 	leaving chan struct{}
