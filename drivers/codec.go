@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -193,8 +194,15 @@ func (c *Codec) Encode(dst []byte, value float64) error {
 			return err
 		}
 	case Float32:
-		binary.BigEndian.PutUint32(b, math.Float32bits(float32(raw)))
+		f := float32(raw)
+		if math.IsInf(float64(f), 0) || math.IsNaN(raw) {
+			return ErrOutOfRange // never written as Inf
+		}
+		binary.BigEndian.PutUint32(b, math.Float32bits(f))
 	case Float64:
+		if math.IsInf(raw, 0) || math.IsNaN(raw) {
+			return ErrOutOfRange
+		}
 		binary.BigEndian.PutUint64(b, math.Float64bits(raw))
 	default:
 		return ErrOutOfRange // strings are encoded with EncodeString
@@ -207,7 +215,9 @@ func (c *Codec) Encode(dst []byte, value float64) error {
 func (c *Codec) putInt(b []byte, raw float64) error {
 	lo, hi := c.intRange()
 	r := math.Round(raw)
-	if math.IsNaN(r) || r < lo || r > hi {
+	// hi+1 is exact for every width: 2^16, 2^32, and for the 64-bit types
+	// float64(hi) is already 2^63 or 2^64, which does not fit.
+	if math.IsNaN(r) || r < lo || r >= hi+1 {
 		return ErrOutOfRange
 	}
 	switch len(b) {
@@ -216,7 +226,7 @@ func (c *Codec) putInt(b []byte, raw float64) error {
 	case 4:
 		binary.BigEndian.PutUint32(b, uint32(int64(r)))
 	default:
-		if c.Type == Uint64 && r >= math.MaxInt64 {
+		if c.Type == Uint64 && r >= 1<<63 {
 			binary.BigEndian.PutUint64(b, uint64(r))
 		} else {
 			binary.BigEndian.PutUint64(b, uint64(int64(r)))
@@ -224,6 +234,49 @@ func (c *Codec) putInt(b []byte, raw float64) error {
 	}
 	return nil
 }
+
+// EncodeNumber writes a JSON number, in engineering units, like Encode;
+// an unscaled integer written without fraction or exponent is taken
+// exactly, not through a float64, whose 53 bits would round it.
+func (c *Codec) EncodeNumber(dst []byte, n string) error {
+	if c.unscaled() && !strings.ContainsAny(n, ".eE") {
+		switch c.Type {
+		case Int16, Int32, Int64:
+			i, err := strconv.ParseInt(n, 10, 16*c.Words())
+			if err != nil {
+				return ErrOutOfRange
+			}
+			return c.putExact(dst, uint64(i))
+		case Uint16, Uint32, Uint64:
+			u, err := strconv.ParseUint(n, 10, 16*c.Words())
+			if err != nil {
+				return ErrOutOfRange
+			}
+			return c.putExact(dst, u)
+		}
+	}
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil {
+		return ErrNotFinite
+	}
+	return c.Encode(dst, f)
+}
+
+// putExact writes the low 16*Words() bits of u in c's byte order.
+func (c *Codec) putExact(dst []byte, u uint64) error {
+	n := c.Words() * 2
+	if len(dst) < n {
+		return ErrShortData
+	}
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], u)
+	reorder(dst[:n], buf[8-n:], c.Order)
+	return nil
+}
+
+// ErrNotFinite means a number is too large for any float64: JSON has no
+// Inf or NaN, so 1e999 is how a client sends one.
+var ErrNotFinite = errors.New("not a finite number")
 
 // EncodeString writes s into the Length words of a string, padded with NULs.
 func (c *Codec) EncodeString(dst []byte, s string) error {

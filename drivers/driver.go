@@ -24,7 +24,20 @@ type Driver interface {
 // Writer is a Driver that can also set points (writable = true). Like Read,
 // Write is called from the bus's goroutine only.
 type Writer interface {
-	Write(ctx context.Context, device, point string, value json.RawMessage) error
+	// Write sets the point from a JSON value in engineering units, reads
+	// it back and returns the value read. A read-back that differs from
+	// what was written is a *ReadBackError.
+	Write(ctx context.Context, device, point string, value json.RawMessage) (Value, error)
+}
+
+// ReadBackError is a write the device took but whose point reads back
+// something else (a device that clamps, or ignores the write).
+type ReadBackError struct {
+	Written, Read Value
+}
+
+func (e *ReadBackError) Error() string {
+	return "the device took the write but reads back " + e.Read.String() + " after " + e.Written.String() + " was written"
 }
 
 // BusStats are one device's request counters, from drivers that keep them.

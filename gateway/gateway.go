@@ -220,7 +220,7 @@ func (g *gateway) report() status.Report {
 		r.Loops = append(r.Loops, p.liveness())
 	}
 	if up := g.uplink(); up != nil {
-		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), TooLarge: up.TooLarge(), Broker: up.Broker()}
+		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), TooLarge: up.TooLarge(), CommandsDropped: up.CommandsDropped(), Broker: up.Broker()}
 		r.Loops = append(r.Loops, status.Liveness{Name: "uplink", Last: up.Heartbeat(), Limit: 10 * time.Second})
 	}
 	if cfg := g.config(); cfg != nil {
@@ -349,13 +349,14 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 			return Message(dst, topicBase, rec.Seq, rec.Data)
 		},
 		CommandBase: topicBase,
-		Commands: func(device, point string, value []byte, done func(error)) {
-			p, ok := g.current().byDevice[device]
+		CommandTTL:  cfg.MQTT.CommandTTL.D(),
+		Commands: func(cmd uplink.Command, done func(uplink.Result)) {
+			p, ok := g.current().byDevice[cmd.Device]
 			if !ok {
-				done(fmt.Errorf("no device %q on this gateway", device))
+				done(uplink.Result{Err: fmt.Errorf("no device %q on this gateway", cmd.Device)})
 				return
 			}
-			p.submit(command{device: device, point: point, value: value, done: done})
+			p.submit(command{Command: cmd, done: done})
 		},
 		Logger: g.log.With("component", "uplink"),
 	}, g.buf)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -110,11 +111,20 @@ func modbusOptions(mode modbus.Mode, bus config.Bus, devices []config.Device, lo
 		md := modbus.Device{Name: d.Name, UnitID: d.UnitID, Interval: d.Interval.D()}
 		for _, p := range d.Points {
 			md.Points = append(md.Points, modbus.PointSpec{Name: p.Name, Table: p.Table, Address: p.Address, Type: p.Type,
-				ByteOrder: p.ByteOrder, Length: p.Length, Bit: p.Bit, Scale: p.Scale, Offset: p.Offset, Writable: p.Writable})
+				ByteOrder: p.ByteOrder, Length: p.Length, Bit: p.Bit, Scale: p.Scale, Offset: p.Offset, Writable: p.Writable,
+				Min: limit(p.Min), Max: limit(p.Max)})
 		}
 		o.Devices = append(o.Devices, md)
 	}
 	return o
+}
+
+// limit is a min or max as the driver takes it: nil for none (±Inf).
+func limit(f float64) *float64 {
+	if math.IsInf(f, 0) {
+		return nil
+	}
+	return &f
 }
 
 func serialOptions(bus config.Bus, devices []config.Device, log *slog.Logger) *serial.Options {

@@ -4,9 +4,9 @@ import (
 	"edgegw/drivers"
 	"edgegw/gateway/config"
 	"edgegw/gateway/status"
+	"edgegw/gateway/uplink"
 
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,10 +17,12 @@ import (
 
 // command is a write asked for over MQTT, waiting for its bus.
 type command struct {
-	device, point string
-	value         json.RawMessage
-	done          func(error)
+	uplink.Command
+	done func(uplink.Result)
 }
+
+// refuse answers a command that is not written.
+func (c command) refuse(err error) { c.done(uplink.Result{Err: err}) }
 
 // statsReporter is a Driver that counts its requests (Modbus does).
 type statsReporter interface {
@@ -223,25 +225,36 @@ func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer
 	}
 }
 
-// write runs one command on the bus.
-func (p *poller) write(ctx context.Context, drv drivers.Driver, openErr error, cmd command) error {
+// write runs one command on the bus, unless it expired on the way, and
+// returns its outcome with the value read back.
+func (p *poller) write(ctx context.Context, drv drivers.Driver, openErr error, cmd command) uplink.Result {
+	if !cmd.Expires.IsZero() && p.now().After(cmd.Expires) {
+		late := p.now().Sub(cmd.Expires).Round(time.Millisecond)
+		p.log.Warn("write_expired", "bus", p.bus.Name, "device", cmd.Device, "point", cmd.Point, "late_by", late)
+		return uplink.Result{Err: fmt.Errorf("expired: the command waited past its expiry (command_ttl or Message Expiry) by %s; not written", late)}
+	}
 	if drv == nil {
 		if openErr == nil {
 			openErr = errors.New("not opened yet")
 		}
-		return fmt.Errorf("bus %s is not open: %w", p.bus.Name, openErr)
+		return uplink.Result{Err: fmt.Errorf("bus %s is not open: %w", p.bus.Name, openErr)}
 	}
 	w, ok := drv.(drivers.Writer)
 	if !ok {
-		return fmt.Errorf("%s buses do not take writes", p.bus.Protocol)
+		return uplink.Result{Err: fmt.Errorf("%s buses do not take writes", p.bus.Protocol)}
 	}
-	err := w.Write(ctx, cmd.device, cmd.point, cmd.value)
-	if err != nil {
-		p.log.Warn("write_failed", "bus", p.bus.Name, "device", cmd.device, "point", cmd.point, "err", err)
-	} else {
-		p.log.Info("written", "bus", p.bus.Name, "device", cmd.device, "point", cmd.point, "value", string(cmd.value))
+	got, err := w.Write(ctx, cmd.Device, cmd.Point, cmd.Value)
+	var rb *drivers.ReadBackError
+	switch {
+	case errors.As(err, &rb):
+		p.log.Warn("write_not_confirmed", "bus", p.bus.Name, "device", cmd.Device, "point", cmd.Point, "written", rb.Written.String(), "read_back", rb.Read.String())
+		return uplink.Result{Err: err, Value: rb.Read.AppendJSON(nil), Written: rb.Written.AppendJSON(nil)}
+	case err != nil:
+		p.log.Warn("write_failed", "bus", p.bus.Name, "device", cmd.Device, "point", cmd.Point, "err", err)
+		return uplink.Result{Err: err}
 	}
-	return err
+	p.log.Info("written", "bus", p.bus.Name, "device", cmd.Device, "point", cmd.Point, "value", got.String())
+	return uplink.Result{Value: got.AppendJSON(nil)}
 }
 
 // submit queues a command for the bus, refusing it when the queue is full or
@@ -250,13 +263,13 @@ func (p *poller) submit(cmd command) {
 	p.cmdsMu.Lock()
 	defer p.cmdsMu.Unlock()
 	if p.stopped {
-		cmd.done(errStopped)
+		cmd.refuse(errStopped)
 		return
 	}
 	select {
 	case p.cmds <- cmd:
 	default:
-		cmd.done(fmt.Errorf("bus %s is busy with earlier writes; try again", p.bus.Name))
+		cmd.refuse(fmt.Errorf("bus %s is busy with earlier writes; try again", p.bus.Name))
 	}
 }
 
@@ -271,7 +284,7 @@ func (p *poller) refuseCommands() {
 	for {
 		select {
 		case cmd := <-p.cmds:
-			cmd.done(errStopped)
+			cmd.refuse(errStopped)
 		default:
 			return
 		}

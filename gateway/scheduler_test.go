@@ -3,6 +3,8 @@ package gateway
 import (
 	"edgegw/drivers"
 	"edgegw/gateway/config"
+	"edgegw/gateway/uplink"
+	"encoding/json"
 
 	"context"
 	"errors"
@@ -157,5 +159,56 @@ func TestPollerOverrunDoesNotBurst(t *testing.T) {
 	stop()
 	if took := time.Since(start); took < 5*30*time.Millisecond {
 		t.Errorf("5 polls of a 30ms device took %s", took)
+	}
+}
+
+// writeDriver records writes; each says it started, then waits for release.
+type writeDriver struct {
+	fakeDriver
+	started chan struct{}
+	release chan struct{}
+	written chan string
+}
+
+func (d *writeDriver) Write(ctx context.Context, device, point string, value json.RawMessage) (drivers.Value, error) {
+	d.started <- struct{}{}
+	<-d.release
+	d.written <- point
+	return drivers.Value{Point: point, Kind: drivers.KindInt, I: 7}, nil
+}
+
+// TestPollerRefusesExpiredCommands: a command that waited for its bus past
+// its expiry (command_ttl, Message Expiry) is refused, never written late.
+func TestPollerRefusesExpiredCommands(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	drv := &writeDriver{fakeDriver: fakeDriver{reads: map[string]int{}}, started: make(chan struct{}, 2), release: make(chan struct{}), written: make(chan string, 2)}
+	p := &poller{bus: config.Bus{Name: "rs485"}, devices: devices(time.Hour), out: newMemAppender(),
+		log: slog.New(slog.DiscardHandler), now: now, stats: map[string]*DeviceStats{"a": {}}, cmds: make(chan command, 16),
+		open: func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
+	stop := runPoller(t, p)
+	defer stop()
+	results := make(chan uplink.Result, 2)
+	submit := func(point string, expires time.Time) {
+		p.submit(command{Command: uplink.Command{Device: "a", Point: point, Value: json.RawMessage("7"), Expires: expires},
+			done: func(r uplink.Result) { results <- r }})
+	}
+	submit("slow", now().Add(10*time.Second))
+	submit("late", now().Add(10*time.Second)) // queued behind the slow one
+	<-drv.started
+	mu.Lock()
+	clock = clock.Add(11 * time.Second) // the slow write took 11 s
+	mu.Unlock()
+	drv.release <- struct{}{}
+	if r := <-results; r.Err != nil || string(r.Value) != "7" {
+		t.Errorf("the first write: %+v", r)
+	}
+	if r := <-results; r.Err == nil || !strings.Contains(r.Err.Error(), "expired") {
+		t.Errorf("the command that waited 11 s of its 10: %+v", r)
+	}
+	close(drv.release)
+	if got := <-drv.written; got != "slow" || len(drv.written) != 0 {
+		t.Errorf("written: %s, then %d more", got, len(drv.written))
 	}
 }

@@ -308,6 +308,8 @@ interval = "100ms"
   type = "int16"
   scale = 0.1
   writable = true
+  min = 5
+  max = 35
   [[device.point]]
   name = "pump"
   table = "coil"
@@ -343,13 +345,14 @@ func TestCommands(t *testing.T) {
 	for _, tc := range []struct {
 		topic, value, want string
 	}{
-		{"plc/set/setpoint", "21.5", `{"ok":true}`},
-		{"plc/set/pump", "true", `{"ok":true}`},
+		{"plc/set/setpoint", "21.46", `{"ok":true,"value":21.5}`},
+		{"plc/set/pump", "null", `{"ok":false,"error":"plc.pump: null is not a value to write: send true/false, a number or a string"}`},
+		{"plc/set/pump", "true", `{"ok":true,"value":true}`},
+		{"plc/set/setpoint", "35.5", `{"ok":false,"error":"plc.setpoint: 35.5 is outside min..max (5..35): refused"}`},
 		{"plc/set/temperature", "3", `{"ok":false,"error":"plc.temperature: point is not writable"}`},
 		{"plc/set/nosuch", "3", `{"ok":false,"error":"no such point \"nosuch\" on plc"}`},
 		{"boiler/set/setpoint", "3", `{"ok":false,"error":"no device \"boiler\" on this gateway"}`},
-		{"plc/set/setpoint", `"warm"`, `{"ok":false,"error":"plc.setpoint: want a JSON number, got \"warm\""}`},
-		{"plc/set/setpoint", "99999", `{"ok":false,"error":"plc.setpoint: 99999 does not fit a int16: value out of range for the point's type"}`},
+		{"plc/set/setpoint", `"warm"`, `{"ok":false,"error":"plc.setpoint: want a JSON number, not \"warm\""}`},
 	} {
 		topic := "edgegw/cmd/" + tc.topic
 		before := len(sub.Messages())

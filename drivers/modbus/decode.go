@@ -35,8 +35,10 @@ type Point struct {
 	Bit    int
 	Scale  float64
 	Offset float64
-	// Writable points may be set with Write.
+	// Writable points may be set with Write, within Min and Max
+	// (engineering units; nil is no limit).
 	Writable bool
+	Min, Max *float64
 }
 
 // codec is how the point's registers become its value.

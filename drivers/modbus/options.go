@@ -70,6 +70,9 @@ type PointSpec struct {
 	Scale    float64
 	Offset   float64
 	Writable bool
+	// Min and Max bound what Write accepts, in engineering units; nil is
+	// no limit.
+	Min, Max *float64
 }
 
 // withDefaults fills the table and type a point left empty.
@@ -97,7 +100,7 @@ func ParsePoint(s PointSpec) (Point, error) {
 		return Point{}, fmt.Errorf("modbus: point %q: table %q, type %q or byte order %q not valid", s.Name, s.Table, s.Type, s.ByteOrder)
 	}
 	return Point{Name: s.Name, Table: t, Address: uint16(s.Address), Type: ty, Order: o, Length: s.Length, Bit: s.Bit,
-		Scale: s.Scale, Offset: s.Offset, Writable: s.Writable}, nil
+		Scale: s.Scale, Offset: s.Offset, Writable: s.Writable, Min: s.Min, Max: s.Max}, nil
 }
 
 // The keys of protocol serial, wrong on a Modbus bus or device.
@@ -174,5 +177,23 @@ func checkPoint(s PointSpec, p drivers.Problems) {
 	}
 	if s.Writable && (s.Table == "input" || s.Table == "discrete") {
 		p.Errorf("writable", "%s is read-only in Modbus: only holding and coil points are writable", s.Table)
+	}
+	checkLimits(s, p)
+}
+
+// checkLimits reports min and max where they cannot apply: they bound the
+// writes of numeric points.
+func checkLimits(s PointSpec, p drivers.Problems) {
+	for _, k := range []string{"min", "max"} {
+		switch {
+		case !p.Set(k):
+		case !s.Writable:
+			p.Errorf(k, "applies to writable points only: it bounds writes, not readings")
+		case s.Type == "bool" || s.Type == "string":
+			p.Errorf(k, "applies to numeric points only, not %s", s.Type)
+		}
+	}
+	if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
+		p.Errorf("max", "%g is below min = %g", *s.Max, *s.Min)
 	}
 }

@@ -1,12 +1,12 @@
 package modbus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"strings"
+	"strconv"
 
 	"edgegw/drivers"
 )
@@ -19,81 +19,177 @@ var (
 	ErrNoSuchPoint = errors.New("no such point")
 )
 
-// Write sets a writable point of the named device from a JSON value: a
-// number (engineering units: scale and offset are undone), true/false for
-// bools, a string for strings. Coils are written with FC5, registers with
-// FC6 (one) or FC16 (several) in the point's type and byte order; a bool in
-// one bit of a register is refused (writing it would clobber its siblings).
-// Like Read, it must be called from the bus's goroutine.
-func (b *Bus) Write(ctx context.Context, device, point string, value json.RawMessage) error {
-	d, ok := b.devices[device]
-	if !ok {
-		return fmt.Errorf("no such device %q", device)
+// Write sets a writable point of the named device from a JSON value, then
+// reads it back and returns the value read. The value must be what the
+// point holds: true/false for bools, a string for strings, a finite number
+// (engineering units: scale and offset are undone) within min and max that
+// the register type holds without wrapping or rounding to Inf; anything
+// else, null included, is refused before the bus is used. Coils are written
+// with FC5, registers with FC6 (one) or FC16 (several) in the point's type
+// and byte order; a bool in one bit of a register is refused (writing it
+// would clobber its siblings). Like Read, it must be called from the bus's
+// goroutine.
+func (b *Bus) Write(ctx context.Context, device, point string, value json.RawMessage) (drivers.Value, error) {
+	d, p, err := b.writable(device, point)
+	if err != nil {
+		return drivers.Value{}, err
 	}
-	var p *Point
-	for i := range d.points {
-		if d.points[i].Name == point {
-			p = &d.points[i]
-		}
+	regs, err := p.encodeJSON(value)
+	if err != nil {
+		return drivers.Value{}, fmt.Errorf("%s.%s: %w", device, point, err)
 	}
-	switch {
-	case p == nil:
-		return fmt.Errorf("%w %q on %s", ErrNoSuchPoint, point, device)
-	case !p.Writable:
-		return fmt.Errorf("%s.%s: %w", device, point, ErrNotWritable)
-	case ctx.Err() != nil:
-		return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return drivers.Value{}, err
 	}
 	b.setUnit(d.unit)
-	var err error
-	switch {
-	case p.Table == Coil:
-		var on bool
-		if err := json.Unmarshal(value, &on); err != nil {
-			return fmt.Errorf("%s.%s is a coil: want true or false", device, point)
-		}
+	if p.Table == Coil {
 		var v uint16
-		if on {
+		if regs[0] != 0 {
 			v = 0xFF00
 		}
 		_, err = b.client.WriteSingleCoil(p.Address, v)
-	case p.Type == drivers.Bool:
-		return fmt.Errorf("%s.%s is one bit of a register: writing it would overwrite the other bits", device, point)
-	default:
-		regs := make([]byte, 2*p.Width())
-		if err := p.encodeJSON(regs, value); err != nil {
-			return fmt.Errorf("%s.%s: %w", device, point, err)
-		}
-		if len(regs) == 2 {
-			_, err = b.client.WriteSingleRegister(p.Address, uint16(regs[0])<<8|uint16(regs[1]))
-		} else {
-			_, err = b.client.WriteMultipleRegisters(p.Address, uint16(len(regs)/2), regs)
-		}
+	} else if len(regs) == 2 {
+		_, err = b.client.WriteSingleRegister(p.Address, uint16(regs[0])<<8|uint16(regs[1]))
+	} else {
+		_, err = b.client.WriteMultipleRegisters(p.Address, uint16(len(regs)/2), regs)
 	}
 	if err != nil {
 		if !isException(err) {
 			b.reset()
 		}
-		return fmt.Errorf("write %s.%s: %s", device, point, describe(err, b.timeout))
+		return drivers.Value{}, fmt.Errorf("write %s.%s: %s", device, point, describe(err, b.timeout))
 	}
-	return nil
+	return b.readBack(d, p, regs)
 }
 
-// encodeJSON encodes a JSON number or string for the point's registers.
-func (p *Point) encodeJSON(dst []byte, value json.RawMessage) error {
-	if p.Type == drivers.String {
-		var s string
-		if err := json.Unmarshal(value, &s); err != nil {
-			return errors.New("want a JSON string")
+// writable finds a point that may be written.
+func (b *Bus) writable(device, point string) (*device, *Point, error) {
+	d, ok := b.devices[device]
+	if !ok {
+		return nil, nil, fmt.Errorf("no such device %q", device)
+	}
+	for i := range d.points {
+		p := &d.points[i]
+		if p.Name != point {
+			continue
 		}
-		return p.EncodeString(dst, s)
+		switch {
+		case !p.Writable:
+			return nil, nil, fmt.Errorf("%s.%s: %w", device, point, ErrNotWritable)
+		case p.Table != Coil && p.Type == drivers.Bool:
+			return nil, nil, fmt.Errorf("%s.%s is one bit of a register: writing it would overwrite the other bits", device, point)
+		}
+		return d, p, nil
 	}
-	var f float64
-	if err := json.Unmarshal(value, &f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return fmt.Errorf("want a JSON number, got %s", strings.TrimSpace(string(value)))
+	return nil, nil, fmt.Errorf("%w %q on %s", ErrNoSuchPoint, point, device)
+}
+
+// readBack reads the point just written: a device that took the write but
+// holds something else (it clamps, or ignores it) is a *ReadBackError.
+func (b *Bus) readBack(d *device, p *Point, written []byte) (drivers.Value, error) {
+	data, err := b.read(d.unit, Request{Table: p.Table, Start: p.Address, Count: uint16(p.Width())})
+	if err != nil {
+		return drivers.Value{}, fmt.Errorf("%s.%s was written, but reading it back failed: %s", d.name, p.Name, describe(err, b.timeout))
 	}
-	if err := p.Encode(dst, f); err != nil {
-		return fmt.Errorf("%v does not fit a %s: %w", f, p.Type, err)
+	got, err := p.Decode(data, p.Address)
+	if err != nil {
+		return drivers.Value{}, fmt.Errorf("%s.%s was written, but its read-back is unreadable: %w", d.name, p.Name, err)
 	}
-	return nil
+	if p.Table == Coil {
+		if want := written[0] != 0; got.B != want {
+			return got, &drivers.ReadBackError{Written: drivers.Value{Point: p.Name, Kind: drivers.KindBool, B: want}, Read: got}
+		}
+		return got, nil
+	}
+	if !bytes.Equal(data[:len(written)], written) {
+		want, _ := p.Decode(written, p.Address)
+		return got, &drivers.ReadBackError{Written: want, Read: got}
+	}
+	return got, nil
+}
+
+// encodeJSON checks a JSON value against the point and returns what is
+// written: 2 bytes per register, or one byte (0 or 1) for a coil.
+func (p *Point) encodeJSON(value json.RawMessage) ([]byte, error) {
+	v, err := decodeStrict(value)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case p.Table == Coil:
+		on, ok := v.(bool)
+		if !ok {
+			return nil, fmt.Errorf("a coil takes true or false, not %s", describeJSON(value))
+		}
+		if on {
+			return []byte{1}, nil
+		}
+		return []byte{0}, nil
+	case p.Type == drivers.String:
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("want a JSON string, not %s", describeJSON(value))
+		}
+		regs := make([]byte, 2*p.Width())
+		if err := p.EncodeString(regs, s); err != nil {
+			return nil, fmt.Errorf("%q does not fit %d registers", s, p.Length)
+		}
+		return regs, nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return nil, fmt.Errorf("want a JSON number, not %s", describeJSON(value))
+	}
+	f, err := strconv.ParseFloat(n.String(), 64)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a finite number", n)
+	}
+	if p.Min != nil && f < *p.Min || p.Max != nil && f > *p.Max {
+		return nil, fmt.Errorf("%s is outside min..max (%s): refused", n, p.limits())
+	}
+	regs := make([]byte, 2*p.Width())
+	c := p.codec()
+	if err := c.EncodeNumber(regs, n.String()); err != nil {
+		return nil, fmt.Errorf("%s does not fit a %s: %w", n, p.Type, err)
+	}
+	return regs, nil
+}
+
+// limits describes min..max, open sides as "any".
+func (p *Point) limits() string {
+	lo, hi := "any", "any"
+	if p.Min != nil {
+		lo = strconv.FormatFloat(*p.Min, 'g', -1, 64)
+	}
+	if p.Max != nil {
+		hi = strconv.FormatFloat(*p.Max, 'g', -1, 64)
+	}
+	return lo + ".." + hi
+}
+
+// decodeStrict decodes one JSON value, numbers as json.Number; null and
+// trailing data are refused.
+func decodeStrict(value json.RawMessage) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("not a JSON value: %s", describeJSON(value))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("more than one JSON value: %s", describeJSON(value))
+	}
+	if v == nil {
+		return nil, errors.New("null is not a value to write: send true/false, a number or a string")
+	}
+	return v, nil
+}
+
+// describeJSON quotes a client's value for an error, at most 40 bytes of it.
+func describeJSON(value json.RawMessage) string {
+	s := string(bytes.TrimSpace(value))
+	if len(s) > 40 {
+		s = s[:40] + "…"
+	}
+	return s
 }

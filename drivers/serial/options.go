@@ -66,7 +66,7 @@ func (s PointSpec) withDefaults() PointSpec {
 // serial one.
 var (
 	modbusDeviceKeys = []string{"unit_id"}
-	modbusPointKeys  = []string{"table", "address", "length", "bit", "writable"}
+	modbusPointKeys  = []string{"table", "address", "length", "bit", "writable", "min", "max"}
 )
 
 // Check reports every problem of o through p, before anything opens.

@@ -52,6 +52,9 @@ type MQTT struct {
 	// FailbackAfter (ordered only) moves back to an earlier broker once it
 	// has been reachable this long; 0 never.
 	FailbackAfter Duration `toml:"failback_after"`
+	// CommandTTL refuses a command older than this when its bus is free
+	// to write it; 0 no limit.
+	CommandTTL Duration `toml:"command_ttl"`
 	// ClientID defaults to "edgegw-" + gateway.id when empty.
 	ClientID string `toml:"client_id"`
 	Username string `toml:"username"`
@@ -162,6 +165,10 @@ type Point struct {
 	Offset   float64 `toml:"offset"`
 	Unit     string  `toml:"unit"`
 	Writable bool    `toml:"writable"`
+	// Min and Max bound writes (engineering units); -Inf and +Inf, their
+	// defaults, are no limit.
+	Min float64 `toml:"min"`
+	Max float64 `toml:"max"`
 }
 
 // Duration is a time.Duration written in TOML as a Go duration string.

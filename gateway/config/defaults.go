@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"reflect"
 	"time"
 )
@@ -18,6 +19,7 @@ func Default() *Config {
 		MQTT: MQTT{
 			BrokerOrder:    "ordered",
 			FailbackAfter:  Duration(5 * time.Minute),
+			CommandTTL:     Duration(30 * time.Second),
 			QoS:            1,
 			TopicPrefix:    "edgegw",
 			KeepAlive:      Duration(30 * time.Second),
@@ -52,7 +54,7 @@ func (d *Device) setDefaults() {
 }
 
 func (p *Point) setDefaults() {
-	*p = Point{ByteOrder: "ABCD", Bit: -1, Scale: 1}
+	*p = Point{ByteOrder: "ABCD", Bit: -1, Scale: 1, Min: math.Inf(-1), Max: math.Inf(1)}
 }
 
 func reflectValue(c *Config) reflect.Value { return reflect.ValueOf(c).Elem() }

@@ -101,6 +101,7 @@ var (
 	descReadErrors     = prometheus.NewDesc("edgegw_read_errors_total", "Points that failed a poll, by device.", []string{"device"}, nil)
 	descPublished      = prometheus.NewDesc("edgegw_published_total", "Readings acknowledged by a broker.", nil, nil)
 	descDropped        = prometheus.NewDesc("edgegw_dropped_total", "Readings dropped, by reason: max_bytes, max_age, disk_error, corrupt (lost to a damaged buffer file), rejected (refused by the broker for good), too_large (over the broker's maximum packet size).", []string{"reason"}, nil)
+	descCmdsDropped    = prometheus.NewDesc("edgegw_commands_dropped_total", "Commands dropped unanswered because too many were waiting for their buses (a flood on the set topics).", nil, nil)
 	descRequests       = prometheus.NewDesc("edgegw_bus_requests_total", "Requests to a device on its bus.", []string{"device"}, nil)
 	descRequestErrors  = prometheus.NewDesc("edgegw_bus_request_errors_total", "Failed requests, by kind: timeout (no reply), exception (refused), transport (broken reply or port).", []string{"device", "kind"}, nil)
 	descResponseTime   = prometheus.NewDesc("edgegw_bus_response_seconds", "Time from request to reply.", []string{"device"}, nil)
@@ -114,7 +115,7 @@ type collector struct{ source Source }
 // Describe implements prometheus.Collector.
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBufferReadings, descBufferBytes, descBufferOldest, descBufferFile, descBufferPending,
-		descReadings, descReadErrors, descPublished, descDropped, descConnected, descBrokerInfo,
+		descReadings, descReadErrors, descPublished, descDropped, descCmdsDropped, descConnected, descBrokerInfo,
 		descRequests, descRequestErrors, descResponseTime} {
 		ch <- d
 	}
@@ -151,6 +152,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descPublished, float64(up.Published))
 	counter(ch, descDropped, float64(up.Rejected), "rejected")
 	counter(ch, descDropped, float64(up.TooLarge), "too_large")
+	counter(ch, descCmdsDropped, float64(up.CommandsDropped))
 	connected := 0.0
 	if up.Broker != "" {
 		connected = 1

@@ -51,7 +51,9 @@ type Uplink struct {
 	Published uint64 // readings acknowledged
 	Rejected  uint64 // readings refused for good
 	TooLarge  uint64 // readings larger than the broker's Maximum Packet Size
-	Broker    string // the broker in use; "" while disconnected
+	// CommandsDropped counts commands dropped because too many waited.
+	CommandsDropped uint64
+	Broker          string // the broker in use; "" while disconnected
 }
 
 // Report is the gateway at one moment.

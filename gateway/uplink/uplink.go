@@ -14,14 +14,12 @@ package uplink
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,8 +79,11 @@ type Config struct {
 	// CommandBase/{device}/set/{point}; results go to that topic + "/result".
 	CommandBase string
 	// Commands, when set, receives each command; it must not block, and
-	// calls done, from any goroutine, with the outcome.
-	Commands func(device, point string, value []byte, done func(error))
+	// calls done once, from any goroutine, with the outcome. At most
+	// maxCommands are waiting for their done at once; more are dropped.
+	Commands func(cmd Command, done func(Result))
+	// CommandTTL is how long a command may wait for its bus; 0 is no limit.
+	CommandTTL time.Duration
 	// Backoff is the wait before publishing is retried on a connection
 	// where publishes failed (attempt counts from 1); capped exponential
 	// with jitter when nil.
@@ -116,9 +117,16 @@ type Uplink struct {
 	connects    uint64
 	rejected    uint64
 	tooLarge    uint64
-	replies     sync.WaitGroup  // command results being published
+	replies     sync.WaitGroup  // commands accepted and not yet answered
+	results     chan reply      // answered commands, for the reply worker
+	commandSlot chan struct{}   // one per accepted command not yet answered
+	flooded     bool            // a command was dropped since one was last accepted
+	droppedCmds atomic.Uint64   // commands dropped: too many waiting
 	watchers    sync.WaitGroup  // fail-back watchers
 	runCtx      context.Context // Run's: the watchers end with it
+
+	// bytesIn counts the bytes received from brokers, all connections.
+	bytesIn atomic.Uint64
 
 	// beat is when the publish loop last showed it is not stuck (unix
 	// nanos); it beats on every tick of beatTick while waiting.
@@ -165,7 +173,8 @@ func New(cfg Config, store Store) *Uplink {
 		cfg.Backoff = DefaultBackoff
 	}
 	return &Uplink{cfg: cfg, store: store, log: cfg.Logger, changed: make(chan struct{}, 1), tracker: newTracker(),
-		rand: rand.Float64, failingBack: -1}
+		rand: rand.Float64, failingBack: -1,
+		results: make(chan reply, maxCommands), commandSlot: make(chan struct{}, maxCommands)}
 }
 
 // DefaultBackoff doubles from 250ms up to 30s, with up to 25% random jitter.
@@ -189,6 +198,9 @@ func (u *Uplink) Connects() uint64 {
 	defer u.mu.Unlock()
 	return u.connects
 }
+
+// BytesIn returns how many bytes brokers have sent, all connections together.
+func (u *Uplink) BytesIn() uint64 { return u.bytesIn.Load() }
 
 // Published returns how many records the brokers have acknowledged.
 func (u *Uplink) Published() uint64 {
@@ -224,6 +236,8 @@ func (u *Uplink) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
 	}
+	repliesDone := make(chan struct{})
+	go func() { u.replyWorker(); close(repliesDone) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	u.beatTick = tick.C
@@ -244,9 +258,11 @@ func (u *Uplink) Run(ctx context.Context) error {
 	_ = cm.Disconnect(stopCtx)
 	<-cm.Done()
 	u.watchers.Wait()
-	// Results still being published, or commands still queued on a bus
-	// (a stopping bus answers them), end now: the connection is gone.
+	// Commands still queued on a bus (a stopping bus answers them) and
+	// results still to publish end now: the connection is gone.
 	u.replies.Wait()
+	close(u.results)
+	<-repliesDone
 	return nil
 }
 
@@ -318,7 +334,7 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		OnConnectError:   u.onConnectError,
 		ClientConfig: paho.ClientConfig{
 			ClientID:          u.cfg.ClientID,
-			OnPublishReceived: []func(paho.PublishReceived) (bool, error){u.onPublish},
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){u.onCommand},
 			Session:           newOrderedSession(u.tracker),
 			OnClientError: func(err error) {
 				u.log.Debug("mqtt_client_error", "err", err)
@@ -352,10 +368,16 @@ func (u *Uplink) attemptConnection(ctx context.Context, _ autopaho.ClientConfig,
 		return nil, err
 	}
 	broker := target.String()
-	u.attemptWire = newWireConn(conn, u.tracker, silence(u.cfg.KeepAlive), func() {
+	w := newWireConn(conn, u.tracker, silence(u.cfg.KeepAlive), func() {
 		u.log.Warn("mqtt_broker_unresponsive", "broker", broker, "silent_for", silence(u.cfg.KeepAlive))
 	})
-	return u.attemptWire, nil
+	w.bytesIn = &u.bytesIn
+	w.onTooLarge = func(err error) {
+		u.log.Warn("mqtt_packet_too_large", "broker", broker, "err", err,
+			"hint", "the broker ignores the client's Maximum Packet Size; the connection is closed before the packet is read")
+	}
+	u.attemptWire = w
+	return w, nil
 }
 
 func isTimeout(err error) bool {
@@ -563,54 +585,6 @@ func (u *Uplink) birth(ctx context.Context, c *connection) {
 	if _, err := c.cm.Publish(pctx, &paho.Publish{Topic: u.cfg.StatusTopic, QoS: min(1, c.qos), Retain: true, Payload: payload}); err != nil {
 		u.log.Warn("mqtt_online_status_failed", "broker", c.url, "err", err)
 	}
-}
-
-// reply publishes a command's outcome.
-func (u *Uplink) reply(topic string, err error) {
-	defer u.replies.Done()
-	result := []byte(`{"ok":true}`)
-	if err != nil {
-		result, _ = json.Marshal(struct {
-			OK    bool   `json:"ok"`
-			Error string `json:"error"`
-		}{false, err.Error()})
-	}
-	c := u.current()
-	if c == nil {
-		u.log.Warn("mqtt_command_result_lost", "topic", topic, "reason", "not connected")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
-	defer cancel()
-	if _, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: min(1, c.qos), Payload: result}); err != nil {
-		u.log.Warn("mqtt_command_result_lost", "topic", topic, "err", err)
-	}
-}
-
-// onPublish routes a command message to Commands and publishes its result.
-func (u *Uplink) onPublish(pr paho.PublishReceived) (bool, error) {
-	p := pr.Packet
-	rest, ok := strings.CutPrefix(p.Topic, u.cfg.CommandBase+"/")
-	parts := strings.Split(rest, "/")
-	if !ok || len(parts) != 3 || parts[1] != "set" || u.cfg.Commands == nil {
-		return false, nil
-	}
-	device, point := parts[0], parts[2]
-	if p.Retain {
-		// A stored retained command, from a broker that ignored Retain
-		// Handling: it would run again at every reconnect.
-		u.log.Warn("mqtt_command_ignored", "topic", p.Topic, "reason", "retained command messages are not executed")
-		return true, nil
-	}
-	u.log.Info("mqtt_command", "device", device, "point", point, "value", string(p.Payload))
-	value := append([]byte(nil), p.Payload...)
-	u.replies.Add(1)
-	var once sync.Once
-	u.cfg.Commands(device, point, value, func(err error) {
-		// The caller may be a bus's poll loop: publish elsewhere.
-		once.Do(func() { go u.reply(p.Topic+"/result", err) })
-	})
-	return true, nil
 }
 
 // errRetry ends a drain pass whose publishes failed while connected.

@@ -95,6 +95,13 @@ type wireConn struct {
 	// CONNACK; only the reading goroutine touches it.
 	first   []byte
 	connack atomic.Pointer[packets.Connack]
+	// frames follows the packets the broker sends, so that one larger
+	// than we allowed in CONNECT ends the connection before paho reads
+	// it into memory; only the reading goroutine touches it.
+	frames     frames
+	tooBig     error          // the refusal, once a packet was too large
+	onTooLarge func(error)    // told of it, once
+	bytesIn    *atomic.Uint64 // the uplink's count of bytes received
 
 	mu     sync.Mutex // held by paho from Lock to Unlock
 	locked bool
@@ -123,14 +130,67 @@ func newWireConn(c net.Conn, t *tracker, silence time.Duration, onHung func()) *
 }
 
 func (c *wireConn) Read(b []byte) (int, error) {
+	if c.tooBig != nil {
+		return 0, c.tooBig
+	}
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())
+		if c.bytesIn != nil {
+			c.bytesIn.Add(uint64(n))
+		}
+		if size, ok := c.frames.feed(b[:n]); !ok {
+			// Not one byte of it reaches paho: the connection is lost.
+			c.tooBig = fmt.Errorf("the broker sent a packet of %d bytes, over the %d bytes allowed in CONNECT (Maximum Packet Size)", size, maxIncomingPacket)
+			if c.onTooLarge != nil {
+				c.onTooLarge(c.tooBig)
+			}
+			_ = c.Conn.Close()
+			return 0, c.tooBig
+		}
 		if c.connack.Load() == nil {
 			c.sniff(b[:n])
 		}
 	}
 	return n, err
+}
+
+// frames tracks packet boundaries in what the broker sends: the fixed
+// header of each packet (type byte, 1–4 bytes of remaining length), then
+// its body, skipped.
+type frames struct {
+	header []byte // the current packet's fixed header, while incomplete
+	body   int    // bytes of the current packet's body still to come
+}
+
+// feed follows b; it reports false, with the packet's size, at a packet
+// larger than maxIncomingPacket (or a malformed length).
+func (f *frames) feed(b []byte) (size int, ok bool) {
+	for len(b) > 0 {
+		if f.body > 0 {
+			n := min(f.body, len(b))
+			f.body, b = f.body-n, b[n:]
+			continue
+		}
+		f.header = append(f.header, b[0])
+		b = b[1:]
+		if len(f.header) < 2 || f.header[len(f.header)-1]&0x80 != 0 {
+			if len(f.header) == 5 {
+				return 0, false // a fifth length byte: not MQTT
+			}
+			continue
+		}
+		length, shift := 0, 0
+		for _, x := range f.header[1:] {
+			length |= int(x&0x7f) << shift
+			shift += 7
+		}
+		if size := len(f.header) + length; size > maxIncomingPacket {
+			return size, false
+		}
+		f.header, f.body = f.header[:0], length
+	}
+	return 0, true
 }
 
 // sniff keeps the first packet the broker sends, its CONNACK, whose

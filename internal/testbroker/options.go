@@ -24,6 +24,21 @@ func WithACL(t testing.TB, lines ...string) Option {
 	return func(int) string { return "acl_file " + path + "\n" }
 }
 
+// WithUsers makes the broker check these users' passwords (user →
+// password), written with mosquitto_passwd as a user would.
+func WithUsers(t testing.TB, users map[string]string) Option {
+	path := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for user, pass := range users {
+		if out, err := exec.Command("mosquitto_passwd", "-b", path, user, pass).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v %s", err, out)
+		}
+	}
+	return func(int) string { return "password_file " + path + "\n" }
+}
+
 // TLSFiles are PEM files for a TLS listener.
 type TLSFiles struct {
 	CA, Cert, Key string

@@ -41,6 +41,23 @@ func StartMover(t testing.TB, serverReference string) *Refuser {
 	})
 }
 
+// StartFlooder accepts every CONNECT, then sends a PUBLISH of size bytes
+// on topic whatever Maximum Packet Size the client asked for, as a broken
+// or hostile broker would.
+func StartFlooder(t testing.TB, topic string, size int) *Refuser {
+	t.Helper()
+	return start(t, func(c net.Conn) {
+		if !answer(c, 0, "") {
+			return
+		}
+		p := packets.NewControlPacket(packets.PUBLISH)
+		p.Content.(*packets.Publish).Topic = topic
+		p.Content.(*packets.Publish).Payload = make([]byte, size)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = p.WriteTo(c) // ends when the client closes
+	})
+}
+
 func start(t testing.TB, serve func(net.Conn)) *Refuser {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -12,9 +12,10 @@ import (
 
 // Message is one message a Subscriber received.
 type Message struct {
-	Topic   string
-	Payload []byte
-	Retain  bool
+	Topic      string
+	Payload    []byte
+	Retain     bool
+	Properties *paho.PublishProperties
 }
 
 // Subscriber collects what a broker delivers on a topic filter.
@@ -28,6 +29,12 @@ type Subscriber struct {
 // Subscribe connects to the broker at addr and subscribes to filter with QoS 1.
 func Subscribe(t testing.TB, addr, filter string) *Subscriber {
 	t.Helper()
+	return SubscribeAs(t, addr, filter, "", "")
+}
+
+// SubscribeAs is Subscribe with a username and password ("" for none).
+func SubscribeAs(t testing.TB, addr, filter, user, password string) *Subscriber {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatalf("subscriber: %v", err)
@@ -37,7 +44,7 @@ func Subscribe(t testing.TB, addr, filter string) *Subscriber {
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			s.mu.Lock()
-			s.msgs = append(s.msgs, Message{Topic: pr.Packet.Topic, Payload: pr.Packet.Payload, Retain: pr.Packet.Retain})
+			s.msgs = append(s.msgs, Message{Topic: pr.Packet.Topic, Payload: pr.Packet.Payload, Retain: pr.Packet.Retain, Properties: pr.Packet.Properties})
 			close(s.more)
 			s.more = make(chan struct{})
 			s.mu.Unlock()
@@ -46,7 +53,11 @@ func Subscribe(t testing.TB, addr, filter string) *Subscriber {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := s.cli.Connect(ctx, &paho.Connect{ClientID: "test-sub-" + filter, CleanStart: true, KeepAlive: 30}); err != nil {
+	cp := &paho.Connect{ClientID: "test-sub-" + user + "-" + filter, CleanStart: true, KeepAlive: 30}
+	if user != "" {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte(password), true
+	}
+	if _, err := s.cli.Connect(ctx, cp); err != nil {
 		t.Fatalf("subscriber connect: %v", err)
 	}
 	if _, err := s.cli.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
@@ -98,11 +109,17 @@ func (s *Subscriber) Publish(t testing.TB, topic string, payload []byte) {
 // PublishMessage sends p as is (retain flag included) from the subscriber's connection.
 func (s *Subscriber) PublishMessage(t testing.TB, p *paho.Publish) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := s.cli.Publish(ctx, p); err != nil {
+	if err := s.TryPublish(p); err != nil {
 		t.Fatalf("publish %s: %v", p.Topic, err)
 	}
+}
+
+// TryPublish sends p and returns the broker's refusal, if any.
+func (s *Subscriber) TryPublish(p *paho.Publish) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := s.cli.Publish(ctx, p)
+	return err
 }
 
 // Close disconnects the subscriber before the test ends.

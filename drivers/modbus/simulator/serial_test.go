@@ -67,7 +67,7 @@ func TestSerialLine(t *testing.T) {
 			defer drv.Close()
 			for name, v := range values {
 				raw, _ := json.Marshal(v)
-				if err := drv.Write(ctx, "d", name, raw); err != nil {
+				if _, err := drv.Write(ctx, "d", name, raw); err != nil {
 					t.Fatalf("write %s = %s: %v", name, raw, err)
 				}
 			}

@@ -1,0 +1,183 @@
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Command is a write asked for over MQTT: a JSON value published to
+// CommandBase/{device}/set/{point}.
+type Command struct {
+	Device, Point string
+	Value         []byte
+	// Expires is when the command is too old to be written: CommandTTL
+	// after it arrived, or when its Message Expiry runs out if sooner;
+	// zero when neither applies.
+	Expires time.Time
+}
+
+// Result is a command's outcome.
+type Result struct {
+	Err error
+	// Value is the point's value read back after the write (JSON).
+	Value json.RawMessage
+	// Written is, when the read-back differs, the value that was written.
+	Written json.RawMessage
+}
+
+// maxCommands bounds the commands accepted and not yet answered: a
+// publisher that floods the set topics gets the excess dropped, not a
+// goroutine or a queue slot each.
+const maxCommands = 32
+
+// logPrefix is how much of a client's payload a log line carries.
+const logPrefix = 64
+
+// reply is an answered command on its way to the broker.
+type reply struct {
+	topic         string // the result topic
+	responseTopic string // the MQTT v5 Response Topic, "" when none
+	correlation   []byte
+	result        Result
+}
+
+// onCommand takes a message on the command topics: it checks it, hands it
+// to Commands, and queues its result for the reply worker.
+func (u *Uplink) onCommand(pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	rest, ok := strings.CutPrefix(p.Topic, u.cfg.CommandBase+"/")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 3 || parts[1] != "set" || u.cfg.Commands == nil {
+		return false, nil
+	}
+	if p.Retain {
+		// A stored retained command, from a broker that ignored Retain
+		// Handling: it would run again at every reconnect.
+		u.log.Warn("mqtt_command_ignored", "topic", p.Topic, "reason", "retained command messages are not executed")
+		return true, nil
+	}
+	select {
+	case u.commandSlot <- struct{}{}:
+		u.flooded = false
+	default:
+		u.droppedCmds.Add(1)
+		if !u.flooded { // once per flood: it ends when a command is taken again
+			u.flooded = true
+			u.log.Warn("mqtt_command_dropped", "topic", p.Topic, "waiting", maxCommands,
+				"hint", "more commands arrive than the buses write: these are dropped unanswered (logged once per flood)")
+		}
+		return true, nil
+	}
+	cmd := Command{Device: parts[0], Point: parts[2], Value: append([]byte(nil), p.Payload...), Expires: u.expires(p)}
+	r := reply{topic: p.Topic + "/result"}
+	if props := p.Properties; props != nil && props.ResponseTopic != "" {
+		if validTopic(props.ResponseTopic) {
+			r.responseTopic, r.correlation = props.ResponseTopic, append([]byte(nil), props.CorrelationData...)
+		} else {
+			u.log.Warn("mqtt_response_topic_invalid", "topic", p.Topic, "response_topic", excerpt([]byte(props.ResponseTopic)),
+				"hint", "a Response Topic must be a topic name without wildcards; answered on the result topic only")
+		}
+	}
+	u.log.Info("mqtt_command", "device", cmd.Device, "point", cmd.Point, "value", excerpt(p.Payload), "bytes", len(p.Payload))
+	u.replies.Add(1)
+	var once sync.Once
+	u.cfg.Commands(cmd, func(res Result) {
+		once.Do(func() {
+			r.result = res
+			u.results <- r // never blocks: one slot per accepted command
+		})
+	})
+	return true, nil
+}
+
+// CommandsDropped returns how many commands were dropped unanswered
+// because maxCommands were already waiting.
+func (u *Uplink) CommandsDropped() uint64 { return u.droppedCmds.Load() }
+
+// expires is when a command received now becomes too old to write.
+func (u *Uplink) expires(p *paho.Publish) time.Time {
+	now := time.Now()
+	var at time.Time
+	if u.cfg.CommandTTL > 0 {
+		at = now.Add(u.cfg.CommandTTL)
+	}
+	if p.Properties != nil && p.Properties.MessageExpiry != nil {
+		if e := now.Add(time.Duration(*p.Properties.MessageExpiry) * time.Second); at.IsZero() || e.Before(at) {
+			at = e
+		}
+	}
+	return at
+}
+
+// replyWorker publishes results, one at a time, until results closes.
+func (u *Uplink) replyWorker() {
+	for r := range u.results {
+		payload := resultPayload(r.result)
+		u.publishResult(r.topic, payload, nil)
+		if r.responseTopic != "" {
+			u.publishResult(r.responseTopic, payload, &paho.PublishProperties{CorrelationData: r.correlation})
+		}
+		<-u.commandSlot
+		u.replies.Done()
+	}
+}
+
+func (u *Uplink) publishResult(topic string, payload []byte, props *paho.PublishProperties) {
+	c := u.current()
+	if c == nil {
+		u.log.Warn("mqtt_command_result_lost", "topic", topic, "reason", "not connected")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
+	defer cancel()
+	if _, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: min(1, c.qos), Payload: payload, Properties: props}); err != nil {
+		u.log.Warn("mqtt_command_result_lost", "topic", topic, "err", err)
+	}
+}
+
+// resultPayload is a result as published: {"ok":true,"value":21.5}, or
+// {"ok":false,"error":"…"} with the value read back and the value written
+// when the read-back differed.
+func resultPayload(r Result) []byte {
+	out := struct {
+		OK      bool            `json:"ok"`
+		Error   string          `json:"error,omitempty"`
+		Value   json.RawMessage `json:"value,omitempty"`
+		Written json.RawMessage `json:"written,omitempty"`
+	}{OK: r.Err == nil, Value: r.Value, Written: r.Written}
+	if r.Err != nil {
+		out.Error = r.Err.Error()
+	}
+	b, err := json.Marshal(out)
+	if err != nil { // a driver's value that is not JSON: say so rather than send nothing
+		b, _ = json.Marshal(struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+		}{false, "internal: result not encodable: " + err.Error()})
+	}
+	return b
+}
+
+// validTopic reports whether s may be published to: a topic name, not a filter.
+func validTopic(s string) bool {
+	return len(s) <= 65535 && utf8.ValidString(s) && !strings.ContainsAny(s, "+#\x00")
+}
+
+// excerpt is at most logPrefix bytes of a client's payload for a log line,
+// cut at a character boundary, with "…" when cut.
+func excerpt(b []byte) string {
+	if len(b) <= logPrefix {
+		return strings.ToValidUTF8(string(b), "\uFFFD")
+	}
+	cut := logPrefix
+	for cut > 0 && !utf8.RuneStart(b[cut]) {
+		cut--
+	}
+	return strings.ToValidUTF8(string(b[:cut]), "\uFFFD") + "…"
+}
