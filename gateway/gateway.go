@@ -423,7 +423,8 @@ func (g *gateway) reload(ctx context.Context) {
 	if len(restart) > 0 {
 		g.log.Warn("reload_needs_restart", "sections", strings.Join(restart, " "), "hint", "systemctl restart edgegw to apply them")
 	}
-	mqttChanged := !reflect.DeepEqual(cfg.MQTT, old.MQTT)
+	// A rotated password or certificate keeps its path: the files' content counts.
+	mqttChanged := !reflect.DeepEqual(cfg.MQTT, old.MQTT) || cfg.Secrets.Digest != old.Secrets.Digest
 	// The old pollers release their ports before the new ones open them.
 	prev := g.current()
 	prev.stop()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"edgegw/drivers"
+	"edgegw/drivers/modbus"
 	"edgegw/gateway/config"
 	"edgegw/internal/testpty"
 )
@@ -36,5 +37,17 @@ func TestRS485ModeRefusedIsReported(t *testing.T) {
 	}
 	if _, err := openDriver(config.Bus{Protocol: "can"}, nil, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("unknown protocol: %v", err)
+	}
+}
+
+// TestScanOpensTheBusAsRunDoes: scan asks for the bus's kernel RS-485
+// mode too (it once opened the port without it, and never drove the line).
+func TestScanOpensTheBusAsRunDoes(t *testing.T) {
+	_, gatewayEnd := testpty.Pair(t)
+	cfg := &config.Config{File: "sensors.toml", Buses: []config.Bus{{Name: "rs485", Protocol: "modbus-rtu", Device: gatewayEnd, RS485: true,
+		Baud: 9600, DataBits: 8, Parity: "none", StopBits: 1, Timeout: config.Duration(100 * time.Millisecond), MaxGap: -1}}}
+	err := Scan(context.Background(), cfg, "rs485", []int{1}, 50*time.Millisecond, func(r modbus.ScanResult) {})
+	if err == nil || !strings.Contains(err.Error(), "no kernel RS-485 support") {
+		t.Errorf("scan of an rs485 bus on a port without RS-485: %v", err)
 	}
 }

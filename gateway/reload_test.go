@@ -55,6 +55,7 @@ data_dir = %q
 brokers = [%q]
 qos = %d
 keepalive = "2s"
+%s
 [status]
 listen = %q
 [buffer]
@@ -79,10 +80,12 @@ type reloadRig struct {
 	logs   *logBuffer
 	reload chan struct{}
 	stop   func()
+	// mqtt holds more [mqtt] lines.
+	mqtt string
 }
 
-func newReloadRig(t *testing.T, broker string) *reloadRig {
-	r := &reloadRig{t: t, path: filepath.Join(t.TempDir(), "sensors.toml"), data: t.TempDir(), broker: broker,
+func newReloadRig(t *testing.T, broker string, mqtt ...string) *reloadRig {
+	r := &reloadRig{t: t, path: filepath.Join(t.TempDir(), "sensors.toml"), data: t.TempDir(), broker: broker, mqtt: strings.Join(mqtt, "\n"),
 		status: fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t)),
 		drv:    countingDriver{mu: &sync.Mutex{}, polls: map[string]int{}}, logs: &logBuffer{}, reload: make(chan struct{})}
 	r.write(1, device("a"))
@@ -111,7 +114,7 @@ func newReloadRig(t *testing.T, broker string) *reloadRig {
 }
 
 func (r *reloadRig) write(qos int, devices ...string) {
-	doc := fmt.Sprintf(reloadConfig, r.data, r.broker, qos, r.status, strings.Join(devices, ""))
+	doc := fmt.Sprintf(reloadConfig, r.data, r.broker, qos, r.mqtt, r.status, strings.Join(devices, ""))
 	if err := os.WriteFile(r.path, []byte(doc), 0o644); err != nil {
 		r.t.Fatal(err)
 	}
@@ -232,4 +235,31 @@ func TestReloadKeepsMQTTConnectionUnlessMQTTChanged(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling the log
 	}
+}
+
+// TestReloadPicksUpARotatedPassword: a reload uses the password file's new
+// content although its path stayed the same.
+func TestReloadPicksUpARotatedPassword(t *testing.T) {
+	br := testbroker.Start(t, testbroker.WithUsers(t, map[string]string{"edgegw-rl": "new"}))
+	password := filepath.Join(t.TempDir(), "mqtt.password")
+	if err := os.WriteFile(password, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := newReloadRig(t, br.URL(), `username = "edgegw-rl"`, fmt.Sprintf("password_file = %q", password))
+	waitLog := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(r.logs.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s:\n%s", what, r.logs.String())
+			}
+			time.Sleep(10 * time.Millisecond) // polling the log
+		}
+	}
+	waitLog("msg=mqtt_connect_failed") // the broker wants the new password
+	if err := os.WriteFile(password, []byte("new\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.doReload("mqtt_restarted=true")
+	waitLog("msg=mqtt_connected")
 }

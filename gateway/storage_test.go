@@ -40,7 +40,7 @@ func TestBufferUnavailableAtStart(t *testing.T) {
 
 	status := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
 	path := filepath.Join(t.TempDir(), "sensors.toml")
-	doc := fmt.Sprintf(reloadConfig, ffs.Dir, "tcp://127.0.0.1:1", 1, status, device("a"))
+	doc := fmt.Sprintf(reloadConfig, ffs.Dir, "tcp://127.0.0.1:1", 1, "", status, device("a"))
 	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
