@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,6 +43,50 @@ func TestSystemdUnit(t *testing.T) {
 	for _, want := range []string{"Type=notify", "WatchdogSec=", "SupplementaryGroups=dialout", "StateDirectory=edgegw", "User=edgegw"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("unit lacks %s", want)
+		}
+	}
+}
+
+// TestUnitDoesNotRestartABrokenConfig: systemd's RestartPreventExitStatus
+// looks at the main process only. A config check in ExecStartPre failed
+// outside it, so Restart=always started the unit again every RestartSec,
+// forever (5 s apart, never reaching the start limit). run checks the
+// config itself: its exit status for a broken config must be one the unit
+// does not restart, with the problem and its line in the journal.
+func TestUnitDoesNotRestartABrokenConfig(t *testing.T) {
+	unit, err := os.ReadFile("../../scripts/edgegw.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := map[string][]string{}
+	for _, line := range strings.Split(string(unit), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			settings[k] = append(settings[k], v)
+		}
+	}
+	if pre := settings["ExecStartPre"]; len(pre) > 0 {
+		t.Errorf("ExecStartPre=%s: its failure is not covered by RestartPreventExitStatus", pre)
+	}
+	bad := filepath.Join(t.TempDir(), "sensors.toml")
+	os.WriteFile(bad, []byte("[gateway]\nid = \"gw\"\n[mqtt]\nbrokers = [\"tcp://127.0.0.1:1883\"]\nqos = 7\n"), 0o644)
+	out, err := exec.Command(binary, "run", "-config", bad).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("run with a broken config: %v", err)
+	}
+	prevented := strings.Fields(strings.Join(settings["RestartPreventExitStatus"], " "))
+	if !slices.Contains(prevented, strconv.Itoa(exit.ExitCode())) {
+		t.Errorf("run exits %d on a broken config; the unit restarts all but %v", exit.ExitCode(), prevented)
+	}
+	if !strings.Contains(string(out), bad+":5: mqtt.qos") {
+		t.Errorf("run does not name the file, line and key:\n%s", out)
+	}
+	if len(settings["MemoryMax"]) == 0 {
+		t.Error("no MemoryMax: a leak could take the board's memory")
+	}
+	for _, group := range []string{"ttyS", "ttyUSB", "ttyACM", "ttyAMA", "ttySC", "ttymxc", "ttyO", "ttyLP"} {
+		if !slices.Contains(settings["DeviceAllow"], "char-"+group+" rw") {
+			t.Errorf("no DeviceAllow=char-%s rw", group)
 		}
 	}
 }
