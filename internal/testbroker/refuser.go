@@ -117,3 +117,51 @@ func (r *Refuser) Answered() []time.Time {
 	defer r.mu.Unlock()
 	return append([]time.Time(nil), r.at...)
 }
+
+// PublishLarge connects to the broker at addr as a plain MQTT v5 client and
+// publishes size zero bytes on topic at QoS 0, written in 1 MiB pieces so
+// that neither side holds the message twice; it returns once all of it
+// was written and the client disconnected.
+func PublishLarge(t testing.TB, addr, topic string, size int) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
+	connect := packets.NewControlPacket(packets.CONNECT)
+	cc := connect.Content.(*packets.Connect)
+	cc.ProtocolName, cc.ProtocolVersion, cc.CleanStart, cc.ClientID = "MQTT", 5, true, "test-large-publisher"
+	if _, err := connect.WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := packets.ReadPacket(c); err != nil || ack.Type != packets.CONNACK {
+		t.Fatalf("no CONNACK: %v", err)
+	}
+	// PUBLISH, QoS 0: fixed header, topic, empty properties, payload.
+	body := 2 + len(topic) + 1 + size
+	header := []byte{packets.PUBLISH << 4}
+	for n := body; ; {
+		b := byte(n & 0x7f)
+		if n >>= 7; n > 0 {
+			header = append(header, b|0x80)
+			continue
+		}
+		header = append(header, b)
+		break
+	}
+	header = append(header, byte(len(topic)>>8), byte(len(topic)))
+	header = append(header, topic...)
+	header = append(header, 0)
+	if _, err := c.Write(header); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for left := size; left > 0; left -= len(chunk) {
+		if _, err := c.Write(chunk[:min(left, len(chunk))]); err != nil {
+			t.Fatalf("after %d of %d bytes: %v", size-left, size, err)
+		}
+	}
+	_, _ = packets.NewControlPacket(packets.DISCONNECT).WriteTo(c)
+}
