@@ -36,6 +36,48 @@ inroot "dpkg -r edgegw" >/dev/null 2>&1 || fail "dpkg -r"
 inroot "test ! -e /usr/bin/edgegw && test -e /etc/edgegw/sensors.toml && test -d /var/lib/edgegw" || fail "remove took too much or too little"
 inroot "dpkg -P edgegw" >/dev/null 2>&1 || fail "dpkg -P"
 inroot "test ! -e /etc/edgegw/sensors.toml && test ! -e /var/lib/edgegw && ! id edgegw 2>/dev/null" || fail "purge left things behind"
+
+# The service through install, upgrade, remove and purge, as the maintainer
+# scripts and Debian's systemd helpers decide it, with a recording systemctl
+# stand-in (the chroot runs no systemd).
+mkdir "$work/v2"
+scripts/package/build-deb.sh amd64 "$work/edgegw" 0.2.0~chroot "$work/v2"
+cp "$work"/v2/edgegw_*.deb "$work/root/tmp/edgegw-2.deb"
+cp scripts/package/fake-systemctl.sh "$work/root/usr/bin/systemctl"
+mkdir -p "$work/root/run/systemd/system"
+calls() { inroot "cat /var/log/systemctl.log 2>/dev/null; : > /var/log/systemctl.log"; }
+state() {
+  inroot 'if [ -L /etc/systemd/system/multi-user.target.wants/edgegw.service ]; then printf enabled; else printf disabled; fi
+          if [ -e /run/edgegw.active ]; then echo " active"; else echo " inactive"; fi'
+}
+expect() {
+  local got log
+  got=$(state) log=$(calls | tr '\n' ';')
+  [ "$got" = "$1" ] || fail "$2: service $got, want $1 (systemctl calls: $log)"
+  echo "$log"
+}
+dpkgq() { inroot "$*" >"$work/dpkg.log" 2>&1 </dev/null || { cat "$work/dpkg.log"; fail "$*"; }; }
+dpkgq "dpkg -i /tmp/edgegw.deb"
+log=$(expect "disabled inactive" "first install")
+grep -Eq "(start|enable|preset) " <<<"$log" && fail "first install enabled or started the gateway: $log"
+dpkgq "systemctl enable --now edgegw" && calls >/dev/null # the user, once the config is edited
+dpkgq "dpkg -i /tmp/edgegw-2.deb"
+log=$(expect "enabled active" "upgrade of a running gateway")
+grep -q "restart edgegw.service" <<<"$log" || fail "the upgrade did not restart the gateway on the new binary: $log"
+grep -q " stop " <<<"$log" && fail "the upgrade stopped the gateway: $log"
+dpkgq "systemctl disable --now edgegw" && calls >/dev/null
+dpkgq "dpkg -i /tmp/edgegw.deb" # 0.2.0 -> 0.1.0: configured as an upgrade
+expect "disabled inactive" "upgrade of a stopped, disabled gateway" >/dev/null
+dpkgq "systemctl enable --now edgegw" && calls >/dev/null
+dpkgq "dpkg -r edgegw"
+log=$(expect "disabled inactive" "remove")
+grep -q "stop edgegw.service" <<<"$log" || fail "remove did not stop the gateway: $log"
+dpkgq "dpkg -P edgegw"
+dpkgq "EDGEGW_ENABLE=yes dpkg -i /tmp/edgegw.deb"
+expect "enabled active" "install with EDGEGW_ENABLE=yes" >/dev/null
+dpkgq "dpkg -P edgegw"
+inroot "test ! -e /var/lib/systemd/deb-systemd-helper-enabled/edgegw.service.dsh-also" || fail "purge left the helpers' state"
+rm -rf "$work/root/usr/bin/systemctl" "$work/root/run/systemd"
 # The path without dpkg: scripts/install.sh.
 mkdir -p "$work/root/tmp/src/scripts/package"
 cp scripts/install.sh scripts/edgegw.service "$work/root/tmp/src/scripts/"
@@ -44,4 +86,4 @@ cp "$work/edgegw" "$work/root/tmp/edgegw"
 inroot "sh /tmp/src/scripts/install.sh /tmp/edgegw" >"$work/install-sh.log" 2>&1 || { cat "$work/install-sh.log"; fail "install.sh failed"; }
 inroot "id edgegw | grep -q dialout && test -x /usr/bin/edgegw && test -f /etc/systemd/system/edgegw.service" || fail "install.sh left no user, binary or unit"
 inroot "edgegw check -config /etc/edgegw/sensors.toml" >/dev/null || fail "install.sh's config does not pass check"
-echo "deb-chroot-test: ok: installed, checked, reinstalled keeping the edited conffile, removed, purged; install.sh too"
+echo "deb-chroot-test: ok: installed, checked, reinstalled keeping the edited conffile, removed, purged; service state through install, upgrade (running: restarted; stopped: kept), remove and purge; install.sh too"

@@ -1,12 +1,21 @@
 #!/bin/sh
-# edgegw postrm: on purge only, the buffered readings and the user go too.
+# edgegw postrm: remove disables the unit and keeps the config and the
+# buffered readings; purge removes those, the user and the helpers' state.
 set -e
+if [ "$1" = remove ] || [ "$1" = purge ]; then
+    if [ -d /run/systemd/system ]; then
+        systemctl --system daemon-reload >/dev/null || true
+    fi
+fi
+if [ "$1" = remove ] && [ -x /usr/bin/deb-systemd-helper ]; then
+    deb-systemd-helper disable edgegw.service >/dev/null || true
+fi
 if [ "$1" = purge ]; then
+    if [ -x /usr/bin/deb-systemd-helper ]; then
+        deb-systemd-helper purge edgegw.service >/dev/null || true
+    fi
     rm -rf /var/lib/edgegw
     if getent passwd edgegw >/dev/null; then
         deluser --quiet --system edgegw || true
     fi
-fi
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload || true
 fi

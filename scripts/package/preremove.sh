@@ -1,9 +1,8 @@
 #!/bin/sh
-# edgegw prerm: stop the service; a clean stop commits every reading taken.
+# edgegw prerm: on remove only, stop the gateway (a clean stop commits every
+# reading taken). An upgrade leaves it running: postinst restarts it on the
+# new binary, so the gateway is down for one restart, not for the upgrade.
 set -e
-if [ -d /run/systemd/system ] && systemctl is-active --quiet edgegw; then
-    systemctl stop edgegw || true
-fi
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-    systemctl disable edgegw >/dev/null 2>&1 || true
+    deb-systemd-invoke stop edgegw.service >/dev/null || true
 fi
