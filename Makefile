@@ -45,7 +45,8 @@ deb-test:
 	scripts/test-deb.sh
 	scripts/test-deb-chroot.sh
 
-## deb: .deb packages for armhf (GOARM=6: every Raspberry Pi), arm64, amd64
+## deb: .deb packages for armhf (GOARM=6: every Raspberry Pi), arm64, amd64;
+##      MAINTAINER="Name <mail>" sets the Maintainer field and changelog signature
 deb: cross
 	@set -e; for pair in armhf:armv6 arm64:arm64 amd64:amd64; do \
 	  scripts/package/build-deb.sh $${pair%%:*} dist/edgegw-linux-$${pair##*:} $(DEBVERSION) dist; \

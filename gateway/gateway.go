@@ -161,16 +161,22 @@ func (g *gateway) watch(ctx context.Context, name string, err error) {
 // storageRetry paces the attempts to open an unavailable buffer.
 var storageRetry = backoff.Policy{First: time.Second, Max: 30 * time.Second, Jitter: 0.1}
 
-// openBuffer opens the flash buffer, trying again with a capped backoff
-// while the storage is unavailable (an I/O error, no memory to map the file):
-// such an error must not cost the backlog, nor a restart loop.
-func openBuffer(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger, state *bufferState) (*buffer.Buffer, error) {
-	bo := buffer.Options{
+// BufferOptions are the flash buffer's options as cfg sets them; run and
+// `edgegw buffer` open it alike.
+func BufferOptions(cfg *config.Config, log *slog.Logger) buffer.Options {
+	return buffer.Options{
 		CommitInterval: cfg.Buffer.CommitInterval.D(),
 		MaxBytes:       int64(cfg.Buffer.MaxBytes),
 		MaxAge:         cfg.Buffer.MaxAge.D(),
 		Logger:         log.With("component", "buffer"),
 	}
+}
+
+// openBuffer opens the flash buffer, trying again with a capped backoff
+// while the storage is unavailable (an I/O error, no memory to map the file):
+// such an error must not cost the backlog, nor a restart loop.
+func openBuffer(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger, state *bufferState) (*buffer.Buffer, error) {
+	bo := BufferOptions(cfg, log)
 	for attempt := 0; ; attempt++ {
 		buf, err := buffer.Open(BufferPath(cfg), bo)
 		if err == nil {

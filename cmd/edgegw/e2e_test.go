@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -540,5 +542,47 @@ interval = "100ms"
 	})
 	if out, err := exec.Command(binary, "ports").CombinedOutput(); err != nil {
 		t.Errorf("ports: %v\n%s", err, out)
+	}
+}
+
+// TestBufferCommand: with no broker reachable, readings wait in the buffer;
+// `edgegw buffer` counts them once the gateway stopped, and says why it
+// cannot while the gateway holds the file.
+func TestBufferCommand(t *testing.T) {
+	dir := t.TempDir()
+	simAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
+	statusAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
+	noBroker := fmt.Sprintf("tcp://127.0.0.1:%d", testbroker.FreePort(t))
+	cfgPath := filepath.Join(dir, "sensors.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(e2eConfig, filepath.Join(dir, "data"), noBroker, statusAddr, simAddr)), 0o644)
+	startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
+	testbroker.WaitListening(t, simAddr, 10*time.Second)
+	gw := startBinary(t, "run", "-config", cfgPath)
+	testbroker.WaitListening(t, statusAddr, 10*time.Second)
+	buffered := regexp.MustCompile(`(?m)^edgegw_buffer_readings (\d+)`)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if m := buffered.FindStringSubmatch(httpGet(t, "http://"+statusAddr+"/metrics")); m != nil && m[1] != "0" && m[1] != "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no readings buffered within 15 s")
+		}
+		time.Sleep(50 * time.Millisecond) // polling the metrics
+	}
+	out, err := exec.Command(binary, "buffer", "-config", cfgPath).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is the gateway running?") {
+		t.Errorf("buffer while the gateway runs: %v\n%s", err, out)
+	}
+	gw.cmd.Process.Signal(syscall.SIGTERM)
+	gw.cmd.Wait()
+	out, err = exec.Command(binary, "buffer", "-count", "-config", cfgPath).Output()
+	n, convErr := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil || convErr != nil || n < 2 {
+		t.Errorf("buffer -count: %q, %v", out, err)
+	}
+	out, err = exec.Command(binary, "buffer", "-config", cfgPath).Output()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d readings waiting to be sent, the oldest taken", n)) {
+		t.Errorf("buffer: %q, %v", out, err)
 	}
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"edgegw/board"
+	"edgegw/buffer"
 	"edgegw/drivers/modbus"
 	"edgegw/drivers/modbus/simulator"
 	"edgegw/drivers/port"
@@ -68,6 +70,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdSimulate(rest, stderr)
 	case "scan":
 		return cmdScan(rest, stdout, stderr)
+	case "buffer":
+		return cmdBuffer(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "edgegw %s (commit %s) %s/%s %s\n", version, commit, runtime.GOOS, runtime.GOARCH, runtime.Version())
 		return exitOK
@@ -81,21 +85,13 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: edgegw COMMAND [flags]
+// usageText is the command summary; scripts/manpage builds edgegw(1) from
+// the same file.
+//
+//go:embed usage.txt
+var usageText string
 
-  run      [-config PATH]                 run the gateway until SIGINT/SIGTERM; SIGHUP reloads
-  check    [-config PATH]                 validate the config; exit 0 when valid
-  ports                                   list serial ports (USB VID:PID, serial number)
-  simulate [-config PATH] [-listen ADDR]  serve a simulated Modbus TCP device for the config
-           [-device PATH]                 ... or Modbus RTU/ASCII on a serial port
-  scan     [-config PATH] -bus NAME [-units 1-247] [-timeout 100ms]
-                                          probe which Modbus unit ids answer on a bus
-  version                                 print version, commit, GOOS/GOARCH
-
-The config defaults to `+defaultConfig+`.
-`)
-}
+func usage(w io.Writer) { fmt.Fprint(w, usageText) }
 
 // newLogger logs to w; when w is the journal (under systemd), with
 // priorities journald understands and without time stamps.
@@ -367,4 +363,43 @@ func parseUnits(s string) ([]int, error) {
 		}
 	}
 	return units, nil
+}
+
+// cmdBuffer says how many readings wait in the flash buffer. It opens the
+// buffer as run does, so the gateway must be stopped (it holds the file's
+// lock); run it as the user the gateway runs as.
+func cmdBuffer(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("buffer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	count := fs.Bool("count", false, "print only the number of readings waiting")
+	if fs.Parse(args) != nil {
+		return exitFailure
+	}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
+		return exitConfig
+	}
+	opts := gateway.BufferOptions(cfg, newLogger(stderr, false))
+	opts.OpenTimeout = time.Second
+	buf, err := buffer.Open(gateway.BufferPath(cfg), opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw: %v (is the gateway running? it holds the buffer: systemctl stop edgegw)\n", err)
+		return exitFailure
+	}
+	st := buf.Stats()
+	if err := buf.Close(); err != nil {
+		fmt.Fprintln(stderr, "edgegw:", err)
+		return exitFailure
+	}
+	if *count {
+		fmt.Fprintln(stdout, st.Readings)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "%s: %d readings waiting to be sent", gateway.BufferPath(cfg), st.Readings)
+	if st.Readings > 0 {
+		fmt.Fprintf(stdout, ", the oldest taken %s ago", st.OldestAge.Round(time.Second))
+	}
+	fmt.Fprintf(stdout, "; file %d bytes\n", st.FileSize)
+	return exitOK
 }

@@ -28,7 +28,20 @@ func TestSystemdUnit(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edgegw.service")
 	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/bin/edgegw", binary)), 0o644)
-	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	// verify also runs man for Documentation=: give it the pages the package installs.
+	manDir := t.TempDir()
+	gen := exec.Command("go", "run", "./scripts/manpage", "-out", manDir)
+	gen.Dir = "../.."
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/manpage: %v %s", err, out)
+	}
+	for page, section := range map[string]string{"edgegw.1": "man1", "sensors.toml.5": "man5"} {
+		os.MkdirAll(filepath.Join(manDir, section), 0o755)
+		os.Rename(filepath.Join(manDir, page), filepath.Join(manDir, section, page))
+	}
+	verify := exec.Command(analyze, "verify", path)
+	verify.Env = append(os.Environ(), "MANPATH="+manDir)
+	out, err := verify.CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
@@ -88,5 +101,13 @@ func TestUnitDoesNotRestartABrokenConfig(t *testing.T) {
 		if !slices.Contains(settings["DeviceAllow"], "char-"+group+" rw") {
 			t.Errorf("no DeviceAllow=char-%s rw", group)
 		}
+	}
+}
+
+// TestUsageNamesTheDefaultConfig: usage.txt (also edgegw(1)) says the
+// default config path the code uses.
+func TestUsageNamesTheDefaultConfig(t *testing.T) {
+	if !strings.Contains(usageText, "The config defaults to "+defaultConfig+".") {
+		t.Errorf("usage.txt does not name %s", defaultConfig)
 	}
 }

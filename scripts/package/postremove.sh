@@ -7,12 +7,13 @@ if [ "$1" = remove ] || [ "$1" = purge ]; then
         systemctl --system daemon-reload >/dev/null || true
     fi
 fi
-if [ "$1" = remove ] && [ -x /usr/bin/deb-systemd-helper ]; then
+if [ "$1" = remove ]; then
     deb-systemd-helper disable edgegw.service >/dev/null || true
 fi
 if [ "$1" = purge ]; then
-    if [ -x /usr/bin/deb-systemd-helper ]; then
-        deb-systemd-helper purge edgegw.service >/dev/null || true
+    deb-systemd-helper purge edgegw.service >/dev/null || true
+    if [ -s /var/lib/edgegw/unsent-at-remove ]; then
+        echo "edgegw: deleting the buffer with $(cat /var/lib/edgegw/unsent-at-remove) readings that were never sent" >&2
     fi
     rm -rf /var/lib/edgegw
     if getent passwd edgegw >/dev/null; then
