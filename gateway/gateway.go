@@ -19,6 +19,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -277,6 +278,9 @@ type gateway struct {
 	started time.Time
 	// died carries the first reloadable part that stopped on its own.
 	died chan error
+	// connects counts connections to brokers, across uplink restarts:
+	// devices with report = "change" send a full reading after each.
+	connects atomic.Uint64
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -314,7 +318,7 @@ func (f *fleet) stop() {
 // devices that were there before.
 func (g *gateway) startFleet(ctx context.Context, cfg *config.Config, prev *fleet) {
 	fctx, cancel := context.WithCancel(ctx)
-	f := &fleet{pollers: newPollers(cfg, g.opts.Open, g.buf, g.log), byDevice: map[string]*poller{}, cancel: cancel}
+	f := &fleet{pollers: newPollers(cfg, g.opts.Open, g.buf, g.log, g.connects.Load), byDevice: map[string]*poller{}, cancel: cancel}
 	for _, p := range f.pollers {
 		for _, d := range p.devices {
 			f.byDevice[d.Name] = p
@@ -356,6 +360,7 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 		},
 		CommandBase: topicBase,
 		CommandTTL:  cfg.MQTT.CommandTTL.D(),
+		OnConnect:   func() { g.connects.Add(1) },
 		Commands: func(cmd uplink.Command, done func(uplink.Result)) {
 			p, ok := g.current().byDevice[cmd.Device]
 			if !ok {
@@ -453,15 +458,18 @@ func (g *gateway) notify(state string) {
 	}
 }
 
-func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logger) []*poller {
+func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logger, connects func() uint64) []*poller {
 	var ps []*poller
 	for _, bus := range cfg.Buses {
 		p := &poller{bus: bus, open: open, out: out, log: log, stats: map[string]*DeviceStats{}, now: time.Now,
-			cmds: make(chan command, 16)}
+			cmds: make(chan command, 16), connects: connects, exceptions: map[string]*exception{}}
 		for _, d := range cfg.Devices {
 			if d.Bus == bus.Name {
 				p.devices = append(p.devices, d)
 				p.stats[d.Name] = &DeviceStats{}
+				if d.Report == config.ReportChange {
+					p.exceptions[d.Name] = newException(d)
+				}
 			}
 		}
 		if len(p.devices) > 0 {

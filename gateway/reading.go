@@ -16,6 +16,22 @@ const entrySep = '\n'
 // the JSON message without its seq, which is only known once the buffer has
 // committed it: `"ts":…,"device":…,"values":{…},"errors":{…}}`.
 func AppendEntry(dst []byte, r *drivers.Reading) []byte {
+	return append(appendEntry(dst, r), '}')
+}
+
+// AppendReport is AppendEntry for a device with report = "change": the
+// message also says whether it is full (every point) or partial (what
+// changed).
+func AppendReport(dst []byte, r *drivers.Reading, full bool) []byte {
+	dst = appendEntry(dst, r)
+	if full {
+		return append(dst, `,"full":true}`...)
+	}
+	return append(dst, `,"full":false}`...)
+}
+
+// appendEntry is an entry without its closing brace.
+func appendEntry(dst []byte, r *drivers.Reading) []byte {
 	dst = append(dst, r.Device...)
 	dst = append(dst, entrySep)
 	dst = append(dst, `"ts":"`...)
@@ -40,7 +56,7 @@ func AppendEntry(dst []byte, r *drivers.Reading) []byte {
 		dst = append(dst, ':')
 		dst = drivers.AppendJSONString(dst, e.Err)
 	}
-	return append(dst, "}}"...)
+	return append(dst, '}')
 }
 
 // ErrBadEntry means a buffer entry was not written by AppendEntry.

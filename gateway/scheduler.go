@@ -59,6 +59,11 @@ type poller struct {
 	cmds    chan command
 	cmdsMu  sync.Mutex
 	stopped bool
+	// exceptions are the report-by-exception states of the devices with
+	// report = "change"; connects is the count of broker connections,
+	// after each of which they send a full reading.
+	exceptions map[string]*exception
+	connects   func() uint64
 	// driver is the open driver, for its statistics.
 	driver atomic.Pointer[drivers.Driver]
 	// beat is when the loop last showed it is not stuck: every second
@@ -180,13 +185,21 @@ func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r 
 			r.AddError(pt.Name, "bus "+p.bus.Name+" is not open: "+conn.openErr.Error())
 		}
 	}
-	entry = AppendEntry(entry[:0], r)
-	if err := p.out.Append(append([]byte(nil), entry...)); err != nil {
-		conn.log.Error("reading_not_stored", "device", dev.Name, "err", err)
-	}
 	st := p.stats[dev.Name]
 	st.Readings.Add(1)
 	st.ReadErrors.Add(uint64(len(r.Errors)))
+	if ex := p.exceptions[dev.Name]; ex != nil {
+		full, send := ex.filter(r, p.connects())
+		if !send {
+			return entry // nothing changed: nothing to store or publish
+		}
+		entry = AppendReport(entry[:0], r, full)
+	} else {
+		entry = AppendEntry(entry[:0], r)
+	}
+	if err := p.out.Append(append([]byte(nil), entry...)); err != nil {
+		conn.log.Error("reading_not_stored", "device", dev.Name, "err", err)
+	}
 	return entry
 }
 

@@ -141,6 +141,10 @@ type Device struct {
 	Profile string `toml:"profile"`
 	// Interval is the poll period.
 	Interval Duration `toml:"interval"`
+	// Report is ReportEveryPoll or ReportChange (report by exception);
+	// FullEvery bounds the time between full readings in ReportChange.
+	Report    string   `toml:"report"`
+	FullEvery Duration `toml:"full_every"`
 	// Request, Format and Pattern apply to serial devices only.
 	Request string  `toml:"request"`
 	Format  string  `toml:"format"`
@@ -165,6 +169,10 @@ type Point struct {
 	Offset   float64 `toml:"offset"`
 	Unit     string  `toml:"unit"`
 	Writable bool    `toml:"writable"`
+	// Deadband and DeadbandPercent (of the last value reported): with
+	// report = "change", smaller changes are not reported.
+	Deadband        float64 `toml:"deadband"`
+	DeadbandPercent float64 `toml:"deadband_percent"`
 	// Min and Max bound writes (engineering units); -Inf and +Inf, their
 	// defaults, are no limit.
 	Min float64 `toml:"min"`
@@ -274,3 +282,9 @@ func Parse(file string, data []byte, check BusCheck) (*Config, error) {
 	}
 	return cfg, nil
 }
+
+// The values of [[device]] report.
+const (
+	ReportEveryPoll = "every_poll" // a full reading at every poll
+	ReportChange    = "change"     // what changed beyond its deadband, and full readings now and then
+)

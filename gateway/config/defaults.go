@@ -50,7 +50,7 @@ func (b *Bus) setDefaults() {
 }
 
 func (d *Device) setDefaults() {
-	*d = Device{UnitID: 1, Interval: Duration(5 * time.Second)}
+	*d = Device{UnitID: 1, Interval: Duration(5 * time.Second), Report: ReportEveryPoll, FullEvery: Duration(10 * time.Minute)}
 }
 
 func (p *Point) setDefaults() {

@@ -239,6 +239,12 @@ func (v *validator) devices(buses map[string]*Bus) {
 		if d.Interval.D() < 10*time.Millisecond {
 			v.errorf(p+".interval", "%s is too short: at least 10ms", d.Interval)
 		}
+		if d.Report != ReportEveryPoll && d.Report != ReportChange {
+			v.errorf(p+".report", "%q is not %s or %s", d.Report, ReportEveryPoll, ReportChange)
+		}
+		if d.FullEvery.D() < time.Second {
+			v.errorf(p+".full_every", "%s is too short: at least 1s", d.FullEvery)
+		}
 		names := map[string]bool{}
 		for j := range d.Points {
 			pt := &d.Points[j]
@@ -248,6 +254,7 @@ func (v *validator) devices(buses map[string]*Bus) {
 				v.errorf(pp+".name", "point %q is defined twice in device %q", pt.Name, d.Name)
 			}
 			names[pt.Name] = true
+			v.deadband(pp, pt)
 			v.c.origins[i] = append(v.c.origins[i], origin{v.f, pp})
 		}
 		if d.Profile != "" {
@@ -256,6 +263,20 @@ func (v *validator) devices(buses map[string]*Bus) {
 		if len(d.Points) == 0 {
 			v.errorf(p, "device %q has no points: add [[device.point]] tables or a profile", d.Name)
 		}
+	}
+}
+
+// deadband checks a point's deadbands: numbers of engineering units,
+// for numeric points (bools and strings report any change).
+func (v *validator) deadband(path string, pt *Point) {
+	if pt.Deadband < 0 || math.IsNaN(pt.Deadband) || math.IsInf(pt.Deadband, 0) {
+		v.errorf(path+".deadband", "%g: want a finite number ≥ 0", pt.Deadband)
+	}
+	if !(pt.DeadbandPercent >= 0 && pt.DeadbandPercent <= 100) {
+		v.errorf(path+".deadband_percent", "%g is out of range 0..100", pt.DeadbandPercent)
+	}
+	if (pt.Type == "bool" || pt.Type == "string") && (pt.Deadband != 0 || pt.DeadbandPercent != 0) {
+		v.errorf(path+".deadband", "a %s point reports any change: no deadband", pt.Type)
 	}
 }
 
@@ -305,6 +326,7 @@ func (v *validator) profile(i int, p string, d *Device) {
 		pt := &doc.Points[j]
 		pp := fmt.Sprintf("point[%d]", j)
 		pv.name(pp+".name", pt.Name, pointNameRe)
+		pv.deadband(pp, pt)
 		if !own[pt.Name] {
 			d.Points = append(d.Points, *pt)
 			v.c.origins[i] = append(v.c.origins[i], origin{pv.f, pp})

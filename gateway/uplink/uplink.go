@@ -84,6 +84,9 @@ type Config struct {
 	Commands func(cmd Command, done func(Result))
 	// CommandTTL is how long a command may wait for its bus; 0 is no limit.
 	CommandTTL time.Duration
+	// OnConnect, when set, is called at each connection, before anything
+	// is published on it.
+	OnConnect func()
 	// Backoff is the wait before publishing is retried on a connection
 	// where publishes failed (attempt counts from 1); capped exponential
 	// with jitter when nil.
@@ -402,6 +405,9 @@ func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, ack *paho.Connac
 		c.maxPacket = *ack.Properties.MaximumPacketSize
 	}
 	u.sel.connected()
+	if u.cfg.OnConnect != nil {
+		u.cfg.OnConnect()
+	}
 	u.mu.Lock()
 	u.conn = c
 	u.connects++
