@@ -18,3 +18,5 @@ echo "== uplink: drain vs bare paho, failover"
 go test -run '^$' -bench 'BenchmarkDrainToBroker|BenchmarkFailover' -benchtime 1x -timeout 30m ./gateway/uplink
 echo "== on the device: RSS with 50 devices, start to READY"
 scripts/bench/rss.sh
+echo "== bandwidth: every_poll vs report by exception (SDM630, 1 s polls)"
+scripts/bench/bandwidth.sh 5m 10

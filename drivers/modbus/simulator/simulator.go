@@ -2,8 +2,10 @@
 // config with plausible, changing values, so a user can try a config (and
 // the demo can run) without hardware.
 //
-// Values follow the point's name and unit: a voltage hovers near 230, a
-// frequency near 50, an energy counter only rises, a bool toggles. Registers
+// Values follow the point's name and drift as a real meter's do: a voltage
+// wanders ±0.5% around 230 with a little noise, a load steps between
+// levels every half minute or so (power, current), a frequency drifts near
+// 50, an energy counter only rises (by about 2 kWh an hour), a bool toggles. Registers
 // no point covers read as 0; writes to holding registers and coils stick.
 package simulator
 
@@ -215,25 +217,42 @@ func value(p *modbus.Point, t float64) float64 {
 		}
 		return false
 	}
+	// noise is ±1 of deterministic jitter, different for each point and second.
+	noise := func() float64 {
+		x := math.Sin(math.Floor(t)*12.9898+phase*78.233) * 43758.5453
+		return 2*(x-math.Floor(x)) - 1
+	}
+	// load is a level that steps every 20-40 s, between 0.5 and 1.5.
+	load := func() float64 {
+		step := math.Floor((t + 10*math.Sin(t/97)) / 30)
+		x := math.Sin(step*91.7+phase) * 43758.5453
+		return 0.5 + (x - math.Floor(x))
+	}
 	switch {
-	case has("energy", "kwh", "counter", "count"):
-		return 1000 + t*0.5
+	case has("energy", "kwh", "counter", "count", "charge"):
+		return 1000 + t*0.0005
 	case has("freq", "hz"):
-		return 50 + 0.05*wave(17)
+		return 50 + 0.03*wave(120) + 0.002*noise()
+	case has("thd"):
+		return 3 + 0.5*wave(300) + 0.02*noise()
+	case has("angle"):
+		return 18 + 2*wave(90) + 0.1*noise()
+	case has("demand"):
+		return 1500 + 200*wave(900)
 	case has("volt"):
-		return 230 + 3*wave(60)
+		return 230 + 1.15*wave(60) + 0.1*noise()
 	case has("curr", "amp"):
-		return 5 + 2*wave(45)
+		return 6.5*load() + 0.01*noise()
 	case has("pf", "factor", "cos"):
-		return 0.95 + 0.03*wave(90)
+		return 0.95 + 0.03*wave(90) + 0.001*noise()
 	case has("power", "watt"):
-		return 1500 + 500*wave(120)
+		return 1500*load() + 2*noise()
 	case has("temp"):
 		return 21 + 2*wave(300)
 	case has("humid", "rh"):
 		return 45 + 5*wave(400)
 	case has("total"):
-		return 1000 + t*0.5
+		return 1000 + t*0.0005
 	}
 	return 100 + 10*wave(60)
 }
