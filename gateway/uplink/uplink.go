@@ -123,7 +123,7 @@ type Uplink struct {
 	replies     sync.WaitGroup  // commands accepted and not yet answered
 	results     chan reply      // answered commands, for the reply worker
 	commandSlot chan struct{}   // one per accepted command not yet answered
-	flooded     bool            // a command was dropped since one was last accepted
+	flooded     bool            // a command was dropped since one was last accepted (paho's receiving goroutine only)
 	droppedCmds atomic.Uint64   // commands dropped: too many waiting
 	watchers    sync.WaitGroup  // fail-back watchers
 	runCtx      context.Context // Run's: the watchers end with it
