@@ -109,6 +109,28 @@ type systemd struct{}
 
 func (systemd) Notify(state string) { _, _ = daemon.SdNotify(false, state) } // without systemd no one listens
 
+// configFlags is a subcommand's flag set with the -config flag that every
+// subcommand but ports takes.
+func configFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs, fs.String("config", defaultConfig, "config file")
+}
+
+// parseAndLoad parses args and loads the config -config names; on nil the
+// command ends with code (exitFailure for bad flags, exitConfig for an
+// invalid config, its problems printed).
+func parseAndLoad(fs *flag.FlagSet, path *string, args []string, stderr io.Writer) (cfg *config.Config, code int) {
+	if fs.Parse(args) != nil {
+		return nil, exitFailure
+	}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
+		return nil, exitConfig
+	}
+	return cfg, exitOK
+}
+
 // loadConfig loads the config, printing every problem as PATH:LINE: key:
 // message when it is not valid.
 func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
@@ -133,15 +155,10 @@ func printConfigErrors(w io.Writer, err error) {
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfig, "config file")
-	if fs.Parse(args) != nil {
-		return exitFailure
-	}
-	cfg, ok := loadConfig(*path, stderr)
-	if !ok {
-		return exitConfig
+	fs, path := configFlags("check", stderr)
+	cfg, code := parseAndLoad(fs, path, args, stderr)
+	if cfg == nil {
+		return code
 	}
 	points := 0
 	for _, d := range cfg.Devices {
@@ -152,18 +169,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfig, "config file")
+	fs, path := configFlags("run", stderr)
 	debug := fs.Bool("debug", false, "log debug events")
-	if fs.Parse(args) != nil {
-		return exitFailure
+	cfg, code := parseAndLoad(fs, path, args, stderr)
+	if cfg == nil {
+		return code
 	}
 	log := newLogger(stderr, *debug)
-	cfg, ok := loadConfig(*path, stderr)
-	if !ok {
-		return exitConfig
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// SIGHUP reloads sensors.toml (systemctl reload edgegw).
@@ -235,19 +247,14 @@ func dash(s string) string {
 }
 
 func cmdSimulate(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfig, "config file")
+	fs, path := configFlags("simulate", stderr)
 	listen := fs.String("listen", "", "host:port to serve Modbus TCP on (default: the address of the first modbus-tcp bus, else 127.0.0.1:5020)")
 	device := fs.String("device", "", "serve Modbus RTU or ASCII, as the config's first such bus says, on this serial port instead")
-	if fs.Parse(args) != nil {
-		return exitFailure
+	cfg, code := parseAndLoad(fs, path, args, stderr)
+	if cfg == nil {
+		return code
 	}
 	log := newLogger(stderr, false)
-	cfg, ok := loadConfig(*path, stderr)
-	if !ok {
-		return exitConfig
-	}
 	bus := gateway.Simulated(cfg)
 	addr := *listen
 	if addr == "" {
@@ -294,18 +301,13 @@ func serveSerial(ctx context.Context, bus gateway.SimulatedBus, sim *simulator.S
 }
 
 func cmdScan(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfig, "config file")
+	fs, path := configFlags("scan", stderr)
 	busName := fs.String("bus", "", "the [[bus]] to scan (required)")
 	unitsArg := fs.String("units", "1-247", "unit ids to ask: 1-247, or a list like 1,2,10-20")
 	timeout := fs.Duration("timeout", 100*time.Millisecond, "how long each unit id gets to answer")
-	if fs.Parse(args) != nil {
-		return exitFailure
-	}
-	cfg, ok := loadConfig(*path, stderr)
-	if !ok {
-		return exitConfig
+	cfg, code := parseAndLoad(fs, path, args, stderr)
+	if cfg == nil {
+		return code
 	}
 	units, err := parseUnits(*unitsArg)
 	if err != nil {
@@ -369,16 +371,11 @@ func parseUnits(s string) ([]int, error) {
 // buffer as run does, so the gateway must be stopped (it holds the file's
 // lock); run it as the user the gateway runs as.
 func cmdBuffer(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("buffer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfig, "config file")
+	fs, path := configFlags("buffer", stderr)
 	count := fs.Bool("count", false, "print only the number of readings waiting")
-	if fs.Parse(args) != nil {
-		return exitFailure
-	}
-	cfg, ok := loadConfig(*path, stderr)
-	if !ok {
-		return exitConfig
+	cfg, code := parseAndLoad(fs, path, args, stderr)
+	if cfg == nil {
+		return code
 	}
 	opts := gateway.BufferOptions(cfg, newLogger(stderr, false))
 	opts.OpenTimeout = time.Second

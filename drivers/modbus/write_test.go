@@ -28,41 +28,30 @@ func newKeepServer() *keepServer {
 }
 
 func (s *keepServer) HandleHoldingRegisters(r *smodbus.HoldingRegistersRequest) ([]uint16, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]uint16, r.Quantity)
-	for i := range out {
-		a := r.Addr + uint16(i)
-		if r.IsWrite {
-			if !s.stuck[a] {
-				s.holding[a] = r.Args[i]
-			}
-		}
-		out[i] = s.holding[a]
-	}
-	if r.IsWrite {
-		s.writes++
-	}
-	return out, nil
+	return keep(s, s.holding, r.Addr, r.Quantity, r.IsWrite, r.Args), nil
 }
 
 func (s *keepServer) HandleCoils(r *smodbus.CoilsRequest) ([]bool, error) {
+	return keep(s, s.coils, r.Addr, r.Quantity, r.IsWrite, r.Args), nil
+}
+
+// keep serves one request on table m: a write stores args (except at stuck
+// addresses) and counts; either way the answer is what m holds.
+func keep[T any](s *keepServer, m map[uint16]T, addr, qty uint16, write bool, args []T) []T {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]bool, r.Quantity)
+	out := make([]T, qty)
 	for i := range out {
-		a := r.Addr + uint16(i)
-		if r.IsWrite {
-			if !s.stuck[a] {
-				s.coils[a] = r.Args[i]
-			}
+		a := addr + uint16(i)
+		if write && !s.stuck[a] {
+			m[a] = args[i]
 		}
-		out[i] = s.coils[a]
+		out[i] = m[a]
 	}
-	if r.IsWrite {
+	if write {
 		s.writes++
 	}
-	return out, nil
+	return out
 }
 
 func (s *keepServer) HandleInputRegisters(*smodbus.InputRegistersRequest) ([]uint16, error) {
