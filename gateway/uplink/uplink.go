@@ -601,8 +601,21 @@ var errRetry = errors.New("uplink: publish failed")
 // rejects while c stays up restarts the pass after a backoff, so one bad
 // message cannot cause a resend storm.
 func (u *Uplink) drain(ctx context.Context, c *connection) {
+	// over closes when publishing on c must stop: ctx ended, c was lost,
+	// or c is being left.
+	over := make(chan struct{})
+	watch, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		select {
+		case <-watch.Done():
+		case <-c.down:
+		case <-c.leaving:
+		}
+		close(over)
+	}()
 	for attempt := 0; ; attempt++ {
-		err := u.pass(ctx, c)
+		err := u.pass(ctx, c, over)
 		if !errors.Is(err, errRetry) {
 			return
 		}
@@ -610,13 +623,7 @@ func (u *Uplink) drain(ctx context.Context, c *connection) {
 	backoff:
 		for {
 			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return
-			case <-c.down:
-				timer.Stop()
-				return
-			case <-c.leaving:
+			case <-over:
 				timer.Stop()
 				return
 			case <-u.beatTick:
@@ -629,12 +636,12 @@ func (u *Uplink) drain(ctx context.Context, c *connection) {
 }
 
 // pass sends every record once, in order, keeping up to MaxInflight unacked.
-func (u *Uplink) pass(ctx context.Context, c *connection) error {
+func (u *Uplink) pass(ctx context.Context, c *connection, over <-chan struct{}) error {
 	// Publishes still waiting when the pass ends are abandoned: paho's
 	// session forgets them on a lost connection without waking them, and
 	// their records are resent from the store by the next pass anyway.
 	pctx, cancel := context.WithCancel(ctx)
-	ps := &pass{u: u, c: c, ctx: ctx, pctx: pctx, failed: make(chan struct{}), window: make(chan struct{}, u.cfg.MaxInflight)}
+	ps := &pass{u: u, c: c, ctx: ctx, pctx: pctx, over: over, failed: make(chan struct{}), window: make(chan struct{}, u.cfg.MaxInflight)}
 	defer func() {
 		select {
 		case <-c.leaving:
@@ -680,6 +687,7 @@ type pass struct {
 	c    *connection
 	ctx  context.Context
 	pctx context.Context // ends with the pass: abandons waiting publishes
+	over <-chan struct{} // drain's: ctx ended, or c was lost or is being left
 	wg   sync.WaitGroup
 	// failed closes at the first failed publish: the pass ends and the
 	// unacknowledged records go again on the next.
@@ -709,11 +717,7 @@ func (p *pass) settle() {
 // idle waits for records to be committed, or a beat.
 func (p *pass) idle(committed <-chan struct{}) (over bool, err error) {
 	select {
-	case <-p.ctx.Done():
-		return true, nil
-	case <-p.c.down:
-		return true, nil
-	case <-p.c.leaving:
+	case <-p.over:
 		return true, nil
 	case <-p.failed:
 		return true, errRetry
@@ -729,11 +733,7 @@ func (p *pass) acquire() (over bool, err error) {
 		select {
 		case p.window <- struct{}{}:
 			return false, nil
-		case <-p.ctx.Done():
-			return true, nil
-		case <-p.c.down:
-			return true, nil
-		case <-p.c.leaving:
+		case <-p.over:
 			return true, nil
 		case <-p.failed:
 			return true, errRetry
@@ -786,11 +786,7 @@ func (p *pass) send(rec buffer.Record) (over bool, err error) {
 		return false, nil
 	case <-p.failed:
 		return true, errRetry
-	case <-p.c.down:
-		return true, nil
-	case <-p.c.leaving:
-		return true, nil
-	case <-p.ctx.Done():
+	case <-p.over:
 		return true, nil
 	}
 }
