@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"bytes"
+	"edgegw/internal/testlog"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,22 +23,9 @@ type clock struct {
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestMaxBytesDropsOldestAndLogsOnePerEpisode(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-	var logs syncBuffer
+	var logs testlog.Sink
 	b, err := Open(filepath.Join(t.TempDir(), "buffer.db"), Options{
 		MaxBytes: 10 * (100 + recordOverhead), Now: clk.Now,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -129,7 +117,7 @@ func TestCorruptFileIsMovedAsideAndSeqContinues(t *testing.T) {
 	b.Close()
 	// Scribble over the whole file: not a bbolt file any more.
 	os.WriteFile(path, bytes.Repeat([]byte("garbage!"), 4096), 0o640)
-	var logs syncBuffer
+	var logs testlog.Sink
 	b, err := Open(path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatalf("a corrupt file must not stop the buffer: %v", err)
@@ -258,7 +246,7 @@ func TestDiskFull(t *testing.T) {
 		t.Skipf("cannot loop-mount an ext4 image (needs root; make test runs as root in CI): %v %s", err, out)
 	}
 	defer exec.Command("umount", dir).Run()
-	var logs syncBuffer
+	var logs testlog.Sink
 	clk := &clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	b, err := Open(filepath.Join(dir, "buffer.db"), Options{
 		MaxPendingBytes: 64 << 10, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: clk.Now,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"edgegw/internal/faultfs"
+	"edgegw/internal/testlog"
 )
 
 // crash releases a buffer's files without the commit and checkpoint of
@@ -69,7 +70,7 @@ func TestDamagedBatchMidLog(t *testing.T) {
 			f, _ := os.OpenFile(path+".wal", os.O_RDWR, 0)
 			f.WriteAt([]byte{0xff, 0xee}, at)
 			f.Close()
-			var logs syncBuffer
+			var logs testlog.Sink
 			b = openChecked(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			recs, _ := b.Next(0, 100, nil)
 			if fmt.Sprint(seqs(recs)) != "[1 2 3 8 9 10 11 12]" {

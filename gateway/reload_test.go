@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
 )
 
 // countingDriver counts polls by device.
@@ -34,18 +35,6 @@ func (d countingDriver) Read(ctx context.Context, device string, r *drivers.Read
 	r.Add(drivers.Value{Point: "p", Kind: drivers.KindInt, I: 1})
 }
 func (d countingDriver) Close() error { return nil }
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 const reloadConfig = `
 [gateway]
@@ -77,7 +66,7 @@ type reloadRig struct {
 	broker string
 	status string
 	drv    countingDriver
-	logs   *logBuffer
+	logs   *testlog.Sink
 	reload chan struct{}
 	stop   func()
 	// mqtt holds more [mqtt] lines.
@@ -87,7 +76,7 @@ type reloadRig struct {
 func newReloadRig(t *testing.T, broker string, mqtt ...string) *reloadRig {
 	r := &reloadRig{t: t, path: filepath.Join(t.TempDir(), "sensors.toml"), data: t.TempDir(), broker: broker, mqtt: strings.Join(mqtt, "\n"),
 		status: fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t)),
-		drv:    countingDriver{mu: &sync.Mutex{}, polls: map[string]int{}}, logs: &logBuffer{}, reload: make(chan struct{})}
+		drv:    countingDriver{mu: &sync.Mutex{}, polls: map[string]int{}}, logs: &testlog.Sink{}, reload: make(chan struct{})}
 	r.write(1, device("a"))
 	cfg, err := LoadConfig(r.path)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"edgegw/buffer"
 	"edgegw/internal/faultfs"
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
 )
 
 // TestBufferUnavailableAtStart: the SD card answers reads with EIO at
@@ -49,7 +50,7 @@ func TestBufferUnavailableAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	drv := countingDriver{mu: &sync.Mutex{}, polls: map[string]int{}}
-	logs := &logBuffer{}
+	logs := &testlog.Sink{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
 )
 
 func TestCommandsResubscribedAfterReconnectAndRetainedIgnored(t *testing.T) {
@@ -176,7 +177,7 @@ func waitOnline(t *testing.T, sub *testbroker.Subscriber) {
 func TestCommandRequestResponse(t *testing.T) {
 	br := testbroker.Start(t)
 	sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-	logs := &logSink{}
+	logs := &testlog.Sink{}
 	startCommands(t, br, newCommander(), func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	waitOnline(t, sub)
 
@@ -237,7 +238,7 @@ func TestCommandFloodIsBounded(t *testing.T) {
 	sub := testbroker.Subscribe(t, br.Addr(), "test/#")
 	c := newCommander()
 	c.hold = true
-	logs := &logSink{}
+	logs := &testlog.Sink{}
 	r := startCommands(t, br, c, func(cfg *Config) { cfg.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	waitOnline(t, sub)
 	goroutines := runtime.NumGoroutine()
@@ -304,7 +305,7 @@ func TestHugeCommandCostsNothing(t *testing.T) {
 // than the client allowed loses the connection after a few KiB of it.
 func TestBrokerIgnoringMaximumPacketSize(t *testing.T) {
 	fl := testbroker.StartFlooder(t, "test/dev/set/p", 200<<20)
-	logs := &logSink{}
+	logs := &testlog.Sink{}
 	r := start(t, openBuffer(t), []string{fl.URL()}, func(cfg *Config) {
 		cfg.CommandBase, cfg.Commands = "test", newCommander().take
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))

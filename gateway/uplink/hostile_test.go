@@ -11,6 +11,7 @@ import (
 
 	"edgegw/internal/backoff"
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
 
 	"github.com/eclipse/paho.golang/paho"
 )
@@ -33,7 +34,7 @@ func TestQoSAboveTheBrokersMaximum(t *testing.T) {
 // clash is logged as such.
 func TestClientIDClashBacksOff(t *testing.T) {
 	b := testbroker.Start(t)
-	logs := &logSink{}
+	logs := &testlog.Sink{}
 	clash := func(c *Config) {
 		c.ClientID = "edgegw-clash"
 		c.Reconnect = Reconnect{Window: 20 * time.Millisecond, Away: quick, Busy: quick,
@@ -72,7 +73,7 @@ func TestReadingLargerThanTheBrokersMaximumPacket(t *testing.T) {
 	if err := store.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logSink{}
+	logs := &testlog.Sink{}
 	r := start(t, store, []string{b.URL()}, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	sub.WaitFor(t, 10*time.Second, "the readings behind the large one", func(m []testbroker.Message) bool {
 		seqs := seqsOf(t, m)

@@ -6,11 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
 )
 
 func tlsConfig(t *testing.T, caFile string, cert ...string) *tls.Config {
@@ -30,14 +30,6 @@ func tlsConfig(t *testing.T, caFile string, cert ...string) *tls.Config {
 	}
 	return cfg
 }
-
-type logSink struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logSink) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *logSink) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestTLS: TLS and mutual TLS work; a wrong CA, an expired certificate and
 // a missing client certificate each fail with the right error, logged once,
@@ -67,7 +59,7 @@ func TestTLS(t *testing.T) {
 			secureURL := "tls://127.0.0.1:" + strings.Split(secure.Addr(), ":")[1]
 			store := openBuffer(t)
 			fill(t, store, 50)
-			var logs logSink
+			var logs testlog.Sink
 			r := start(t, store, []string{secureURL, plain.URL()}, func(c *Config) {
 				c.TLS = tc.client
 				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
