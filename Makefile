@@ -75,6 +75,7 @@ fuzz:
 	$(GO) test ./drivers/modbus/simulator -run '^$$' -fuzz FuzzRequests -fuzztime $(FUZZTIME)
 	$(GO) test ./drivers/serial -run '^$$' -fuzz FuzzFraming -fuzztime $(FUZZTIME)
 	$(GO) test ./drivers/serial -run '^$$' -fuzz FuzzParsers -fuzztime $(FUZZTIME)
+	$(GO) test ./gateway/batch -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 
 ## bench: the figures of docs/BENCHMARKS.md
 bench:

@@ -26,6 +26,7 @@ import (
 
 	"edgegw/board"
 	"edgegw/buffer"
+	"edgegw/gateway/batch"
 	"edgegw/gateway/config"
 	"edgegw/gateway/status"
 	"edgegw/gateway/uplink"
@@ -358,6 +359,7 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 		Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
 			return Message(dst, topicBase, rec.Seq, rec.Data)
 		},
+		Batch:       batching(cfg.MQTT, topicBase),
 		CommandBase: topicBase,
 		CommandTTL:  cfg.MQTT.CommandTTL.D(),
 		OnConnect:   func() { g.connects.Add(1) },
@@ -381,6 +383,14 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 	g.mu.Lock()
 	g.up, g.upCancel, g.upDone = up, cancel, done
 	g.mu.Unlock()
+}
+
+// batching is the uplink's part of [mqtt]'s batch keys.
+func batching(m config.MQTT, topicBase string) uplink.Batching {
+	// Validated: the encoding parses.
+	e, _ := batch.ParseEncoding(m.Compression)
+	return uplink.Batching{Max: m.BatchMax, Bytes: int(m.BatchBytes), Linger: m.BatchLinger.D(),
+		Topic: topicBase + "/" + config.BatchTopicLevel, Encoding: e}
 }
 
 // stopUplink stops the uplink (offline status, disconnect) and waits for it.

@@ -72,6 +72,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdScan(rest, stdout, stderr)
 	case "buffer":
 		return cmdBuffer(rest, stdout, stderr)
+	case "decode":
+		return cmdDecode(rest, os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "edgegw %s (commit %s) %s/%s %s\n", version, commit, runtime.GOOS, runtime.GOARCH, runtime.Version())
 		return exitOK

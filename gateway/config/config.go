@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -70,7 +71,53 @@ type MQTT struct {
 	ConnectTimeout Duration `toml:"connect_timeout"`
 	// MaxInflight is the most unacknowledged publishes at once.
 	MaxInflight int `toml:"max_inflight"`
-	TLS         TLS `toml:"tls"`
+	// Payload is the format of what is published: "json".
+	Payload string `toml:"payload"`
+	// BatchMax readings go in one message at most; 1 publishes each alone.
+	BatchMax int `toml:"batch_max"`
+	// BatchBytes bounds a batch before compression (and the broker's
+	// Maximum Packet Size bounds it on the wire).
+	BatchBytes Size `toml:"batch_bytes"`
+	// BatchLinger is how long a batch may wait to fill.
+	BatchLinger Duration `toml:"batch_linger"`
+	// Compression of batches: "none", "gzip" or "zstd".
+	Compression string `toml:"compression"`
+	// MaxRate caps the uplink, "20KiB/s" or "100 readings/s"; "" none.
+	MaxRate string `toml:"max_rate"`
+	TLS     TLS    `toml:"tls"`
+}
+
+// Rate is a parsed max_rate: at most Bytes or Readings a second; both 0
+// is no cap.
+type Rate struct {
+	Bytes    float64
+	Readings float64
+}
+
+// ParseRate reads max_rate: "" (none), a size a second ("20KiB/s",
+// "2000B/s") or readings a second ("100 readings/s").
+func ParseRate(s string) (Rate, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return Rate{}, nil
+	}
+	bad := fmt.Errorf("bad rate %q: want a size a second like \"20KiB/s\", or \"100 readings/s\"", s)
+	t, ok := strings.CutSuffix(t, "/s")
+	if !ok {
+		return Rate{}, bad
+	}
+	if n, ok := strings.CutSuffix(t, "readings"); ok {
+		r, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
+		if err != nil || !(r > 0) || math.IsInf(r, 0) {
+			return Rate{}, bad
+		}
+		return Rate{Readings: r}, nil
+	}
+	n, err := parseSize(t)
+	if err != nil || n <= 0 {
+		return Rate{}, bad
+	}
+	return Rate{Bytes: float64(n)}, nil
 }
 
 // TLS is [mqtt.tls]: files used for tls://, ssl://, mqtts:// and wss:// brokers.

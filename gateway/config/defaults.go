@@ -25,6 +25,10 @@ func Default() *Config {
 			KeepAlive:      Duration(30 * time.Second),
 			ConnectTimeout: Duration(5 * time.Second),
 			MaxInflight:    64,
+			Payload:        PayloadJSON,
+			BatchMax:       1,
+			BatchBytes:     64 << 10,
+			Compression:    "none",
 		},
 		Buffer: Buffer{
 			MaxBytes:       128 << 20,

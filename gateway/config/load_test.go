@@ -98,6 +98,15 @@ func TestParseConfigErrors(t *testing.T) {
 		{"broker_order unknown", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbroker_order = \"random\"", 1), []string{"5: mqtt.broker_order: \"random\" is not ordered or spread"}},
 		{"failback_after negative", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nfailback_after = \"-1s\"", 1), []string{"5: mqtt.failback_after: duration \"-1s\" must not be negative"}},
 		{"command_ttl negative", strings.Replace(minimal, `[mqtt]`, "[mqtt]\ncommand_ttl = \"-1s\"", 1), []string{"5: mqtt.command_ttl: duration \"-1s\" must not be negative"}},
+		{"payload unknown", strings.Replace(minimal, `[mqtt]`, "[mqtt]\npayload = \"xml\"", 1), []string{`5: mqtt.payload: "xml" is not supported by this version: use "json"`}},
+		{"batch_max zero", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbatch_max = 0", 1), []string{`5: mqtt.batch_max: 0 is out of range 1..10000`}},
+		{"batch_bytes tiny", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbatch_bytes = \"100B\"", 1), []string{`5: mqtt.batch_bytes: 100 bytes is out of range 1KiB..16MiB`}},
+		{"batch_linger too long", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbatch_linger = \"2h\"", 1), []string{`5: mqtt.batch_linger: 2h0m0s is out of range 0s..1h`}},
+		{"compression unknown", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbatch_max = 10\ncompression = \"brotli\"", 1), []string{`6: mqtt.compression: "brotli" is not none, gzip or zstd`}},
+		{"compression without batches", strings.Replace(minimal, `[mqtt]`, "[mqtt]\ncompression = \"zstd\"", 1), []string{`5: mqtt.compression: compression applies to batches only`}},
+		{"max_rate without /s", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nmax_rate = \"20KiB\"", 1), []string{`5: mqtt.max_rate: bad rate "20KiB"`}},
+		{"max_rate zero", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nmax_rate = \"0 readings/s\"", 1), []string{`5: mqtt.max_rate: bad rate`}},
+		{"device named batch", strings.Replace(strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbatch_max = 10", 1), `name = "d"`, `name = "batch"`, 1), []string{`12: device.name: "batch" is where batches are published`}},
 		{"min on a read-only point", minimal + "  min = 1\n", []string{"15: device.point.min: applies to writable points only"}},
 		{"max below min", minimal + "  writable = true\n  min = 10\n  max = 5\n", []string{"17: device.point.max: 5 is below min = 10"}},
 		{"min on a coil", minimal + "  table = \"coil\"\n  writable = true\n  min = 0\n", []string{"17: device.point.min: applies to numeric points only, not bool"}},
@@ -271,6 +280,26 @@ func BenchmarkParseConfig1000Points(b *testing.B) {
 	for b.Loop() {
 		if _, err := gateway.ParseConfig("big.toml", doc); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]config.Rate{
+		"":               {},
+		"20KiB/s":        {Bytes: 20 << 10},
+		" 2000B/s ":      {Bytes: 2000},
+		"1.5MB/s":        {Bytes: 1.5e6},
+		"100 readings/s": {Readings: 100},
+		"0.5readings/s":  {Readings: 0.5},
+	} {
+		if got, err := config.ParseRate(in); err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"20KiB", "fast/s", "-1KiB/s", "0B/s", "NaN readings/s", "Inf readings/s", "readings/s"} {
+		if _, err := config.ParseRate(in); err == nil {
+			t.Errorf("ParseRate(%q) accepted", in)
 		}
 	}
 }

@@ -152,6 +152,40 @@ func (v *validator) mqtt() {
 	if m.PasswordFile != "" && m.Username == "" {
 		v.errorf("mqtt.password_file", "set username too: a password is sent only with a username")
 	}
+	v.bandwidth(m)
+}
+
+// PayloadJSON is the payload key's default: the JSON of docs/MQTT.md.
+const PayloadJSON = "json"
+
+// BatchTopicLevel is the last topic level of batches, after the gateway's
+// id, where a device's name would be.
+const BatchTopicLevel = "batch"
+
+// bandwidth checks the keys of batches, compression and the rate cap.
+func (v *validator) bandwidth(m *MQTT) {
+	if m.Payload != PayloadJSON {
+		v.errorf("mqtt.payload", "%q is not supported by this version: use %q", m.Payload, PayloadJSON)
+	}
+	v.intRange("mqtt.batch_max", m.BatchMax, 1, 10000)
+	if m.BatchBytes < 1<<10 || m.BatchBytes > 16<<20 {
+		v.errorf("mqtt.batch_bytes", "%d bytes is out of range 1KiB..16MiB", m.BatchBytes)
+	}
+	if d := m.BatchLinger.D(); d < 0 || d > time.Hour {
+		v.errorf("mqtt.batch_linger", "%s is out of range 0s..1h", d)
+	}
+	switch m.Compression {
+	case "none":
+	case "gzip", "zstd":
+		if m.BatchMax == 1 {
+			v.errorf("mqtt.compression", "compression applies to batches only: set batch_max above 1 too")
+		}
+	default:
+		v.errorf("mqtt.compression", "%q is not none, gzip or zstd", m.Compression)
+	}
+	if _, err := ParseRate(m.MaxRate); err != nil {
+		v.errorf("mqtt.max_rate", "%v", err)
+	}
 }
 
 // ClientIDDefault is the client id used when client_id is empty.
@@ -231,6 +265,9 @@ func (v *validator) devices(buses map[string]*Bus) {
 			v.errorf(p+".name", "device %q is defined twice", d.Name)
 		}
 		seen[d.Name] = true
+		if d.Name == BatchTopicLevel && v.c.MQTT.BatchMax > 1 {
+			v.errorf(p+".name", "%q is where batches are published (batch_max > 1): rename the device", d.Name)
+		}
 		if _, ok := buses[d.Bus]; d.Bus == "" {
 			v.errorf(p+".bus", "required")
 		} else if !ok {

@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,8 @@ type Config struct {
 	Version string
 	// Compose builds what is published from a record.
 	Compose ComposeFunc
+	// Batch, when on, publishes several records in one message.
+	Batch Batching
 	// CommandBase is the topic under which commands arrive:
 	// CommandBase/{device}/set/{point}; results go to that topic + "/result".
 	CommandBase string
@@ -101,6 +104,7 @@ type Uplink struct {
 	log   *slog.Logger
 
 	tracker *tracker
+	batcher *batcher // when batching; one pass at a time uses it
 
 	urls []*url.URL
 	sel  *selector // only autopaho's connect goroutine calls it
@@ -231,6 +235,11 @@ func (u *Uplink) Run(ctx context.Context) error {
 	acfg, err := u.clientConfig()
 	if err != nil {
 		return err
+	}
+	if u.cfg.Batch.on() {
+		if u.batcher, err = newBatcher(u.cfg.Batch, u.cfg.Compose); err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
 	}
 	u.runCtx = ctx
 	cmCtx, cancelCM := context.WithCancel(context.WithoutCancel(ctx))
@@ -642,6 +651,9 @@ func (u *Uplink) pass(ctx context.Context, c *connection, over <-chan struct{}) 
 	// their records are resent from the store by the next pass anyway.
 	pctx, cancel := context.WithCancel(ctx)
 	ps := &pass{u: u, c: c, ctx: ctx, pctx: pctx, over: over, failed: make(chan struct{}), window: make(chan struct{}, u.cfg.MaxInflight)}
+	if u.cfg.Batch.on() {
+		ps.batch = u.batcher
+	}
 	defer func() {
 		select {
 		case <-c.leaving:
@@ -653,13 +665,17 @@ func (u *Uplink) pass(ctx context.Context, c *connection, over <-chan struct{}) 
 	}()
 	var (
 		after uint64
-		recs  []buffer.Record
+		buf   []buffer.Record
 	)
+	fetch := u.cfg.MaxInflight
+	if u.cfg.Batch.on() {
+		fetch = max(fetch, u.cfg.Batch.Max)
+	}
 	for {
 		u.heartbeat()
 		committed := u.store.Committed()
-		var err error
-		recs, err = u.store.Next(after, u.cfg.MaxInflight, recs[:0])
+		recs, err := u.store.Next(after, fetch, buf[:0])
+		buf = recs
 		if err != nil {
 			u.log.Error("buffer_read_failed", "err", err)
 			return errRetry
@@ -670,11 +686,19 @@ func (u *Uplink) pass(ctx context.Context, c *connection, over <-chan struct{}) 
 			}
 			continue
 		}
-		for _, rec := range recs {
-			if over, err := ps.send(rec); over {
+		if u.cfg.Batch.on() && u.cfg.Batch.Linger > 0 && len(recs) < u.cfg.Batch.Max {
+			var done bool
+			if recs, done, err = ps.linger(recs); done {
 				return err
 			}
-			after = rec.Seq
+			buf = recs
+		}
+		for len(recs) > 0 {
+			n, over, err := ps.send(recs)
+			if over {
+				return err
+			}
+			after, recs = recs[n-1].Seq, recs[n:]
 		}
 	}
 }
@@ -694,6 +718,7 @@ type pass struct {
 	failed   chan struct{}
 	failOnce sync.Once
 	window   chan struct{}
+	batch    *batcher // nil: each record alone
 }
 
 // settle waits until every publish in flight is answered (the window is
@@ -743,18 +768,90 @@ func (p *pass) acquire() (over bool, err error) {
 	}
 }
 
-// send publishes one record once the window has room, and returns when it
-// is on the wire, so the next one cannot overtake it.
-func (p *pass) send(rec buffer.Record) (over bool, err error) {
+// send publishes the first records of recs, in one message when batching,
+// and returns how many it used (at least one).
+func (p *pass) send(recs []buffer.Record) (n int, over bool, err error) {
+	b := p.batch
+	if b == nil || len(recs) == 1 {
+		over, err := p.sendOne(recs[0])
+		return 1, over, err
+	}
+	if over, err := p.acquire(); over {
+		return 0, over, err
+	}
+	most := b.cfg.Max
+	for {
+		n = b.fill(recs, most, b.limit(p.c), p.unreadable)
+		switch len(b.seqs) {
+		case 0:
+			<-p.window
+			return n, false, nil
+		case 1:
+			// A batch of one is the record alone, on its own topic.
+			<-p.window
+			i := slices.IndexFunc(recs[:n], func(r buffer.Record) bool { return r.Seq == b.seqs[0] })
+			over, err := p.sendOne(recs[i])
+			return n, over, err
+		}
+		pub := b.publish(p.c.qos)
+		if _, over := p.c.exceeds(pub); over {
+			// Compressed beyond the broker's maximum: half as many.
+			most = len(b.seqs) / 2
+			continue
+		}
+		over, err := p.transmit(pub, slices.Clone(b.seqs))
+		return n, over, err
+	}
+}
+
+// unreadable drops a record that cannot be composed, now or ever, rather
+// than block the rest.
+func (p *pass) unreadable(rec buffer.Record, err error) {
+	p.u.log.Error("buffer_entry_unreadable", "seq", rec.Seq, "err", err)
+	p.u.store.Ack(rec.Seq)
+}
+
+// linger waits up to the batch linger for more records to fill the batch
+// recs begins, and returns recs with those that came.
+func (p *pass) linger(recs []buffer.Record) ([]buffer.Record, bool, error) {
+	b := p.u.cfg.Batch
+	timer := time.NewTimer(b.Linger)
+	defer timer.Stop()
+	for len(recs) < b.Max {
+		committed := p.u.store.Committed()
+		more, err := p.u.store.Next(recs[len(recs)-1].Seq, b.Max-len(recs), recs)
+		if err != nil {
+			return recs, false, nil // sent as they are; the next read reports it
+		}
+		if len(more) > len(recs) {
+			recs = more
+			continue
+		}
+		select {
+		case <-committed:
+		case <-timer.C:
+			return recs, false, nil
+		case <-p.over:
+			return recs, true, nil
+		case <-p.failed:
+			return recs, true, errRetry
+		case <-p.u.beatTick:
+			p.u.heartbeat()
+		}
+	}
+	return recs, false, nil
+}
+
+// sendOne publishes rec alone once the window has room, and returns when
+// it is on the wire, so the next one cannot overtake it.
+func (p *pass) sendOne(rec buffer.Record) (over bool, err error) {
 	if over, err := p.acquire(); over {
 		return over, err
 	}
 	u := p.u
 	topic, payload, err := u.cfg.Compose(nil, rec)
 	if err != nil {
-		// Not publishable now or ever: drop it rather than block the rest.
-		u.log.Error("buffer_entry_unreadable", "seq", rec.Seq, "err", err)
-		u.store.Ack(rec.Seq)
+		p.unreadable(rec, err)
 		<-p.window
 		return false, nil
 	}
@@ -767,20 +864,26 @@ func (p *pass) send(rec buffer.Record) (over bool, err error) {
 		<-p.window
 		return false, nil
 	}
+	return p.transmit(pub, []uint64{rec.Seq})
+}
+
+// transmit publishes pub, which holds the records seqs, in the window slot
+// taken for it, and returns when it is on the wire.
+func (p *pass) transmit(pub *paho.Publish, seqs []uint64) (over bool, err error) {
 	if p.c.qos == 0 {
 		// QoS 0 publishes are written before Publish returns, in order.
 		_, err := p.c.cm.Publish(p.ctx, pub)
 		<-p.window
 		if err != nil {
-			p.fail(rec.Seq, err)
+			p.fail(seqs[0], err)
 			return true, errRetry
 		}
-		u.acked(rec.Seq)
+		p.u.acked(seqs...)
 		return false, nil
 	}
 	written := make(chan struct{})
 	p.wg.Add(1)
-	go p.publish(pub, rec.Seq, written)
+	go p.publish(pub, seqs, written)
 	select {
 	case <-written:
 		return false, nil
@@ -792,19 +895,21 @@ func (p *pass) send(rec buffer.Record) (over bool, err error) {
 }
 
 // publish sends one QoS 1 or 2 publish and waits for its acknowledgement.
-func (p *pass) publish(pub *paho.Publish, seq uint64, written chan struct{}) {
+func (p *pass) publish(pub *paho.Publish, seqs []uint64, written chan struct{}) {
 	defer p.wg.Done()
 	defer func() { <-p.window }()
 	pr, err := p.c.cm.Publish(withWritten(p.pctx, written), pub)
 	switch code := reasonCode(pr); {
 	case code >= 0x80 && permanentRejection[code]:
-		p.u.reject(p.c, seq, pr)
+		for _, seq := range seqs {
+			p.u.reject(p.c, seq, pr)
+		}
 	case code >= 0x80:
-		p.fail(seq, fmt.Errorf("broker refused the publish for now: reason code 0x%02x %s", code, pubReason(pr)))
+		p.fail(seqs[0], fmt.Errorf("broker refused the publish for now: reason code 0x%02x %s", code, pubReason(pr)))
 	case err != nil:
-		p.fail(seq, err)
+		p.fail(seqs[0], err)
 	default:
-		p.u.acked(seq)
+		p.u.acked(seqs...)
 	}
 }
 
@@ -908,9 +1013,11 @@ func (u *Uplink) TooLarge() uint64 {
 	return u.tooLarge
 }
 
-func (u *Uplink) acked(seq uint64) {
-	u.store.Ack(seq)
+func (u *Uplink) acked(seqs ...uint64) {
+	for _, seq := range seqs {
+		u.store.Ack(seq)
+	}
 	u.mu.Lock()
-	u.published++
+	u.published += uint64(len(seqs))
 	u.mu.Unlock()
 }

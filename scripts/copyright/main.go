@@ -51,17 +51,19 @@ Copyright: the edgegw authors
 License: Apache-2.0
 `)
 	for _, m := range mods {
-		text, err := licenceText(m.dir)
+		parts, err := licences(m)
 		if err != nil {
 			return fmt.Errorf("%s@%s: %w", m.path, m.version, err)
 		}
-		name, err := classify(text)
-		if err != nil {
-			return fmt.Errorf("%s@%s: %w", m.path, m.version, err)
-		}
-		fmt.Fprintf(w, "\nFiles: %s/*\nCopyright: %s\nLicense: %s\n", m.path, holders(text, m.path), name)
-		if !commonLicence[name] {
-			fmt.Fprint(w, indent(text))
+		for _, p := range parts {
+			name, err := classify(p.text)
+			if err != nil {
+				return fmt.Errorf("%s@%s: %s: %w", m.path, m.version, p.files, err)
+			}
+			fmt.Fprintf(w, "\nFiles: %s\nCopyright: %s\nLicense: %s\n", p.files, holders(p.text, m.path), name)
+			if !commonLicence[name] {
+				fmt.Fprint(w, indent(p.text))
+			}
 		}
 	}
 	fmt.Fprint(w, `
@@ -119,6 +121,75 @@ func escape(s string) string {
 	return b.String()
 }
 
+// part is the licence of some of a module's files.
+type part struct{ files, text string }
+
+// licences returns the licence of module m and, after it, those of its
+// directories that carry their own (Go's standard library: its own only).
+// A licence file that lists sections for some directories ("Files: dir/*")
+// counts for the rest of the module up to its first section; each
+// section's directory must then hold its own licence file.
+func licences(m module) ([]part, error) {
+	text, err := licenceText(m.dir)
+	if err != nil {
+		return nil, err
+	}
+	text, sections := splitSections(text)
+	parts := []part{{files: m.path + "/*", text: text}}
+	if m.path == "go.dev/std" {
+		return parts, nil
+	}
+	nested := map[string]bool{}
+	err = filepath.WalkDir(m.dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == "testdata" || d.Name() == "vendor" {
+				return filepath.SkipDir
+			}
+			if path == m.dir {
+				return nil
+			}
+			sub, err := licenceText(path)
+			if err != nil {
+				return nil // no licence of its own
+			}
+			rel, _ := filepath.Rel(m.dir, path)
+			nested[filepath.ToSlash(rel)] = true
+			parts = append(parts, part{files: m.path + "/" + filepath.ToSlash(rel) + "/*", text: sub})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sections {
+		if !nested[strings.TrimSuffix(s, "/*")] {
+			return nil, fmt.Errorf("the licence file has a section for %s but that directory has no licence file: read it and extend scripts/copyright", s)
+		}
+	}
+	return parts, nil
+}
+
+// sectionStart is a line "Files: dir/*" that opens a section of a licence
+// file holding several licences.
+var sectionStart = regexp.MustCompile(`(?m)^Files:\s+(\S+)\s*$`)
+
+// splitSections returns the text before a licence file's first section,
+// without the separator line of dashes, and each section's pattern.
+func splitSections(text string) (head string, sections []string) {
+	loc := sectionStart.FindStringIndex(text)
+	if loc == nil {
+		return text, nil
+	}
+	for _, m := range sectionStart.FindAllStringSubmatch(text, -1) {
+		sections = append(sections, m[1])
+	}
+	head = strings.TrimRight(text[:loc[0]], "-\n \t")
+	return head, sections
+}
+
 func licenceText(dir string) (string, error) {
 	for _, name := range []string{"LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING", "LICENCE"} {
 		if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
@@ -129,25 +200,37 @@ func licenceText(dir string) (string, error) {
 }
 
 // classify names a licence text with its SPDX/Debian short name.
+// A text that matches several licences (several licence files in one) is
+// refused: which part covers what must be read by a person.
 func classify(text string) (string, error) {
 	has := func(s string) bool { return strings.Contains(text, s) }
-	switch {
-	case has("Eclipse Public License") && has("Eclipse Distribution License"):
+	if has("Eclipse Public License") && has("Eclipse Distribution License") {
 		return "EPL-2.0 or BSD-3-clause", nil // the EDL 1.0 is the 3-clause BSD licence
-	case has("Apache License") && has("Version 2.0"):
-		return "Apache-2.0", nil
-	case has("Permission is hereby granted, free of charge"):
-		return "Expat", nil
-	case has("Redistribution and use in source and binary forms") && (has("Neither the name") || has("may be used to endorse")):
-		return "BSD-3-clause", nil
-	case has("Redistribution and use in source and binary forms"):
-		return "BSD-2-clause", nil
-	case has("Mozilla Public License"):
-		return "MPL-2.0", nil
-	case has("Permission to use, copy, modify, and/or distribute"):
-		return "ISC", nil
 	}
-	return "", fmt.Errorf("licence not recognised: read it and add it to scripts/copyright")
+	var found []string
+	switch {
+	case has("Redistribution and use in source and binary forms") && (has("Neither the name") || has("may be used to endorse")):
+		found = append(found, "BSD-3-clause")
+	case has("Redistribution and use in source and binary forms"):
+		found = append(found, "BSD-2-clause")
+	}
+	for _, l := range []struct{ name, marker string }{
+		{"Apache-2.0", "Apache License"},
+		{"Expat", "Permission is hereby granted, free of charge"},
+		{"MPL-2.0", "Mozilla Public License"},
+		{"ISC", "Permission to use, copy, modify, and/or distribute"},
+	} {
+		if has(l.marker) {
+			found = append(found, l.name)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("licence not recognised: read it and add it to scripts/copyright")
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("one licence file holds several licences (%s): read it and extend scripts/copyright", strings.Join(found, ", "))
 }
 
 var copyrightLine = regexp.MustCompile(`(?im)^\s*copyright\s+(?:\(c\)|©)?\s*(.*\d{4}.*)$`)
