@@ -268,6 +268,13 @@ func (b *Buffer) ackLocked(seq uint64) {
 	}
 }
 
+// LastSeq returns the seq of the newest committed record.
+func (b *Buffer) LastSeq() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lastSeq
+}
+
 // Committed returns a channel closed at the next commit that adds records.
 func (b *Buffer) Committed() <-chan struct{} {
 	b.mu.Lock()

@@ -360,6 +360,7 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 			return Message(dst, topicBase, rec.Seq, rec.Data)
 		},
 		Batch:       batching(cfg.MQTT, topicBase),
+		MaxRate:     maxRate(cfg.MQTT),
 		CommandBase: topicBase,
 		CommandTTL:  cfg.MQTT.CommandTTL.D(),
 		OnConnect:   func() { g.connects.Add(1) },
@@ -391,6 +392,12 @@ func batching(m config.MQTT, topicBase string) uplink.Batching {
 	e, _ := batch.ParseEncoding(m.Compression)
 	return uplink.Batching{Max: m.BatchMax, Bytes: int(m.BatchBytes), Linger: m.BatchLinger.D(),
 		Topic: topicBase + "/" + config.BatchTopicLevel, Encoding: e}
+}
+
+// maxRate is the uplink's cap, from max_rate.
+func maxRate(m config.MQTT) uplink.Rate {
+	r, _ := config.ParseRate(m.MaxRate) // validated
+	return uplink.Rate{Bytes: r.Bytes, Readings: r.Readings}
 }
 
 // stopUplink stops the uplink (offline status, disconnect) and waits for it.

@@ -73,6 +73,7 @@ id = %q
 data_dir = %q
 [mqtt]
 brokers = ["tcp://%s"]
+%s
 [status]
 listen = ""
 %s`
@@ -97,23 +98,29 @@ func TestBandwidth(t *testing.T) {
 		}
 		return b.String()
 	}
-	modes := []string{"every_poll", "change"}
+	// Today's behaviour first; each other mode is measured against it.
+	modes := []struct{ name, report, mqtt string }{
+		{"every_poll", "every_poll", ""},
+		{"change", "change", ""},
+		{"change+batches", "change", "batch_max = 1000\nbatch_linger = \"10s\""},
+		{"change+batches+zstd", "change", "batch_max = 1000\nbatch_linger = \"10s\"\ncompression = \"zstd\""},
+	}
 	proxies := map[string]*countingProxy{}
-	for _, mode := range modes {
-		proxies[mode] = startCountingProxy(t, br.Addr())
-		cfg := filepath.Join(dir, mode+".toml")
-		doc := fmt.Sprintf(bandwidthGateway, "bw-"+strings.ReplaceAll(mode, "_", "-"), filepath.Join(dir, mode), proxies[mode].l.Addr(), devices(mode))
+	for i, mode := range modes {
+		proxies[mode.name] = startCountingProxy(t, br.Addr())
+		cfg := filepath.Join(dir, fmt.Sprintf("mode%d.toml", i))
+		doc := fmt.Sprintf(bandwidthGateway, fmt.Sprintf("bw-%d", i), filepath.Join(dir, fmt.Sprint(i)), proxies[mode.name].l.Addr(), mode.mqtt, devices(mode.report))
 		if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if mode == modes[0] {
+		if i == 0 {
 			startBinary(t, "simulate", "-config", cfg, "-listen", simAddr)
 			testbroker.WaitListening(t, simAddr, 10*time.Second)
 		}
 	}
 	start := time.Now()
-	for _, mode := range modes {
-		startBinary(t, "run", "-config", filepath.Join(dir, mode+".toml"))
+	for i := range modes {
+		startBinary(t, "run", "-config", filepath.Join(dir, fmt.Sprintf("mode%d.toml", i)))
 	}
 	timer := time.NewTimer(*bandwidthFor)
 	<-timer.C // the measurement window
@@ -121,7 +128,10 @@ func TestBandwidth(t *testing.T) {
 	perHour := func(mode string) float64 {
 		return float64(proxies[mode].sent.Load()) / float64(*bandwidthDevices) / elapsed.Hours()
 	}
-	base, rbe := perHour("every_poll"), perHour("change")
-	t.Logf("%d SDM630 meters per gateway, polled every 1 s, %s: every_poll %.0f B/device/h, change %.0f B/device/h: %.3f of every_poll (1/%.1f)",
-		*bandwidthDevices, elapsed.Round(time.Second), base, rbe, rbe/base, base/rbe)
+	base := perHour(modes[0].name)
+	t.Logf("%d SDM630 meters per gateway, polled every 1 s, for %s:", *bandwidthDevices, elapsed.Round(time.Second))
+	for _, mode := range modes {
+		b := perHour(mode.name)
+		t.Logf("  %-20s %10.0f B/device/h  %.3f of every_poll (1/%.1f)", mode.name, b, b/base, base/b)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"edgegw/buffer"
+	"edgegw/gateway/batch"
 	"edgegw/internal/testbroker"
 )
 
@@ -36,49 +37,14 @@ func BenchmarkDrainToBroker(b *testing.B) {
 	n := drainSize()
 	br := testbroker.Start(b)
 	const window = 64
-	b.Run("edgegw", func(b *testing.B) {
-		for range b.N {
-			b.StopTimer()
-			store, err := buffer.Open(filepath.Join(b.TempDir(), "buffer.db"), buffer.Options{MaxBytes: 8 << 30})
-			if err != nil {
-				b.Fatal(err)
-			}
-			for i := range n {
-				store.Append(payload200)
-				if i%100000 == 99999 {
-					store.Commit()
-				}
-			}
-			store.Commit()
-			bctx, bcancel := context.WithCancel(context.Background())
-			bdone := make(chan struct{})
-			go func() { store.Run(bctx); close(bdone) }()
-			up := New(Config{
-				Brokers: []string{br.URL()}, ClientID: "bench-edgegw", QoS: 1, KeepAlive: 30 * time.Second,
-				ConnectTimeout: 5 * time.Second, MaxInflight: window, StatusTopic: "bench/status",
-				Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
-					dst = append(dst, `{"seq":`...)
-					dst = strconv.AppendUint(dst, rec.Seq, 10)
-					dst = append(dst, ',')
-					return "bench/edgegw", append(dst, rec.Data...), nil
-				},
-				Logger: slog.New(slog.DiscardHandler),
-			}, store)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error)
-			b.StartTimer()
-			go func() { done <- up.Run(ctx) }()
-			for up.Published() < uint64(n) {
-				time.Sleep(time.Millisecond) // polling a counter: the benchmark's clock, not a test wait
-			}
-			b.StopTimer()
-			cancel()
-			<-done
-			bcancel()
-			<-bdone
-			store.Close()
-		}
-		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+	b.Run("edgegw", func(b *testing.B) { benchDrain(b, br, n, window, Batching{}) })
+	// As a backlog drains with batch_max = 1000 (batch_bytes 64 KiB: about
+	// 280 of these readings a message) and no linger.
+	b.Run("edgegw-batches", func(b *testing.B) {
+		benchDrain(b, br, n, window, Batching{Max: 1000, Topic: "bench/batch"})
+	})
+	b.Run("edgegw-batches-zstd", func(b *testing.B) {
+		benchDrain(b, br, n, window, Batching{Max: 1000, Topic: "bench/batch", Encoding: batch.Zstd})
 	})
 	b.Run("bare-paho", func(b *testing.B) {
 		for range b.N {
@@ -191,4 +157,50 @@ func BenchmarkFailover(b *testing.B) {
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/failover")
 		})
 	}
+}
+
+// benchDrain drains a backlog of n readings through an Uplink.
+func benchDrain(b *testing.B, br *testbroker.Broker, n, window int, batching Batching) {
+	for range b.N {
+		b.StopTimer()
+		store, err := buffer.Open(filepath.Join(b.TempDir(), "buffer.db"), buffer.Options{MaxBytes: 8 << 30})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range n {
+			store.Append(payload200)
+			if i%100000 == 99999 {
+				store.Commit()
+			}
+		}
+		store.Commit()
+		bctx, bcancel := context.WithCancel(context.Background())
+		bdone := make(chan struct{})
+		go func() { store.Run(bctx); close(bdone) }()
+		up := New(Config{
+			Brokers: []string{br.URL()}, ClientID: "bench-edgegw", QoS: 1, KeepAlive: 30 * time.Second,
+			ConnectTimeout: 5 * time.Second, MaxInflight: window, StatusTopic: "bench/status", Batch: batching,
+			Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
+				dst = append(dst, `{"seq":`...)
+				dst = strconv.AppendUint(dst, rec.Seq, 10)
+				dst = append(dst, ',')
+				return "bench/edgegw", append(dst, rec.Data...), nil
+			},
+			Logger: slog.New(slog.DiscardHandler),
+		}, store)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		b.StartTimer()
+		go func() { done <- up.Run(ctx) }()
+		for up.Published() < uint64(n) {
+			time.Sleep(time.Millisecond) // polling a counter: the benchmark's clock, not a test wait
+		}
+		b.StopTimer()
+		cancel()
+		<-done
+		bcancel()
+		<-bdone
+		store.Close()
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
 }

@@ -82,6 +82,12 @@ func (s *memStore) Committed() <-chan struct{} {
 	return s.committed
 }
 
+func (s *memStore) LastSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq
+}
+
 func (s *memStore) counts() (appended uint64, acked, pending int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

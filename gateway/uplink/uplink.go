@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,8 @@ type Store interface {
 	Ack(seq uint64)
 	// Committed returns a channel closed when new records are committed.
 	Committed() <-chan struct{}
+	// LastSeq returns the seq of the newest committed record.
+	LastSeq() uint64
 }
 
 // ComposeFunc turns a record into the topic and payload to publish,
@@ -78,6 +81,8 @@ type Config struct {
 	Compose ComposeFunc
 	// Batch, when on, publishes several records in one message.
 	Batch Batching
+	// MaxRate, when set, caps the backlog's drain (docs/MQTT.md, "Delivery").
+	MaxRate Rate
 	// CommandBase is the topic under which commands arrive:
 	// CommandBase/{device}/set/{point}; results go to that topic + "/result".
 	CommandBase string
@@ -105,6 +110,7 @@ type Uplink struct {
 
 	tracker *tracker
 	batcher *batcher // when batching; one pass at a time uses it
+	pacer   *pacer   // with MaxRate; one pass at a time uses it
 
 	urls []*url.URL
 	sel  *selector // only autopaho's connect goroutine calls it
@@ -240,6 +246,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 		if u.batcher, err = newBatcher(u.cfg.Batch, u.cfg.Compose); err != nil {
 			return fmt.Errorf("uplink: %w", err)
 		}
+	}
+	if u.cfg.MaxRate.on() {
+		u.pacer = newPacer(u.cfg.MaxRate)
 	}
 	u.runCtx = ctx
 	cmCtx, cancelCM := context.WithCancel(context.WithoutCancel(ctx))
@@ -663,42 +672,141 @@ func (u *Uplink) pass(ctx context.Context, c *connection, over <-chan struct{}) 
 		cancel()
 		ps.wg.Wait()
 	}()
+	if u.pacer != nil {
+		return ps.paced()
+	}
+	return ps.inOrder()
+}
+
+// fetch is how many records a pass reads from the store at a time.
+func (p *pass) fetch() int {
+	if p.batch != nil {
+		return max(p.u.cfg.MaxInflight, p.batch.cfg.Max)
+	}
+	return p.u.cfg.MaxInflight
+}
+
+// inOrder sends every record once, in seq order.
+func (p *pass) inOrder() error {
+	u := p.u
 	var (
 		after uint64
 		buf   []buffer.Record
 	)
-	fetch := u.cfg.MaxInflight
-	if u.cfg.Batch.on() {
-		fetch = max(fetch, u.cfg.Batch.Max)
-	}
 	for {
 		u.heartbeat()
 		committed := u.store.Committed()
-		recs, err := u.store.Next(after, fetch, buf[:0])
+		recs, err := u.store.Next(after, p.fetch(), buf[:0])
 		buf = recs
 		if err != nil {
 			u.log.Error("buffer_read_failed", "err", err)
 			return errRetry
 		}
 		if len(recs) == 0 {
-			if over, err := ps.idle(committed); over {
+			if over, err := p.idle(committed); over {
 				return err
 			}
 			continue
 		}
-		if u.cfg.Batch.on() && u.cfg.Batch.Linger > 0 && len(recs) < u.cfg.Batch.Max {
-			var done bool
-			if recs, done, err = ps.linger(recs); done {
-				return err
-			}
-			buf = recs
+		var over bool
+		if after, over, err = p.sendAll(recs); over {
+			return err
 		}
-		for len(recs) > 0 {
-			n, over, err := ps.send(recs)
-			if over {
+	}
+}
+
+// sendAll sends recs, after a linger for more when they would not fill a
+// batch, and returns the seq of the last record sent.
+func (p *pass) sendAll(recs []buffer.Record) (last uint64, over bool, err error) {
+	if p.batch != nil && p.batch.cfg.Linger > 0 && len(recs) < p.batch.cfg.Max {
+		if recs, over, err = p.linger(recs); over {
+			return 0, over, err
+		}
+	}
+	for len(recs) > 0 {
+		n, over, err := p.send(recs)
+		if over {
+			return 0, over, err
+		}
+		last, recs = recs[n-1].Seq, recs[n:]
+	}
+	return last, false, nil
+}
+
+// paced sends the records committed since the pass began (live) as they
+// come, and the older ones (the backlog) in seq order within the rate the
+// live ones leave: live readings are never held back by the backlog.
+func (p *pass) paced() error {
+	u := p.u
+	boundary := u.store.LastSeq() // the backlog: seqs up to here
+	live, back := boundary, uint64(0)
+	var buf []buffer.Record
+	for {
+		u.heartbeat()
+		committed := u.store.Committed()
+		recs, err := u.store.Next(live, p.fetch(), buf[:0])
+		buf = recs
+		if err != nil {
+			u.log.Error("buffer_read_failed", "err", err)
+			return errRetry
+		}
+		if len(recs) > 0 {
+			var over bool
+			if live, over, err = p.sendAll(recs); over {
 				return err
 			}
-			after, recs = recs[n-1].Seq, recs[n:]
+			continue
+		}
+		if back >= boundary {
+			if over, err := p.idle(committed); over {
+				return err
+			}
+			continue
+		}
+		if recs, err = u.store.Next(back, p.fetch(), buf[:0]); err != nil {
+			u.log.Error("buffer_read_failed", "err", err)
+			return errRetry
+		}
+		buf = recs
+		recs = recs[:sort.Search(len(recs), func(i int) bool { return recs[i].Seq > boundary })]
+		if len(recs) == 0 {
+			back = boundary
+			continue
+		}
+		if paid, over, err := p.awaitPacer(committed); over {
+			return err
+		} else if !paid {
+			continue // live records came: they go first
+		}
+		n, over, err := p.send(recs)
+		if over {
+			return err
+		}
+		back = recs[n-1].Seq
+	}
+}
+
+// awaitPacer waits until the pacer lets the backlog send (paid), or until
+// records are committed (not paid: live ones go first).
+func (p *pass) awaitPacer(committed <-chan struct{}) (paid, over bool, err error) {
+	d := p.u.pacer.delay()
+	if d <= 0 {
+		return true, false, nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			return true, false, nil
+		case <-committed:
+			return false, false, nil
+		case <-p.over:
+			return false, true, nil
+		case <-p.failed:
+			return false, true, errRetry
+		case <-p.u.beatTick:
+			p.u.heartbeat()
 		}
 	}
 }
@@ -870,6 +978,9 @@ func (p *pass) sendOne(rec buffer.Record) (over bool, err error) {
 // transmit publishes pub, which holds the records seqs, in the window slot
 // taken for it, and returns when it is on the wire.
 func (p *pass) transmit(pub *paho.Publish, seqs []uint64) (over bool, err error) {
+	if p.u.pacer != nil {
+		p.u.pacer.charge(pub, len(seqs))
+	}
 	if p.c.qos == 0 {
 		// QoS 0 publishes are written before Publish returns, in order.
 		_, err := p.c.cm.Publish(p.ctx, pub)
