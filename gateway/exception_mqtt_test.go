@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -57,6 +58,20 @@ type driftDriver struct {
 	n     int
 	truth map[string]map[string]any // ts → point → value
 	order []string
+
+	// counting adds a point "polls", the poll's number: every poll then
+	// changes something, so a poll whose reading was lost can be told.
+	counting bool
+	// log, when set, gets each poll's truth as a JSON line (truthLine),
+	// for a parent test of a gateway in another process.
+	log io.Writer
+}
+
+// truthLine is a poll as the meter saw it.
+type truthLine struct {
+	TS     string         `json:"ts"`
+	PID    int            `json:"pid"`
+	Values map[string]any `json:"values"`
 }
 
 func (d *driftDriver) Read(_ context.Context, _ string, r *drivers.Reading) {
@@ -68,9 +83,17 @@ func (d *driftDriver) Read(_ context.Context, _ string, r *drivers.Reading) {
 	r.AddFloat("voltage", v["voltage"].(float64))
 	r.AddFloat("energy", v["energy"].(float64))
 	r.Add(drivers.Value{Point: "relay", Kind: drivers.KindBool, B: v["relay"].(bool)})
+	if d.counting {
+		v["polls"] = float64(d.n)
+		r.Add(drivers.Value{Point: "polls", Kind: drivers.KindUint, U: uint64(d.n)})
+	}
 	ts := r.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 	d.truth[ts] = v
 	d.order = append(d.order, ts)
+	if d.log != nil {
+		line, _ := json.Marshal(truthLine{TS: ts, PID: os.Getpid(), Values: v})
+		d.log.Write(append(line, '\n')) // one write: whole lines survive a kill -9
+	}
 }
 
 func (d *driftDriver) Close() error { return nil }

@@ -10,5 +10,6 @@ import (
 
 func TestMain(m *testing.M) {
 	faultfs.ServeIfAsked()
+	serveGatewayIfAsked()
 	goleak.VerifyTestMain(m)
 }
