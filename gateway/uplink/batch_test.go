@@ -3,13 +3,16 @@ package uplink
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"edgegw/gateway/batch"
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
 )
 
 // batching returns a Config mutation for batches to test/batch.
@@ -257,5 +260,26 @@ func TestCompressedBatchesDecodeIndependently(t *testing.T) {
 			}
 			t.Logf("%s: %d bytes of JSON in %d on the wire", e, raw, wire)
 		})
+	}
+}
+
+// TestRefusedBatchIsDroppedInOneLine: a batch the broker refuses for good
+// (its ACL denies the batch topic) drops all of its readings, counted, and
+// is logged once, with its seq range, not once per reading.
+func TestRefusedBatchIsDroppedInOneLine(t *testing.T) {
+	br := testbroker.Start(t, testbroker.WithACL(t, "topic readwrite test/data", "topic readwrite test/status"))
+	store := openBuffer(t)
+	fill(t, store, 100)
+	logs := &testlog.Sink{}
+	r := start(t, store, []string{br.URL()}, batching(50, batch.None, 0), func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	waitEmpty(t, store)
+	if got := r.up.Rejected(); got != 100 {
+		t.Fatalf("rejected %d, want the 100 readings of the two batches", got)
+	}
+	lines := strings.Count(logs.String(), "msg=mqtt_publish_rejected")
+	if lines != 2 || !strings.Contains(logs.String(), "seq=1 last_seq=50 readings=50") {
+		t.Fatalf("%d log lines for 2 refused batches:\n%.2000s", lines, logs.String())
 	}
 }

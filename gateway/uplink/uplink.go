@@ -967,7 +967,7 @@ func (p *pass) sendOne(rec buffer.Record) (over bool, err error) {
 	if size, over := p.c.exceeds(pub); over {
 		// The broker would drop the connection, and the reading would be
 		// first again on the next one: it can never go to this broker.
-		u.drop(p.c, rec.Seq, &u.tooLarge, "mqtt_reading_too_large", "size", size, "broker_maximum", p.c.maxPacket,
+		u.drop(p.c, []uint64{rec.Seq}, &u.tooLarge, "mqtt_reading_too_large", "size", size, "broker_maximum", p.c.maxPacket,
 			"hint", "the reading is dropped: it is larger than the broker's maximum packet size; raise the broker's limit or send fewer points per device")
 		<-p.window
 		return false, nil
@@ -1012,9 +1012,7 @@ func (p *pass) publish(pub *paho.Publish, seqs []uint64, written chan struct{}) 
 	pr, err := p.c.cm.Publish(withWritten(p.pctx, written), pub)
 	switch code := reasonCode(pr); {
 	case code >= 0x80 && permanentRejection[code]:
-		for _, seq := range seqs {
-			p.u.reject(p.c, seq, pr)
-		}
+		p.u.reject(p.c, seqs, pr)
 	case code >= 0x80:
 		p.fail(seqs[0], fmt.Errorf("broker refused the publish for now: reason code 0x%02x %s", code, pubReason(pr)))
 	case err != nil:
@@ -1064,25 +1062,32 @@ func pubReason(pr *paho.PublishResponse) string {
 }
 
 // reject drops a reading the broker will never take.
-func (u *Uplink) reject(c *connection, seq uint64, pr *paho.PublishResponse) {
-	u.drop(c, seq, &u.rejected, "mqtt_publish_rejected",
+func (u *Uplink) reject(c *connection, seqs []uint64, pr *paho.PublishResponse) {
+	u.drop(c, seqs, &u.rejected, "mqtt_publish_rejected",
 		"reason_code", fmt.Sprintf("0x%02x", pr.ReasonCode), "reason", pubReason(pr),
 		"hint", "the reading is dropped: check the broker's ACL and limits for this gateway's topics")
 }
 
-// drop acks a reading that can never be published, counts it in *count
-// and logs it: at error level the first time for that count, a warning after.
-func (u *Uplink) drop(c *connection, seq uint64, count *uint64, msg string, attrs ...any) {
-	u.store.Ack(seq)
+// drop acks the readings of a message that can never be published, counts
+// them in *count and logs them in one line: at error level the first time
+// for that count, a warning after.
+func (u *Uplink) drop(c *connection, seqs []uint64, count *uint64, msg string, attrs ...any) {
+	for _, seq := range seqs {
+		u.store.Ack(seq)
+	}
 	u.mu.Lock()
-	*count++
-	first := *count == 1
+	first := *count == 0
+	*count += uint64(len(seqs))
 	u.mu.Unlock()
 	level := slog.LevelWarn
 	if first {
 		level = slog.LevelError
 	}
-	u.log.Log(context.Background(), level, msg, append([]any{"broker", c.url, "seq", seq}, attrs...)...)
+	which := []any{"broker", c.url, "seq", seqs[0]}
+	if n := len(seqs); n > 1 {
+		which = append(which, "last_seq", seqs[n-1], "readings", n)
+	}
+	u.log.Log(context.Background(), level, msg, append(which, attrs...)...)
 }
 
 // exceeds reports whether pub is larger than the broker's Maximum Packet
