@@ -18,6 +18,8 @@ import (
 	"edgegw/internal/testbroker"
 )
 
+// rbeConfig is a report-by-exception meter; its arguments: data_dir, broker,
+// more [mqtt] keys, more points.
 const rbeConfig = `
 [gateway]
 id = "rbe"
@@ -26,6 +28,7 @@ data_dir = %q
 brokers = [%q]
 keepalive = "1s"
 connect_timeout = "1s"
+%s
 [status]
 listen = ""
 [buffer]
@@ -49,6 +52,7 @@ full_every = "1h"
   [[device.point]]
   name = "relay"
   table = "coil"
+%s
 `
 
 // driftDriver is a meter whose values drift like a real one's; it keeps
@@ -108,7 +112,7 @@ func TestReportByExceptionReconstructs(t *testing.T) {
 	br := testbroker.Start(t)
 	link := testbroker.NewFaultyLink(t, br.Addr())
 	path := filepath.Join(t.TempDir(), "sensors.toml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(rbeConfig, t.TempDir(), link.URL())), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(rbeConfig, t.TempDir(), link.URL(), "", "")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := LoadConfig(path)

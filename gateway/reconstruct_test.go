@@ -26,46 +26,16 @@ import (
 	"edgegw/internal/testbroker"
 )
 
-// batchedRBEConfig is rbeConfig's meter with a poll counter, sending in
-// zstd batches that linger to fill.
-const batchedRBEConfig = `
-[gateway]
-id = "rbe"
-data_dir = %q
-[mqtt]
-brokers = [%q]
-keepalive = "1s"
-connect_timeout = "1s"
-batch_max = 50
+// batchedMQTT and pollsPoint make rbeConfig's meter count its polls and
+// send in zstd batches that linger to fill.
+const (
+	batchedMQTT = `batch_max = 50
 batch_linger = "100ms"
-compression = "zstd"
-[status]
-listen = ""
-[buffer]
-commit_interval = "20ms"
-[[bus]]
-name = "b"
-protocol = "modbus-tcp"
-address = "127.0.0.1:1"
-[[device]]
-name = "meter"
-bus = "b"
-interval = "20ms"
-report = "change"
-full_every = "1h"
-  [[device.point]]
-  name = "voltage"
-  deadband = 0.5
-  [[device.point]]
-  name = "energy"
-  deadband_percent = 0.1
-  [[device.point]]
-  name = "relay"
-  table = "coil"
-  [[device.point]]
+compression = "zstd"`
+	pollsPoint = `  [[device.point]]
   name = "polls"
-  type = "uint32"
-`
+  type = "uint32"`
+)
 
 // helperGatewayEnv asks the test binary to be a gateway (config|truth log)
 // that a test can kill -9.
@@ -115,7 +85,7 @@ func TestReconstructionAcrossOutageAndKill(t *testing.T) {
 	link := testbroker.NewFaultyLink(t, br.Addr())
 	dir := t.TempDir()
 	cfgPath, truthPath := filepath.Join(dir, "sensors.toml"), filepath.Join(dir, "truth.jsonl")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(batchedRBEConfig, filepath.Join(dir, "data"), link.URL())), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(rbeConfig, filepath.Join(dir, "data"), link.URL(), batchedMQTT, pollsPoint)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	wire := testbroker.Subscribe(t, br.Addr(), "edgegw/rbe/+")

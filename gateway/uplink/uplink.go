@@ -686,6 +686,17 @@ func (p *pass) fetch() int {
 	return p.u.cfg.MaxInflight
 }
 
+// next reads the records after seq from the store into *buf.
+func (p *pass) next(after uint64, buf *[]buffer.Record) ([]buffer.Record, error) {
+	recs, err := p.u.store.Next(after, p.fetch(), (*buf)[:0])
+	*buf = recs
+	if err != nil {
+		p.u.log.Error("buffer_read_failed", "err", err)
+		return nil, errRetry
+	}
+	return recs, nil
+}
+
 // inOrder sends every record once, in seq order.
 func (p *pass) inOrder() error {
 	u := p.u
@@ -696,11 +707,9 @@ func (p *pass) inOrder() error {
 	for {
 		u.heartbeat()
 		committed := u.store.Committed()
-		recs, err := u.store.Next(after, p.fetch(), buf[:0])
-		buf = recs
+		recs, err := p.next(after, &buf)
 		if err != nil {
-			u.log.Error("buffer_read_failed", "err", err)
-			return errRetry
+			return err
 		}
 		if len(recs) == 0 {
 			if over, err := p.idle(committed); over {
@@ -744,11 +753,9 @@ func (p *pass) paced() error {
 	for {
 		u.heartbeat()
 		committed := u.store.Committed()
-		recs, err := u.store.Next(live, p.fetch(), buf[:0])
-		buf = recs
+		recs, err := p.next(live, &buf)
 		if err != nil {
-			u.log.Error("buffer_read_failed", "err", err)
-			return errRetry
+			return err
 		}
 		if len(recs) > 0 {
 			var over bool
@@ -763,11 +770,9 @@ func (p *pass) paced() error {
 			}
 			continue
 		}
-		if recs, err = u.store.Next(back, p.fetch(), buf[:0]); err != nil {
-			u.log.Error("buffer_read_failed", "err", err)
-			return errRetry
+		if recs, err = p.next(back, &buf); err != nil {
+			return err
 		}
-		buf = recs
 		recs = recs[:sort.Search(len(recs), func(i int) bool { return recs[i].Seq > boundary })]
 		if len(recs) == 0 {
 			back = boundary
