@@ -12,7 +12,7 @@ ERRCHECK := v1.9.0
 # Debian versions must start with a digit: a tag, else 0.1.0~git<date>.<commit>.
 DEBVERSION ?= $(shell git describe --tags --abbrev=0 2>/dev/null || echo 0.1.0~git$$(git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0))
 
-.PHONY: all build test lint unit qemu-test deb-test demo cross deb fuzz bench clean
+.PHONY: all build test lint unit qemu-test deb-test demo cross deb fuzz bench clean proto
 
 all: build
 
@@ -64,6 +64,12 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/edgegw-linux-arm64 ./cmd/edgegw
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/edgegw-linux-amd64 ./cmd/edgegw
 	@ls -l $(DIST)/
+
+## proto: regenerate gateway/sparkplug/spb from its .proto (needs Debian's protobuf-compiler)
+PROTOC_GEN_GO := v1.36.12
+proto:
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO)
+	cd gateway/sparkplug/spb && PATH=$(CURDIR)/bin:$$PATH protoc --go_out=. --go_opt=paths=source_relative sparkplug_b.proto
 
 ## fuzz: each fuzz target for FUZZTIME (make test runs only their seed corpus)
 FUZZTIME ?= 60s

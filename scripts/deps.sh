@@ -10,11 +10,18 @@ case "${1:-}" in
   *) echo "usage: $0 test|demo" >&2; exit 2 ;;
 esac
 
+# The Sparkplug tests judge edgegw's bytes with Eclipse Tahu's JavaScript
+# codec (internal/tahu), run by node: Debian's nodejs when none is installed.
+if [ "$1" = test ] && ! command -v node >/dev/null; then pkgs+=(nodejs npm); fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  [ "$1" = test ] && exec "$(dirname "$0")/tahu.sh"
+  exit 0
+fi
 
 cmd="apt-get install -y --no-install-recommends ${missing[*]}"
 if [ "$(id -u)" -ne 0 ]; then
@@ -31,3 +38,4 @@ $cmd -qq >/dev/null
 if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
   systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi
+if [ "$1" = test ]; then exec "$(dirname "$0")/tahu.sh"; fi
