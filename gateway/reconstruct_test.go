@@ -128,8 +128,8 @@ func TestReconstructionAcrossOutageAndKill(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rs []json.RawMessage
-		if err := json.Unmarshal(doc, &rs); err != nil {
+		rs, err := batch.Readings(doc)
+		if err != nil {
 			t.Fatal(err)
 		}
 		batched += len(rs)

@@ -157,39 +157,27 @@ func setValue(pm *spb.Payload_Metric, t spb.DataType, raw json.RawMessage) error
 			return err
 		}
 		pm.Value = &spb.Payload_Metric_StringValue{StringValue: s}
-	case spb.DataType_Int8, spb.DataType_Int16, spb.DataType_Int32:
+	case spb.DataType_Int8, spb.DataType_Int16, spb.DataType_Int32, spb.DataType_Int64:
 		i, err := strconv.ParseInt(string(raw), 10, bits[t])
 		if err != nil {
 			return err
 		}
-		// Signed types travel as their two's complement in uint32.
-		pm.Value = &spb.Payload_Metric_IntValue{IntValue: uint32(int32(i))}
-	case spb.DataType_UInt8, spb.DataType_UInt16:
+		if t == spb.DataType_Int64 {
+			pm.Value = &spb.Payload_Metric_LongValue{LongValue: uint64(i)}
+		} else { // two's complement in uint32
+			pm.Value = &spb.Payload_Metric_IntValue{IntValue: uint32(int32(i))}
+		}
+	case spb.DataType_UInt8, spb.DataType_UInt16, spb.DataType_UInt32, spb.DataType_UInt64:
 		u, err := strconv.ParseUint(string(raw), 10, bits[t])
 		if err != nil {
 			return err
 		}
-		pm.Value = &spb.Payload_Metric_IntValue{IntValue: uint32(u)}
-	case spb.DataType_UInt32:
-		// In long_value, where Eclipse Tahu (Java and JavaScript) and so
-		// the hosts built on it look for it.
-		u, err := strconv.ParseUint(string(raw), 10, 32)
-		if err != nil {
-			return err
+		if t == spb.DataType_UInt8 || t == spb.DataType_UInt16 {
+			pm.Value = &spb.Payload_Metric_IntValue{IntValue: uint32(u)}
+		} else { // UInt32 too: in long_value, where Eclipse Tahu (Java and
+			// JavaScript), and so the hosts built on it, look for it
+			pm.Value = &spb.Payload_Metric_LongValue{LongValue: u}
 		}
-		pm.Value = &spb.Payload_Metric_LongValue{LongValue: u}
-	case spb.DataType_Int64:
-		i, err := strconv.ParseInt(string(raw), 10, 64)
-		if err != nil {
-			return err
-		}
-		pm.Value = &spb.Payload_Metric_LongValue{LongValue: uint64(i)}
-	case spb.DataType_UInt64:
-		u, err := strconv.ParseUint(string(raw), 10, 64)
-		if err != nil {
-			return err
-		}
-		pm.Value = &spb.Payload_Metric_LongValue{LongValue: u}
 	case spb.DataType_Float:
 		f, err := strconv.ParseFloat(string(raw), 32)
 		if err != nil {
@@ -206,10 +194,10 @@ func setValue(pm *spb.Payload_Metric, t spb.DataType, raw json.RawMessage) error
 	return nil
 }
 
-// bits is the width of the integer types that travel in int_value.
+// bits is the width of the integer types.
 var bits = map[spb.DataType]int{
-	spb.DataType_Int8: 8, spb.DataType_Int16: 16, spb.DataType_Int32: 32,
-	spb.DataType_UInt8: 8, spb.DataType_UInt16: 16,
+	spb.DataType_Int8: 8, spb.DataType_Int16: 16, spb.DataType_Int32: 32, spb.DataType_Int64: 64,
+	spb.DataType_UInt8: 8, spb.DataType_UInt16: 16, spb.DataType_UInt32: 32, spb.DataType_UInt64: 64,
 }
 
 func dt(t spb.DataType) *uint32 { return proto.Uint32(uint32(t)) }

@@ -800,9 +800,15 @@ func (p *pass) awaitPacer(committed <-chan struct{}) (paid, over bool, err error
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
+	return p.await(timer.C, committed)
+}
+
+// await waits until timer fires (fired) or records are committed (not
+// fired), with heartbeats meanwhile; over when the pass ends first.
+func (p *pass) await(timer <-chan time.Time, committed <-chan struct{}) (fired, over bool, err error) {
 	for {
 		select {
-		case <-timer.C:
+		case <-timer:
 			return true, false, nil
 		case <-committed:
 			return false, false, nil
@@ -940,16 +946,8 @@ func (p *pass) linger(recs []buffer.Record) ([]buffer.Record, bool, error) {
 			recs = more
 			continue
 		}
-		select {
-		case <-committed:
-		case <-timer.C:
-			return recs, false, nil
-		case <-p.over:
-			return recs, true, nil
-		case <-p.failed:
-			return recs, true, errRetry
-		case <-p.u.beatTick:
-			p.u.heartbeat()
+		if fired, over, err := p.await(timer.C, committed); over || fired {
+			return recs, over, err
 		}
 	}
 	return recs, false, nil
