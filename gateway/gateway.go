@@ -28,6 +28,7 @@ import (
 	"edgegw/buffer"
 	"edgegw/gateway/batch"
 	"edgegw/gateway/config"
+	"edgegw/gateway/sparkplug"
 	"edgegw/gateway/status"
 	"edgegw/gateway/uplink"
 	"edgegw/internal/backoff"
@@ -372,7 +373,8 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 			}
 			p.submit(command{Command: cmd, done: done})
 		},
-		Logger: g.log.With("component", "uplink"),
+		Session: g.session(cfg),
+		Logger:  g.log.With("component", "uplink"),
 	}, g.buf)
 	uctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -384,6 +386,18 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 	g.mu.Lock()
 	g.up, g.upCancel, g.upDone = up, cancel, done
 	g.mu.Unlock()
+}
+
+// session is the uplink's Session for cfg: a Sparkplug edge node with
+// payload = "sparkplug", else none.
+func (g *gateway) session(cfg *config.Config) uplink.Session {
+	if cfg.MQTT.Payload != config.PayloadSparkplug {
+		return nil
+	}
+	s := cfg.Sparkplug
+	plan := sparkplug.NewPlan(cfg.Devices, func(d config.Device) string { return defaultPointType(cfg, d) })
+	return sparkplug.NewEdge(sparkplug.Node{Group: s.GroupID, ID: s.EdgeNodeID}, plan, s.PrimaryHostID,
+		cfg.Gateway.DataDir, g.log.With("component", "sparkplug"))
 }
 
 // batching is the uplink's part of [mqtt]'s batch keys.
@@ -452,7 +466,11 @@ func (g *gateway) reload(ctx context.Context) {
 		g.log.Warn("reload_needs_restart", "sections", strings.Join(restart, " "), "hint", "systemctl restart edgegw to apply them")
 	}
 	// A rotated password or certificate keeps its path: the files' content counts.
-	mqttChanged := !reflect.DeepEqual(cfg.MQTT, old.MQTT) || cfg.Secrets.Digest != old.Secrets.Digest
+	mqttChanged := !reflect.DeepEqual(cfg.MQTT, old.MQTT) || cfg.Secrets.Digest != old.Secrets.Digest ||
+		!reflect.DeepEqual(cfg.Sparkplug, old.Sparkplug)
+	if cfg.MQTT.Payload == config.PayloadSparkplug && !reflect.DeepEqual(cfg.Devices, old.Devices) {
+		mqttChanged = true // the births name every device and point: a new session
+	}
 	// The old pollers release their ports before the new ones open them.
 	prev := g.current()
 	prev.stop()
@@ -484,7 +502,9 @@ func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logge
 			if d.Bus == bus.Name {
 				p.devices = append(p.devices, d)
 				p.stats[d.Name] = &DeviceStats{}
-				if d.Report == config.ReportChange {
+				// Sparkplug's DDATA carries only what changed: every
+				// device reports by exception there, with its deadbands.
+				if d.Report == config.ReportChange || cfg.MQTT.Payload == config.PayloadSparkplug {
 					p.exceptions[d.Name] = newException(d)
 				}
 			}

@@ -50,6 +50,17 @@ func busFor(bus config.Bus, devices []config.Device, log *slog.Logger) (driverBu
 	return driverBus{}, fmt.Errorf("%w: %q", ErrUnsupported, bus.Protocol)
 }
 
+// defaultPointType is the type of d's points that name none, as its
+// bus's driver reads them.
+func defaultPointType(c *config.Config, d config.Device) string {
+	for _, b := range c.Buses {
+		if b.Name == d.Bus && b.Protocol == "serial" {
+			return "float64"
+		}
+	}
+	return "uint16"
+}
+
 func (b driverBus) check(p drivers.Problems) {
 	if b.modbus != nil {
 		modbus.Check(b.modbus, p)

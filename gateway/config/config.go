@@ -13,12 +13,14 @@ import (
 // Config is the whole of sensors.toml, as documented in docs/CONFIG.md.
 // Load fills it with defaults, the file's values, and checks it.
 type Config struct {
-	Gateway Gateway  `toml:"gateway"`
-	MQTT    MQTT     `toml:"mqtt"`
-	Buffer  Buffer   `toml:"buffer"`
-	Status  Status   `toml:"status"`
-	Buses   []Bus    `toml:"bus"`
-	Devices []Device `toml:"device"`
+	Gateway Gateway `toml:"gateway"`
+	MQTT    MQTT    `toml:"mqtt"`
+	Buffer  Buffer  `toml:"buffer"`
+	Status  Status  `toml:"status"`
+	// Sparkplug is used when mqtt.payload is "sparkplug".
+	Sparkplug Sparkplug `toml:"sparkplug"`
+	Buses     []Bus     `toml:"bus"`
+	Devices   []Device  `toml:"device"`
 
 	// File is the path the config was loaded from, for messages.
 	File string `toml:"-"`
@@ -71,7 +73,7 @@ type MQTT struct {
 	ConnectTimeout Duration `toml:"connect_timeout"`
 	// MaxInflight is the most unacknowledged publishes at once.
 	MaxInflight int `toml:"max_inflight"`
-	// Payload is the format of what is published: "json".
+	// Payload is the format of what is published: PayloadJSON or PayloadSparkplug.
 	Payload string `toml:"payload"`
 	// BatchMax readings go in one message at most; 1 publishes each alone.
 	BatchMax int `toml:"batch_max"`
@@ -136,6 +138,16 @@ type Buffer struct {
 	MaxAge Duration `toml:"max_age"`
 	// CommitInterval is the longest a reading waits in RAM before it is on flash.
 	CommitInterval Duration `toml:"commit_interval"`
+}
+
+// Sparkplug is the [sparkplug] table: the gateway as a Sparkplug B edge node.
+type Sparkplug struct {
+	GroupID string `toml:"group_id"`
+	// EdgeNodeID defaults to gateway.id when empty.
+	EdgeNodeID string `toml:"edge_node_id"`
+	// PrimaryHostID, when set, names the host application whose STATE
+	// the gateway waits for before it publishes.
+	PrimaryHostID string `toml:"primary_host_id"`
 }
 
 // Status is the [status] table.

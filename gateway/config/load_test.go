@@ -98,7 +98,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"broker_order unknown", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbroker_order = \"random\"", 1), []string{"5: mqtt.broker_order: \"random\" is not ordered or spread"}},
 		{"failback_after negative", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nfailback_after = \"-1s\"", 1), []string{"5: mqtt.failback_after: duration \"-1s\" must not be negative"}},
 		{"command_ttl negative", strings.Replace(minimal, `[mqtt]`, "[mqtt]\ncommand_ttl = \"-1s\"", 1), []string{"5: mqtt.command_ttl: duration \"-1s\" must not be negative"}},
-		{"payload unknown", strings.Replace(minimal, `[mqtt]`, "[mqtt]\npayload = \"xml\"", 1), []string{`5: mqtt.payload: "xml" is not supported by this version: use "json"`}},
+		{"payload unknown", strings.Replace(minimal, `[mqtt]`, "[mqtt]\npayload = \"xml\"", 1), []string{`5: mqtt.payload: "xml" is not json or sparkplug`}},
+		{"sparkplug batches", strings.Replace(minimal, `[mqtt]`, "[mqtt]\npayload = \"sparkplug\"\nbatch_max = 10", 1), []string{`6: mqtt.batch_max: payload = "sparkplug" sends each reading alone: leave batch_max at 1`}},
+		{"sparkplug group with a slash", strings.Replace(minimal, `[mqtt]`, "[sparkplug]\ngroup_id = \"a/b\"\n[mqtt]\npayload = \"sparkplug\"", 1), []string{`5: sparkplug.group_id: "a/b" may not hold '/', '+' or '#': it is a topic level`}},
+		{"sparkplug host wildcard", strings.Replace(minimal, `[mqtt]`, "[sparkplug]\nprimary_host_id = \"scada+\"\n[mqtt]\npayload = \"sparkplug\"", 1), []string{`5: sparkplug.primary_host_id: "scada+" may not hold '/', '+' or '#': it is a topic level`}},
 		{"batch_max zero", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbatch_max = 0", 1), []string{`5: mqtt.batch_max: 0 is out of range 1..10000`}},
 		{"batch_bytes tiny", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbatch_bytes = \"100B\"", 1), []string{`5: mqtt.batch_bytes: 100 bytes is out of range 1KiB..16MiB`}},
 		{"batch_linger too long", strings.Replace(minimal, `[mqtt]`, "[mqtt]\nbatch_linger = \"2h\"", 1), []string{`5: mqtt.batch_linger: 2h0m0s is out of range 0s..1h`}},
@@ -194,6 +197,21 @@ address = "127.0.0.1:502"`, "protocol = \"serial\"\ndevice = \"/dev/ttyS0\"\nfra
 				}
 			}
 		})
+	}
+}
+
+// TestSparkplugDefaults: the edge node is the gateway unless named, and
+// [sparkplug] is not checked while the payload is JSON.
+func TestSparkplugDefaults(t *testing.T) {
+	cfg, err := gateway.ParseConfig("s.toml", []byte(strings.Replace(minimal, `[mqtt]`, "[mqtt]\npayload = \"sparkplug\"", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Sparkplug; s.GroupID != "plant1" || s.EdgeNodeID != "gw" || s.PrimaryHostID != "" {
+		t.Fatalf("[sparkplug] = %+v, want group plant1, edge node gw, no primary host", s)
+	}
+	if _, err := gateway.ParseConfig("s.toml", []byte(strings.Replace(minimal, `[mqtt]`, "[sparkplug]\ngroup_id = \"a/b\"\n[mqtt]", 1))); err != nil {
+		t.Fatalf("JSON payload, unused [sparkplug] refused: %v", err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"edgegw/board"
 )
@@ -90,6 +91,7 @@ func (c *Config) validate(check BusCheck) []error {
 	v := &validator{c: c, f: c.file}
 	v.gateway()
 	v.mqtt()
+	v.sparkplug()
 	v.secrets()
 	v.buffer()
 	if l := c.Status.Listen; l != "" {
@@ -155,8 +157,11 @@ func (v *validator) mqtt() {
 	v.bandwidth(m)
 }
 
-// PayloadJSON is the payload key's default: the JSON of docs/MQTT.md.
-const PayloadJSON = "json"
+// The payload key's values.
+const (
+	PayloadJSON      = "json"      // the JSON of docs/MQTT.md, the default
+	PayloadSparkplug = "sparkplug" // Sparkplug B (docs/SPARKPLUG.md)
+)
 
 // BatchTopicLevel is the last topic level of batches, after the gateway's
 // id, where a device's name would be.
@@ -164,8 +169,15 @@ const BatchTopicLevel = "batch"
 
 // bandwidth checks the keys of batches, compression and the rate cap.
 func (v *validator) bandwidth(m *MQTT) {
-	if m.Payload != PayloadJSON {
-		v.errorf("mqtt.payload", "%q is not supported by this version: use %q", m.Payload, PayloadJSON)
+	switch m.Payload {
+	case PayloadJSON:
+	case PayloadSparkplug:
+		// Sparkplug has no batches: each DDATA is one device's metrics.
+		if m.BatchMax != 1 {
+			v.errorf("mqtt.batch_max", "payload = %q sends each reading alone: leave batch_max at 1", PayloadSparkplug)
+		}
+	default:
+		v.errorf("mqtt.payload", "%q is not %s or %s", m.Payload, PayloadJSON, PayloadSparkplug)
 	}
 	v.intRange("mqtt.batch_max", m.BatchMax, 1, 10000)
 	if m.BatchBytes < 1<<10 || m.BatchBytes > 16<<20 {
@@ -185,6 +197,34 @@ func (v *validator) bandwidth(m *MQTT) {
 	}
 	if _, err := ParseRate(m.MaxRate); err != nil {
 		v.errorf("mqtt.max_rate", "%v", err)
+	}
+}
+
+// sparkplug checks [sparkplug] when it is used, and sets the edge node's
+// default id.
+func (v *validator) sparkplug() {
+	if v.c.MQTT.Payload != PayloadSparkplug {
+		return
+	}
+	s := &v.c.Sparkplug
+	if s.EdgeNodeID == "" {
+		s.EdgeNodeID = v.c.Gateway.ID
+	}
+	v.sparkplugID("sparkplug.group_id", s.GroupID, true)
+	v.sparkplugID("sparkplug.edge_node_id", s.EdgeNodeID, true)
+	v.sparkplugID("sparkplug.primary_host_id", s.PrimaryHostID, false)
+}
+
+// sparkplugID checks a Sparkplug id: any UTF-8 but the MQTT topic
+// separator and wildcards.
+func (v *validator) sparkplugID(path, id string, required bool) {
+	switch {
+	case id == "" && required:
+		v.errorf(path, "required with payload = %q", PayloadSparkplug)
+	case strings.ContainsAny(id, "/+#"):
+		v.errorf(path, "%q may not hold '/', '+' or '#': it is a topic level", id)
+	case !utf8.ValidString(id):
+		v.errorf(path, "%q is not UTF-8", id)
 	}
 }
 

@@ -53,19 +53,18 @@ func (s *Session) NodeBirth(now time.Time) ([]byte, error) {
 	}})
 }
 
+// Known is what the host was last told of a point: its value (JSON) and
+// when it was read, or the error that replaced it.
+type Known struct {
+	Value json.RawMessage
+	TS    time.Time
+	Err   string
+}
+
 // DeviceBirth is the DBIRTH payload of d: every metric with its name,
-// alias, type and unit (property engUnit), with the values of last, the
-// device's latest reading when there is one, else as null.
-func (s *Session) DeviceBirth(d *Device, last []byte, now time.Time) ([]byte, error) {
-	values := map[string]json.RawMessage{}
-	var ts time.Time
-	if last != nil {
-		r, err := parseReading(last)
-		if err != nil {
-			return nil, err
-		}
-		values, ts = r.Values, r.TS
-	}
+// alias, type and unit (property engUnit), with the value known of it and
+// when that was read, else as null.
+func (s *Session) DeviceBirth(d *Device, known map[string]Known, now time.Time) ([]byte, error) {
 	metrics := make([]*spb.Payload_Metric, 0, len(d.Metrics))
 	for _, m := range d.Metrics {
 		pm := &spb.Payload_Metric{Name: proto.String(m.Name), Alias: proto.Uint64(m.Alias), Datatype: dt(m.Type)}
@@ -73,11 +72,11 @@ func (s *Session) DeviceBirth(d *Device, last []byte, now time.Time) ([]byte, er
 			pm.Properties = &spb.Payload_PropertySet{Keys: []string{"engUnit"}, Values: []*spb.Payload_PropertyValue{
 				{Type: proto.Uint32(uint32(spb.DataType_String)), Value: &spb.Payload_PropertyValue_StringValue{StringValue: m.Unit}}}}
 		}
-		if raw, ok := values[m.Name]; ok {
-			if err := setValue(pm, m.Type, raw); err != nil {
+		if k, ok := known[m.Name]; ok && k.Err == "" && k.Value != nil {
+			if err := setValue(pm, m.Type, k.Value); err != nil {
 				return nil, fmt.Errorf("sparkplug: %s.%s: %w", d.Name, m.Name, err)
 			}
-			pm.Timestamp = ms(ts)
+			pm.Timestamp = ms(k.TS)
 		} else {
 			pm.IsNull = proto.Bool(true)
 		}
@@ -86,9 +85,9 @@ func (s *Session) DeviceBirth(d *Device, last []byte, now time.Time) ([]byte, er
 	return marshal(&spb.Payload{Timestamp: ms(now), Seq: s.next(), Metrics: metrics})
 }
 
-// DeviceDeath is the DDEATH payload: the device stopped answering.
-func (s *Session) DeviceDeath(now time.Time) ([]byte, error) {
-	return marshal(&spb.Payload{Timestamp: ms(now), Seq: s.next()})
+// DeviceDeath is the DDEATH payload: the device stopped answering at when.
+func (s *Session) DeviceDeath(when time.Time) ([]byte, error) {
+	return marshal(&spb.Payload{Timestamp: ms(when), Seq: s.next()})
 }
 
 // DeviceData is the DDATA payload of a reading of d (the JSON of

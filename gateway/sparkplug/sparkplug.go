@@ -6,9 +6,6 @@
 package sparkplug
 
 import (
-	"fmt"
-	"strings"
-
 	"edgegw/gateway/config"
 	"edgegw/gateway/sparkplug/spb"
 )
@@ -48,18 +45,6 @@ func (n Node) Topic(typ, device string) string {
 		t += "/" + device
 	}
 	return t
-}
-
-// CheckID says why s cannot be a group, edge node or device id: the
-// specification allows any UTF-8 but the MQTT topic separators and wildcards.
-func CheckID(s string) error {
-	if s == "" {
-		return fmt.Errorf("empty")
-	}
-	if i := strings.IndexAny(s, "/+#"); i >= 0 {
-		return fmt.Errorf("%q holds %q, which a Sparkplug id cannot", s, s[i])
-	}
-	return nil
 }
 
 // Metric is a point as a Sparkplug metric.

@@ -41,7 +41,8 @@ const logPrefix = 64
 
 // reply is an answered command on its way to the broker.
 type reply struct {
-	topic         string // the result topic
+	device, point string
+	topic         string // the result topic; "" when the result is only logged
 	responseTopic string // the MQTT v5 Response Topic, "" when none
 	correlation   []byte
 	result        Result
@@ -62,18 +63,6 @@ func (u *Uplink) onCommand(pr paho.PublishReceived) (bool, error) {
 		u.log.Warn("mqtt_command_ignored", "topic", p.Topic, "reason", "retained command messages are not executed")
 		return true, nil
 	}
-	select {
-	case u.commandSlot <- struct{}{}:
-		u.flooded = false
-	default:
-		u.droppedCmds.Add(1)
-		if !u.flooded { // once per flood: it ends when a command is taken again
-			u.flooded = true
-			u.log.Warn("mqtt_command_dropped", "topic", p.Topic, "waiting", maxCommands,
-				"hint", "more commands arrive than the buses write: these are dropped unanswered (logged once per flood)")
-		}
-		return true, nil
-	}
 	cmd := Command{Device: parts[0], Point: parts[2], Value: append([]byte(nil), p.Payload...), Expires: u.expires(p)}
 	r := reply{topic: p.Topic + "/result"}
 	if props := p.Properties; props != nil && props.ResponseTopic != "" {
@@ -84,7 +73,28 @@ func (u *Uplink) onCommand(pr paho.PublishReceived) (bool, error) {
 				"hint", "a Response Topic must be a topic name without wildcards; answered on the result topic only")
 		}
 	}
-	u.log.Info("mqtt_command", "device", cmd.Device, "point", cmd.Point, "value", excerpt(p.Payload), "bytes", len(p.Payload))
+	u.command(cmd, r)
+	return true, nil
+}
+
+// command hands cmd to Commands, unless maxCommands are already waiting,
+// and queues its result for the reply worker; r says where it goes (no
+// topic: it is logged).
+func (u *Uplink) command(cmd Command, r reply) {
+	select {
+	case u.commandSlot <- struct{}{}:
+		u.flooded = false
+	default:
+		u.droppedCmds.Add(1)
+		if !u.flooded { // once per flood: it ends when a command is taken again
+			u.flooded = true
+			u.log.Warn("mqtt_command_dropped", "device", cmd.Device, "point", cmd.Point, "waiting", maxCommands,
+				"hint", "more commands arrive than the buses write: these are dropped unanswered (logged once per flood)")
+		}
+		return
+	}
+	u.log.Info("mqtt_command", "device", cmd.Device, "point", cmd.Point, "value", excerpt(cmd.Value), "bytes", len(cmd.Value))
+	r.device, r.point = cmd.Device, cmd.Point
 	u.replies.Add(1)
 	var once sync.Once
 	u.cfg.Commands(cmd, func(res Result) {
@@ -93,7 +103,6 @@ func (u *Uplink) onCommand(pr paho.PublishReceived) (bool, error) {
 			u.results <- r // never blocks: one slot per accepted command
 		})
 	})
-	return true, nil
 }
 
 // CommandsDropped returns how many commands were dropped unanswered
@@ -118,6 +127,12 @@ func (u *Uplink) expires(p *paho.Publish) time.Time {
 // replyWorker publishes results, one at a time, until results closes.
 func (u *Uplink) replyWorker() {
 	for r := range u.results {
+		if r.topic == "" {
+			u.logResult(r)
+			<-u.commandSlot
+			u.replies.Done()
+			continue
+		}
 		payload := resultPayload(r.result)
 		u.publishResult(r.topic, payload, nil)
 		if r.responseTopic != "" {
@@ -139,6 +154,15 @@ func (u *Uplink) publishResult(topic string, payload []byte, props *paho.Publish
 	if _, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: min(1, c.qos), Payload: payload, Properties: props}); err != nil {
 		u.log.Warn("mqtt_command_result_lost", "topic", topic, "err", err)
 	}
+}
+
+// logResult logs the outcome of a command that has no result topic.
+func (u *Uplink) logResult(r reply) {
+	if r.result.Err != nil {
+		u.log.Warn("mqtt_command_failed", "device", r.device, "point", r.point, "err", r.result.Err)
+		return
+	}
+	u.log.Info("mqtt_command_written", "device", r.device, "point", r.point, "value", string(r.result.Value))
 }
 
 // resultPayload is a result as published: {"ok":true,"value":21.5}, or

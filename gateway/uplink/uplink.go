@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,9 @@ type Config struct {
 	// calls done once, from any goroutine, with the outcome. At most
 	// maxCommands are waiting for their done at once; more are dropped.
 	Commands func(cmd Command, done func(Result))
+	// Session, when set, is spoken on each connection in place of the
+	// status topic and the JSON commands; Compose and Batch are unused.
+	Session Session
 	// CommandTTL is how long a command may wait for its bus; 0 is no limit.
 	CommandTTL time.Duration
 	// OnConnect, when set, is called at each connection, before anything
@@ -121,8 +125,13 @@ type Uplink struct {
 	dialFailure failure   // how the dial failed, 0 when it did not
 	downgraded  bool      // a QoS downgrade was logged
 
+	// wireMu keeps a Session's messages on the wire in the order it
+	// numbered them: held from Compose (or Begin) until they are written.
+	wireMu sync.Mutex
+
 	mu          sync.Mutex
 	conn        *connection   // nil while down
+	abandoned   *connection   // left on its Session's word: its loss is not a fault
 	failingBack int           // broker the connection is left for, -1 when none
 	referral    string        // the Server Reference of the broker's DISCONNECT
 	changed     chan struct{} // signalled on every up and down
@@ -172,6 +181,8 @@ type connection struct {
 	// publish starts; settled closes once the publishing has stopped.
 	leaving chan struct{}
 	settled chan struct{}
+	// born says the Session began here: records may go.
+	born atomic.Bool
 }
 
 // New returns an Uplink; it does nothing until Run.
@@ -266,13 +277,8 @@ func (u *Uplink) Run(ctx context.Context) error {
 	u.publishLoop(ctx)
 
 	// Say goodbye on a clean stop: the will is only sent on a lost connection.
-	if c := u.current(); c != nil {
-		byeCtx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
-		_, err := cm.Publish(byeCtx, &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`)})
-		cancel()
-		if err != nil {
-			u.log.Warn("mqtt_offline_status_failed", "err", err)
-		}
+	if u.current() != nil {
+		u.sayGoodbye(cm)
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
 	defer cancel()
@@ -348,6 +354,13 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 			}
 			rm, mps := uint16(receiveMaximum), uint32(maxIncomingPacket)
 			cp.Properties.ReceiveMaximum, cp.Properties.MaximumPacketSize = &rm, &mps
+			if s := u.cfg.Session; s != nil {
+				will, err := s.Will()
+				if err != nil {
+					return nil, err
+				}
+				cp.WillMessage, cp.WillProperties = will, &paho.WillProperties{}
+			}
 			return cp, nil
 		},
 		OnConnectionUp:   u.onConnectionUp,
@@ -355,7 +368,7 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		OnConnectError:   u.onConnectError,
 		ClientConfig: paho.ClientConfig{
 			ClientID:          u.cfg.ClientID,
-			OnPublishReceived: []func(paho.PublishReceived) (bool, error){u.onCommand},
+			OnPublishReceived: u.receivers(),
 			Session:           newOrderedSession(u.tracker),
 			OnClientError: func(err error) {
 				u.log.Debug("mqtt_client_error", "err", err)
@@ -364,6 +377,14 @@ func (u *Uplink) clientConfig() (autopaho.ClientConfig, error) {
 		},
 	}
 	return acfg, nil
+}
+
+// receivers are the handlers of what brokers send: commands, or the Session's.
+func (u *Uplink) receivers() []func(paho.PublishReceived) (bool, error) {
+	if u.cfg.Session != nil {
+		return []func(paho.PublishReceived) (bool, error){u.onSession}
+	}
+	return []func(paho.PublishReceived) (bool, error){u.onCommand}
 }
 
 // attemptConnection dials the address the selector picks, not the URL
@@ -423,6 +444,9 @@ func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, ack *paho.Connac
 		c.maxPacket = *ack.Properties.MaximumPacketSize
 	}
 	u.sel.connected()
+	if s := u.cfg.Session; s != nil {
+		s.Connected()
+	}
 	if u.cfg.OnConnect != nil {
 		u.cfg.OnConnect()
 	}
@@ -450,8 +474,8 @@ func (u *Uplink) onConnectionUp(cm *autopaho.ConnectionManager, ack *paho.Connac
 
 func (u *Uplink) onConnectionDown() bool {
 	u.mu.Lock()
-	c, to := u.conn, u.failingBack
-	u.conn = nil
+	c, to, abandoned := u.conn, u.failingBack, u.abandoned
+	u.conn, u.abandoned = nil, nil
 	if c != nil {
 		close(c.down)
 	}
@@ -460,6 +484,9 @@ func (u *Uplink) onConnectionDown() bool {
 	case c == nil:
 	case to >= 0:
 		u.sel.failBack(to) // logged when it was decided
+	case c == abandoned:
+		// The next round starts after it, at the pace of a failed one.
+		u.sel.lostConnection(c.cand.addr, 0) // logged when it was decided
 	default:
 		upFor := time.Since(c.since)
 		if u.sel.lostConnection(c.cand.addr, upFor) {
@@ -569,7 +596,14 @@ func (u *Uplink) publishLoop(ctx context.Context) {
 			}
 			continue
 		}
-		u.birth(ctx, c)
+		if !u.birth(ctx, c) {
+			select { // no records without the session's births
+			case <-c.down:
+			case <-c.leaving:
+			case <-ctx.Done():
+			}
+			continue
+		}
 		u.drain(ctx, c)
 		if ctx.Err() != nil {
 			return
@@ -589,10 +623,21 @@ func (u *Uplink) publishLoop(ctx context.Context) {
 }
 
 // birth subscribes to commands, then publishes the retained online status:
-// online means commands are taken.
-func (u *Uplink) birth(ctx context.Context, c *connection) {
+// online means commands are taken. With a Session, it subscribes to its
+// filters and begins it instead; false when records may not go on c.
+func (u *Uplink) birth(ctx context.Context, c *connection) bool {
 	pctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
 	defer cancel()
+	if s := u.cfg.Session; s != nil {
+		var subs []paho.SubscribeOptions
+		for _, f := range s.Filters() {
+			subs = append(subs, paho.SubscribeOptions{Topic: f, QoS: 1})
+		}
+		if _, err := c.cm.Subscribe(pctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
+			u.log.Warn("mqtt_subscribe_failed", "broker", c.url, "filter", strings.Join(s.Filters(), " "), "err", err)
+		}
+		return u.begin(ctx, c)
+	}
 	if u.cfg.Commands != nil {
 		// Every connection starts clean: subscribe again each time. A
 		// retained command would run again at every reconnect: ask the
@@ -609,6 +654,7 @@ func (u *Uplink) birth(ctx context.Context, c *connection) {
 	if _, err := c.cm.Publish(pctx, &paho.Publish{Topic: u.cfg.StatusTopic, QoS: min(1, c.qos), Retain: true, Payload: payload}); err != nil {
 		u.log.Warn("mqtt_online_status_failed", "broker", c.url, "err", err)
 	}
+	return true
 }
 
 // errRetry ends a drain pass whose publishes failed while connected.
@@ -960,10 +1006,23 @@ func (p *pass) sendOne(rec buffer.Record) (over bool, err error) {
 		return over, err
 	}
 	u := p.u
-	topic, payload, err := u.cfg.Compose(nil, rec)
-	if err != nil {
-		p.unreadable(rec, err)
+	var topic string
+	var payload []byte
+	if u.cfg.Session != nil {
+		u.wireMu.Lock()
+		defer u.wireMu.Unlock()
+		topic, payload, err = p.session(rec)
+	} else {
+		topic, payload, err = u.cfg.Compose(nil, rec)
+	}
+	if err != nil || topic == "" {
+		if err != nil && !errors.Is(err, errRetry) {
+			p.unreadable(rec, err)
+		}
 		<-p.window
+		if errors.Is(err, errRetry) {
+			return true, err
+		}
 		return false, nil
 	}
 	pub := &paho.Publish{Topic: topic, QoS: p.c.qos, Payload: payload}
@@ -976,6 +1035,25 @@ func (p *pass) sendOne(rec buffer.Record) (over bool, err error) {
 		return false, nil
 	}
 	return p.transmit(pub, []uint64{rec.Seq})
+}
+
+// session composes rec with the Session and publishes the messages that go
+// before it; it returns rec's, or no topic when there is none (rec acked).
+func (p *pass) session(rec buffer.Record) (topic string, payload []byte, err error) {
+	msgs, err := p.u.cfg.Session.Compose(rec)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(msgs) == 0 {
+		p.u.store.Ack(rec.Seq)
+		return "", nil, nil
+	}
+	if err := p.u.publishAll(p.ctx, p.c, msgs[:len(msgs)-1]); err != nil {
+		p.fail(rec.Seq, err)
+		return "", nil, errRetry
+	}
+	last := msgs[len(msgs)-1]
+	return last.Topic, last.Payload, nil
 }
 
 // transmit publishes pub, which holds the records seqs, in the window slot

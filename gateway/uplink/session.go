@@ -1,0 +1,222 @@
+package uplink
+
+import (
+	"context"
+	"strings"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"edgegw/buffer"
+)
+
+// Session is a protocol spoken on each connection in place of the status
+// topic and the JSON commands: Sparkplug B. Its messages are numbered in
+// the order they go on the wire, so the uplink calls Begin, Rebirth and
+// Compose one at a time and publishes what they return before the next
+// call; Will and Connected come from the connect goroutine, Received from
+// paho's receiving one.
+type Session interface {
+	// Will is the will of the next CONNECT.
+	Will() (*paho.WillMessage, error)
+	// Connected says the broker accepted the last CONNECT: its will is registered.
+	Connected()
+	// Filters are subscribed (QoS 1) on each connection.
+	Filters() []string
+	// Ready says whether the session may begin: a primary host it waits
+	// for is online.
+	Ready() bool
+	// Begin returns the messages that start a session on a new connection
+	// (births). Records up to backlog were committed before it.
+	Begin(backlog uint64) ([]Message, error)
+	// Rebirth returns the births again, on the same connection.
+	Rebirth() ([]Message, error)
+	// Compose returns the messages for rec: the last carries it, those
+	// before go first at QoS 0. None: rec has nothing to say and is acked.
+	Compose(rec buffer.Record) ([]Message, error)
+	// Received handles a message on one of the filters.
+	Received(topic string, payload []byte) Received
+	// End is the message published before a clean disconnect (its death).
+	End() (Message, error)
+}
+
+// Message is one message a Session publishes.
+type Message struct {
+	Topic   string
+	Payload []byte
+}
+
+// Received is what a message on a Session's filters asks of the uplink.
+type Received struct {
+	// Commands are writes, through Config.Commands; they are logged, not answered.
+	Commands []Command
+	// Rebirth asks for the births again.
+	Rebirth bool
+	// Online says the session became Ready; Offline that it no longer is:
+	// a session that began is ended and the connection left for the next
+	// broker, as is one still waiting when there are other brokers.
+	Online, Offline bool
+}
+
+// onSession takes a message on the session's filters.
+func (u *Uplink) onSession(pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	s := u.cfg.Session
+	if !matchesAny(s.Filters(), p.Topic) {
+		return false, nil
+	}
+	r := s.Received(p.Topic, p.Payload)
+	for _, cmd := range r.Commands {
+		u.command(cmd, reply{})
+	}
+	c := u.current()
+	switch {
+	case c == nil:
+	case r.Offline && (c.born.Load() || len(u.urls) > 1):
+		go u.abandon(c)
+	case r.Online:
+		u.notify()
+	case r.Rebirth && c.born.Load():
+		go u.rebirth(c)
+	}
+	return true, nil
+}
+
+// begin waits until the session may begin on c, then publishes its births;
+// false when c or ctx ended first.
+func (u *Uplink) begin(ctx context.Context, c *connection) bool {
+	s := u.cfg.Session
+	waiting := false
+	for !s.Ready() {
+		if !waiting {
+			waiting = true
+			u.log.Info("sparkplug_waiting_for_primary_host", "broker", c.url,
+				"hint", "readings stay on flash until the primary host application says it is online (its STATE message)")
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-c.down:
+			return false
+		case <-c.leaving:
+			return false
+		case <-u.changed:
+		case <-u.beatTick:
+			u.heartbeat()
+		}
+	}
+	u.wireMu.Lock()
+	defer u.wireMu.Unlock()
+	msgs, err := s.Begin(u.store.LastSeq())
+	if err == nil {
+		err = u.publishAll(ctx, c, msgs)
+	}
+	if err != nil {
+		u.log.Warn("sparkplug_birth_failed", "broker", c.url, "err", err)
+		c.wire.leave() // no data may go without its births: start over
+		return false
+	}
+	c.born.Store(true)
+	return true
+}
+
+// rebirth publishes the births again on c, between two records.
+func (u *Uplink) rebirth(c *connection) {
+	u.wireMu.Lock()
+	defer u.wireMu.Unlock()
+	msgs, err := u.cfg.Session.Rebirth()
+	if err == nil {
+		err = u.publishAll(u.runCtx, c, msgs)
+	}
+	if err != nil {
+		u.log.Warn("sparkplug_rebirth_failed", "broker", c.url, "err", err)
+		c.wire.leave()
+		return
+	}
+	u.log.Info("sparkplug_rebirth", "broker", c.url)
+}
+
+// abandon ends the session on c and leaves the broker: its death goes
+// first, then a normal DISCONNECT; the next attempt goes to another broker.
+func (u *Uplink) abandon(c *connection) {
+	u.wireMu.Lock()
+	defer u.wireMu.Unlock()
+	if c.born.Load() {
+		if m, err := u.cfg.Session.End(); err == nil {
+			_ = u.publishAll(u.runCtx, c, []Message{m})
+		}
+	}
+	u.mu.Lock()
+	u.abandoned = c
+	u.mu.Unlock()
+	u.log.Warn("sparkplug_primary_host_offline", "broker", c.url,
+		"hint", "the primary host application is offline on this broker: leaving it for the next")
+	c.wire.leave()
+}
+
+// publishAll publishes msgs at QoS 0, in order; each is written when
+// Publish returns.
+func (u *Uplink) publishAll(ctx context.Context, c *connection, msgs []Message) error {
+	pctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
+	defer cancel()
+	for _, m := range msgs {
+		if _, err := c.cm.Publish(pctx, &paho.Publish{Topic: m.Topic, QoS: 0, Payload: m.Payload}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sayGoodbye publishes the session's end, or the offline status, before a
+// clean disconnect.
+func (u *Uplink) sayGoodbye(cm interface {
+	Publish(context.Context, *paho.Publish) (*paho.PublishResponse, error)
+}) {
+	pub := &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`)}
+	if s := u.cfg.Session; s != nil {
+		c := u.current()
+		if c == nil || !c.born.Load() {
+			return
+		}
+		m, err := s.End()
+		if err != nil {
+			u.log.Warn("sparkplug_death_failed", "err", err)
+			return
+		}
+		pub = &paho.Publish{Topic: m.Topic, QoS: 1, Payload: m.Payload}
+		u.wireMu.Lock()
+		defer u.wireMu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
+	defer cancel()
+	if _, err := cm.Publish(ctx, pub); err != nil {
+		u.log.Warn("mqtt_offline_status_failed", "err", err)
+	}
+}
+
+// matchesAny reports whether topic matches one of the filters.
+func matchesAny(filters []string, topic string) bool {
+	for _, f := range filters {
+		if matchTopic(f, topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchTopic reports whether topic matches the MQTT filter f.
+func matchTopic(f, topic string) bool {
+	for {
+		fl, frest, fmore := strings.Cut(f, "/")
+		if fl == "#" {
+			return true
+		}
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl || fmore != tmore {
+			return false
+		}
+		if !fmore {
+			return true
+		}
+		f, topic = frest, trest
+	}
+}
