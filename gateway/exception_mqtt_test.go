@@ -45,9 +45,11 @@ report = "change"
 full_every = "1h"
   [[device.point]]
   name = "voltage"
+  type = "float64"
   deadband = 0.5
   [[device.point]]
   name = "energy"
+  type = "float64"
   deadband_percent = 0.1
   [[device.point]]
   name = "relay"

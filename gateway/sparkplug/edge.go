@@ -91,10 +91,12 @@ func (e *Edge) Will() (*paho.WillMessage, error) {
 	return &paho.WillMessage{Topic: e.node.Topic(NDeath, ""), QoS: 1, Payload: payload}, nil
 }
 
-// Connected keeps the bdSeq of the will the broker just registered.
+// Connected keeps the bdSeq of the will the broker just registered. The
+// primary host must say again, on this connection, that it is online.
 func (e *Edge) Connected() {
 	e.mu.Lock()
 	v := e.bdSeq
+	e.hostOnline = false
 	e.mu.Unlock()
 	if err := writeFileSync(e.bdSeqFile, []byte(strconv.FormatUint(v, 10)+"\n")); err != nil {
 		e.log.Warn("sparkplug_bdseq_not_saved", "file", e.bdSeqFile, "err", err,

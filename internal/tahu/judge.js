@@ -3,6 +3,8 @@
 // stdout ({"error": "..."} when Tahu refuses the bytes). 64-bit integers
 // (Long) are written as decimal strings, so nothing is lost to a double;
 // a metric sent with is_null has "isNull": true.
+// A line "E {json}" asks the other way: Tahu encodes the payload object
+// (as its encodePayload takes it) and the answer is {"payload": base64}.
 "use strict";
 const sparkplug = require("sparkplug-payload").get("spBv1.0");
 const proto = require("sparkplug-payload/lib/sparkplugPayloadProto").org.eclipse.tahu.protobuf;
@@ -22,6 +24,15 @@ function plain(v) {
 
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
   let out;
+  if (line.startsWith("E ")) {
+    try {
+      out = { payload: Buffer.from(sparkplug.encodePayload(JSON.parse(line.slice(2)))).toString("base64") };
+    } catch (e) {
+      out = { error: String(e && e.message ? e.message : e) };
+    }
+    process.stdout.write(JSON.stringify(out) + "\n");
+    return;
+  }
   try {
     const bytes = Buffer.from(line, "base64");
     out = plain(sparkplug.decodePayload(bytes));

@@ -75,6 +75,31 @@ type Property struct {
 	Value any    `json:"value"`
 }
 
+// Encode has Tahu encode payload, an object as its encodePayload takes
+// it: {"timestamp":…,"metrics":[{"name":…,"type":"Boolean","value":true}]}.
+func (j *Judge) Encode(payload any) ([]byte, error) {
+	doc, err := json.Marshal(payload)
+	if err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, err := fmt.Fprintf(j.in, "E %s\n", doc); err != nil {
+		return nil, err
+	}
+	if !j.out.Scan() {
+		return nil, fmt.Errorf("tahu: the judge stopped: %v", j.out.Err())
+	}
+	var out struct{ Payload, Error string }
+	if err := json.Unmarshal(j.out.Bytes(), &out); err != nil {
+		return nil, fmt.Errorf("tahu: %v: %s", err, j.out.Bytes())
+	}
+	if out.Error != "" {
+		return nil, fmt.Errorf("tahu refused to encode: %s", out.Error)
+	}
+	return base64.StdEncoding.DecodeString(out.Payload)
+}
+
 // Decode decodes payload, or says why Tahu refused it.
 func (j *Judge) Decode(payload []byte) (Payload, error) {
 	j.mu.Lock()
