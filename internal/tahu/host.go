@@ -16,8 +16,8 @@ type Host struct {
 	Node string
 
 	online  bool
-	bdSeq   string // of the session's NBIRTH
-	seq     int    // of the last message of the session
+	bdSeq   string                       // of the session's NBIRTH
+	seq     int                          // of the last message of the session
 	aliases map[string]map[string]string // device → alias → name
 	born    map[string]bool
 
