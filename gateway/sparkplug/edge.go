@@ -44,7 +44,7 @@ type Edge struct {
 	backlog    uint64 // records up to this seq are sent late: historical
 	devices    map[string]*deviceState
 	hostOnline bool
-	hostTS     int64 // the newest STATE's timestamp
+	hostTS     int64 // the newest STATE's timestamp on this connection
 }
 
 // deviceState is what the host was told of one device.
@@ -92,11 +92,13 @@ func (e *Edge) Will() (*paho.WillMessage, error) {
 }
 
 // Connected keeps the bdSeq of the will the broker just registered. The
-// primary host must say again, on this connection, that it is online.
+// primary host must say again, on this connection, that it is online: its
+// STATE here is the one that counts, whatever its time beside another
+// broker's.
 func (e *Edge) Connected() {
 	e.mu.Lock()
 	v := e.bdSeq
-	e.hostOnline = false
+	e.hostOnline, e.hostTS = false, 0
 	e.mu.Unlock()
 	if err := writeFileSync(e.bdSeqFile, []byte(strconv.FormatUint(v, 10)+"\n")); err != nil {
 		e.log.Warn("sparkplug_bdseq_not_saved", "file", e.bdSeqFile, "err", err,

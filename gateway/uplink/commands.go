@@ -156,13 +156,10 @@ func (u *Uplink) publishResult(topic string, payload []byte, props *paho.Publish
 	}
 }
 
-// logResult logs the outcome of a command that has no result topic.
+// logResult logs, for debugging, the outcome of a command that has no
+// result topic: the bus has logged the write or its failure.
 func (u *Uplink) logResult(r reply) {
-	if r.result.Err != nil {
-		u.log.Warn("mqtt_command_failed", "device", r.device, "point", r.point, "err", r.result.Err)
-		return
-	}
-	u.log.Info("mqtt_command_written", "device", r.device, "point", r.point, "value", string(r.result.Value))
+	u.log.Debug("mqtt_command_done", "device", r.device, "point", r.point, "value", string(r.result.Value), "err", r.result.Err)
 }
 
 // resultPayload is a result as published: {"ok":true,"value":21.5}, or

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"edgegw/internal/tahu"
+	"edgegw/internal/testbroker"
+)
+
+// sparkplugConfig is commandConfig's PLC as a Sparkplug edge node that
+// waits for the primary host "scada", on two brokers.
+const sparkplugConfig = `
+[gateway]
+id = "gw1"
+data_dir = "%s"
+[mqtt]
+brokers = ["%s", "%s"]
+keepalive = "2s"
+connect_timeout = "1s"
+payload = "sparkplug"
+[sparkplug]
+group_id = "plant"
+edge_node_id = "line4"
+primary_host_id = "scada"
+[status]
+listen = ""
+[buffer]
+commit_interval = "50ms"
+[[bus]]
+name = "lan"
+protocol = "modbus-tcp"
+address = "%s"
+[[device]]
+name = "plc"
+bus = "lan"
+interval = "100ms"
+  [[device.point]]
+  name = "setpoint"
+  table = "holding"
+  address = 10
+  type = "int16"
+  scale = 0.1
+  unit = "°C"
+  writable = true
+  min = 5
+  max = 35
+  [[device.point]]
+  name = "pump"
+  table = "coil"
+  address = 3
+  writable = true
+  [[device.point]]
+  name = "temperature"
+  table = "input"
+  address = 0
+  type = "float32"
+`
+
+// lockedBuffer is a process's output, read while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// sparkplugHost is a primary host on one broker: it publishes its STATE and
+// commands, and follows the edge node's messages with tahu.Host.
+type sparkplugHost struct {
+	t       *testing.T
+	judge   *tahu.Judge
+	sub     *testbroker.Subscriber
+	follows *tahu.Host
+	applied int
+}
+
+func newSparkplugHost(t *testing.T, judge *tahu.Judge, br *testbroker.Broker) *sparkplugHost {
+	return &sparkplugHost{t: t, judge: judge, sub: testbroker.Subscribe(t, br.Addr(), "spBv1.0/plant/#"),
+		follows: tahu.NewHost(judge, "plant", "line4")}
+}
+
+// state publishes the host's retained STATE.
+func (h *sparkplugHost) state(online bool, ts int64) {
+	h.sub.PublishMessage(h.t, &paho.Publish{Topic: "spBv1.0/STATE/scada", QoS: 1, Retain: true,
+		Payload: fmt.Appendf(nil, `{"online":%t,"timestamp":%d}`, online, ts)})
+}
+
+// command publishes a Tahu-encoded command.
+func (h *sparkplugHost) command(topic string, metrics ...map[string]any) {
+	payload, err := h.judge.Encode(map[string]any{"timestamp": time.Now().UnixMilli(), "metrics": metrics})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.sub.Publish(h.t, topic, payload)
+}
+
+// await follows the node until cond holds.
+func (h *sparkplugHost) await(what string, cond func(*tahu.Host) bool) {
+	h.t.Helper()
+	h.sub.WaitFor(h.t, 20*time.Second, what, func(msgs []testbroker.Message) bool {
+		for _, m := range msgs[h.applied:] {
+			if err := h.follows.Apply(m.Topic, m.Payload); err != nil {
+				h.t.Fatalf("%s: %v", m.Topic, err)
+			}
+			h.applied++
+		}
+		return cond(h.follows)
+	})
+}
+
+// nodeMessages counts the node's own messages so far.
+func (h *sparkplugHost) nodeMessages() int {
+	n := 0
+	for _, m := range h.sub.Messages() {
+		if !strings.Contains(m.Topic, "CMD/") {
+			n++
+		}
+	}
+	return n
+}
+
+// lastData returns the newest DDATA value of each metric of the plc.
+func lastData(h *tahu.Host) map[string]any {
+	v := map[string]any{}
+	for _, d := range h.Data {
+		for _, m := range d.Metrics {
+			v[m.Name] = m.Value
+		}
+	}
+	return v
+}
+
+// TestSparkplugPrimaryHostCommandsFailover runs the real binary as a
+// Sparkplug edge node over the Modbus simulator, with a primary host on
+// two real Mosquittos: nothing is published until the host's STATE says
+// online; NCMD Rebirth births again; a DCMD (by name and by alias) is
+// written to the device and its value comes back in DDATA, one to a point
+// that is not writable is refused; a stale offline STATE is ignored, an
+// offline one makes the node publish its NDEATH and go to the next broker,
+// where it births again.
+func TestSparkplugPrimaryHostCommandsFailover(t *testing.T) {
+	judge := tahu.Start(t)
+	brA, brB := testbroker.Start(t), testbroker.Start(t)
+	dir := t.TempDir()
+	simAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
+	cfgPath := filepath.Join(dir, "sensors.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(sparkplugConfig, filepath.Join(dir, "data"), brA.URL(), brB.URL(), simAddr)), 0o644)
+	startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
+	testbroker.WaitListening(t, simAddr, 10*time.Second)
+	hostA, hostB := newSparkplugHost(t, judge, brA), newSparkplugHost(t, judge, brB)
+
+	out := &lockedBuffer{}
+	gw := exec.Command(binary, "run", "-config", cfgPath)
+	gw.Stdout, gw.Stderr = out, out
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Process.Kill(); _ = gw.Wait() })
+	awaitLog := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s in the log:\n%s", what, out.String())
+			}
+			time.Sleep(20 * time.Millisecond) // polling the process's output
+		}
+	}
+
+	// Waiting for the primary host: readings stay on flash.
+	awaitLog("sparkplug_waiting_for_primary_host")
+	if n := hostA.nodeMessages(); n != 0 {
+		t.Fatalf("%d messages before the primary host said it is online", n)
+	}
+	t0 := time.Now().UnixMilli()
+	hostA.state(true, t0)
+	hostB.state(true, t0)
+	hostA.await("NBIRTH, DBIRTH and DDATA", func(h *tahu.Host) bool { return h.Births == 1 && len(h.Data) > 0 })
+
+	// Rebirth on NCMD: same bdSeq, seq from 0, births again.
+	hostA.command("spBv1.0/plant/NCMD/line4", map[string]any{"name": "Node Control/Rebirth", "type": "Boolean", "value": true})
+	hostA.await("the rebirth", func(h *tahu.Host) bool { return h.Births == 2 })
+	if b := hostA.follows.BdSeqs; b[0] != b[1] {
+		t.Errorf("rebirth with bdSeq %s, the session's is %s", b[1], b[0])
+	}
+
+	// Writes: setpoint by name, pump by its alias (2: the plc's second point).
+	hostA.command("spBv1.0/plant/DCMD/line4/plc",
+		map[string]any{"name": "setpoint", "type": "Double", "value": 21.5},
+		map[string]any{"alias": 2, "type": "Boolean", "value": true},
+		map[string]any{"name": "temperature", "type": "Float", "value": 3})
+	hostA.await("DDATA with the written values", func(h *tahu.Host) bool {
+		v := lastData(h)
+		return v["setpoint"] == 21.5 && v["pump"] == true
+	})
+	awaitLog(`msg=write_failed bus=lan device=plc point=temperature err="plc.temperature: point is not writable"`)
+
+	// A stale offline STATE (older than the online one) is ignored: a
+	// rebirth still comes on A, and no NDEATH.
+	hostA.state(false, t0-1000)
+	hostA.command("spBv1.0/plant/NCMD/line4", map[string]any{"name": "Node Control/Rebirth", "type": "Boolean", "value": true})
+	hostA.await("a rebirth after the stale STATE", func(h *tahu.Host) bool { return h.Births == 3 })
+
+	// Offline on A: NDEATH there, and the node births on B.
+	hostA.state(false, t0+1000)
+	hostA.await("the NDEATH on A", func(h *tahu.Host) bool { return !h.Online() && h.Deaths == 1 })
+	hostB.await("the session on B", func(h *tahu.Host) bool { return h.Births == 1 && len(h.Data) > 0 })
+	awaitLog("sparkplug_primary_host_offline")
+
+	if err := gw.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Wait(); err != nil {
+		t.Fatalf("edgegw run did not stop cleanly: %v\n%s", err, out.String())
+	}
+	hostB.await("the NDEATH of the clean stop on B", func(h *tahu.Host) bool { return !h.Online() && h.Deaths == 1 })
+	if hostB.follows.StaleDeaths != 0 || hostA.follows.StaleDeaths != 0 {
+		t.Errorf("stale NDEATHs: %d on A, %d on B", hostA.follows.StaleDeaths, hostB.follows.StaleDeaths)
+	}
+}
