@@ -154,7 +154,8 @@ func lastData(h *tahu.Host) map[string]any {
 // written to the device and its value comes back in DDATA, one to a point
 // that is not writable is refused; a stale offline STATE is ignored, an
 // offline one makes the node publish its NDEATH and go to the next broker,
-// where it births again.
+// where it births again; the simulator killed, the plc dies (DDEATH), and
+// started again, it is born again (DBIRTH) before its DDATA.
 func TestSparkplugPrimaryHostCommandsFailover(t *testing.T) {
 	judge := tahu.Start(t)
 	brA, brB := testbroker.Start(t), testbroker.Start(t)
@@ -162,7 +163,7 @@ func TestSparkplugPrimaryHostCommandsFailover(t *testing.T) {
 	simAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
 	cfgPath := filepath.Join(dir, "sensors.toml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(sparkplugConfig, filepath.Join(dir, "data"), brA.URL(), brB.URL(), simAddr)), 0o644)
-	startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
+	sim := startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
 	testbroker.WaitListening(t, simAddr, 10*time.Second)
 	hostA, hostB := newSparkplugHost(t, judge, brA), newSparkplugHost(t, judge, brB)
 
@@ -223,6 +224,17 @@ func TestSparkplugPrimaryHostCommandsFailover(t *testing.T) {
 	hostA.await("the NDEATH on A", func(h *tahu.Host) bool { return !h.Online() && h.Deaths == 1 })
 	hostB.await("the session on B", func(h *tahu.Host) bool { return h.Births == 1 && len(h.Data) > 0 })
 	awaitLog("sparkplug_primary_host_offline")
+
+	// The device stops answering: DDEATH; it answers again: DBIRTH, DDATA.
+	births := hostB.follows.DeviceBirths
+	_ = sim.cmd.Process.Kill()
+	_ = sim.cmd.Wait()
+	hostB.await("the DDEATH of the silent plc", func(h *tahu.Host) bool { return h.DeviceDeaths == 1 })
+	data := len(hostB.follows.Data)
+	startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
+	hostB.await("the plc born again, with data", func(h *tahu.Host) bool {
+		return h.DeviceBirths == births+1 && len(h.Data) > data
+	})
 
 	if err := gw.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,8 @@ type Host struct {
 	// Births counts NBIRTHs, Deaths the NDEATHs that ended a session,
 	// StaleDeaths those with another bdSeq (a session long gone).
 	Births, Deaths, StaleDeaths int
+	// DeviceBirths and DeviceDeaths count DBIRTHs and DDEATHs.
+	DeviceBirths, DeviceDeaths int
 	// BdSeqs are the bdSeqs of the NBIRTHs, in order.
 	BdSeqs []string
 	// Data are the DDATA of every session, decoded, with their metrics'
@@ -105,6 +107,7 @@ func (h *Host) Apply(topic string, payload []byte) error {
 			names[m.Alias] = m.Name
 		}
 		h.aliases[device], h.born[device] = names, true
+		h.DeviceBirths++
 	case "DDATA":
 		if !h.born[device] {
 			return fmt.Errorf("DDATA of %s without its DBIRTH in this session", device)
@@ -122,6 +125,7 @@ func (h *Host) Apply(topic string, payload []byte) error {
 			return fmt.Errorf("DDEATH of %s, which is not born", device)
 		}
 		h.born[device] = false
+		h.DeviceDeaths++
 	default:
 		return fmt.Errorf("%s: an edge node does not send %s", topic, typ)
 	}
