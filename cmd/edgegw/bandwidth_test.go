@@ -81,7 +81,8 @@ listen = ""
 // TestBandwidth measures the bytes on the wire (MQTT packets from gateway
 // to broker, counted by a proxy in between) per SDM630 meter per hour,
 // polled every second from the simulator, for today's every_poll and for
-// report = "change" with the profile's deadbands, side by side in one run.
+// report = "change" with the profile's deadbands, alone, in batches, in
+// zstd batches, and as Sparkplug B DDATA, side by side in one run.
 // scripts/bench/bandwidth.sh runs it.
 func TestBandwidth(t *testing.T) {
 	if *bandwidthFor == 0 {
@@ -104,6 +105,7 @@ func TestBandwidth(t *testing.T) {
 		{"change", "change", ""},
 		{"change+batches", "change", "batch_max = 1000\nbatch_linger = \"10s\""},
 		{"change+batches+zstd", "change", "batch_max = 1000\nbatch_linger = \"10s\"\ncompression = \"zstd\""},
+		{"sparkplug", "change", "payload = \"sparkplug\"\n[sparkplug]\ngroup_id = \"plant1\""},
 	}
 	proxies := map[string]*countingProxy{}
 	for i, mode := range modes {

@@ -1,0 +1,116 @@
+package sparkplug
+
+import (
+	"fmt"
+	"testing"
+
+	"edgegw/buffer"
+	"edgegw/gateway/uplink"
+	"edgegw/internal/tahu"
+)
+
+// TestEdgeDeviceDeathAndBirth: through Begin and Compose, as a host built
+// on Tahu sees them: the births, DDATA of the backlog flagged historical
+// and of live readings not, one DDEATH when every point fails, nothing
+// while the device stays silent, and a DBIRTH before the DDATA when it
+// answers again.
+func TestEdgeDeviceDeathAndBirth(t *testing.T) {
+	judge := tahu.Start(t)
+	host := tahu.NewHost(judge, "g", "n")
+	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "", t.TempDir(), nil)
+	send := func(msgs []uplink.Message, err error) int {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if err := host.Apply(m.Topic, m.Payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return len(msgs)
+	}
+	will, err := e.Will()
+	if err != nil || will.QoS != 1 || will.Retain || will.Topic != "spBv1.0/g/NDEATH/n" {
+		t.Fatalf("will %+v, %v", will, err)
+	}
+	e.Connected()
+	send(e.Begin(2))
+	record := func(seq uint64, body string) buffer.Record {
+		return buffer.Record{Seq: seq, Data: []byte("probe\n" + body[1:])}
+	}
+	good := func(seq uint64, v float64) buffer.Record {
+		return record(seq, fmt.Sprintf(`{"ts":"2026-11-24T10:00:%02dZ","device":"probe","values":{"humidity":%g},"errors":{}}`, seq, v))
+	}
+	silent := func(seq uint64) buffer.Record {
+		return record(seq, fmt.Sprintf(`{"ts":"2026-11-24T10:00:%02dZ","device":"probe","values":{},"errors":{"humidity":"timeout"}}`, seq))
+	}
+	for _, step := range []struct {
+		rec                      buffer.Record
+		messages, births, deaths int
+	}{
+		{good(1, 40), 1, 2, 0}, // backlog
+		{good(3, 41), 1, 2, 0}, // live
+		{silent(4), 1, 2, 1},   // DDEATH
+		{silent(5), 0, 2, 1},   // still silent: nothing
+		{good(6, 42), 2, 3, 1}, // DBIRTH, DDATA
+	} {
+		if n := send(e.Compose(step.rec)); n != step.messages || host.DeviceBirths != step.births || host.DeviceDeaths != step.deaths {
+			t.Fatalf("seq %d: %d messages, %d DBIRTHs, %d DDEATHs; want %d, %d, %d",
+				step.rec.Seq, n, host.DeviceBirths, host.DeviceDeaths, step.messages, step.births, step.deaths)
+		}
+	}
+	if len(host.Data) != 3 || !host.Data[0].Metrics[0].IsHistorical || host.Data[1].Metrics[0].IsHistorical {
+		t.Fatalf("DDATA %+v: want the backlog's historical, the live ones not", host.Data)
+	}
+	// The probe's DBIRTH after its death holds what the host was told last.
+	if v := host.Data[2].Metrics[0].Value; v != float64(42) {
+		t.Fatalf("DDATA after the rebirth: %v", v)
+	}
+}
+
+// TestEdgeCommands: DCMD metrics, encoded by Tahu, by name or alias, become
+// writes with JSON values read as the metric's type says; NCMD Rebirth
+// asks for births; a STATE older than the newest is ignored.
+func TestEdgeCommands(t *testing.T) {
+	judge := tahu.Start(t)
+	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "scada", t.TempDir(), nil)
+	encode := func(metrics ...map[string]any) []byte {
+		b, err := judge.Encode(map[string]any{"timestamp": 1, "metrics": metrics})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	r := e.Received("spBv1.0/g/DCMD/n/meter", encode(
+		map[string]any{"name": "temp", "type": "Int16", "value": -5},
+		map[string]any{"alias": 4, "type": "UInt32", "value": 4000000000},
+		map[string]any{"name": "relay", "type": "Boolean", "value": true},
+		map[string]any{"name": "power", "type": "Double", "value": -12.5},
+		map[string]any{"name": "nosuch", "type": "Boolean", "value": true},
+	))
+	want := []string{"temp=-5", "count=4000000000", "relay=true", "power=-12.5"}
+	if len(r.Commands) != len(want) {
+		t.Fatalf("commands %+v, want %v", r.Commands, want)
+	}
+	for i, c := range r.Commands {
+		if got := c.Point + "=" + string(c.Value); c.Device != "meter" || got != want[i] {
+			t.Errorf("command %d: %s %s, want meter %s", i, c.Device, got, want[i])
+		}
+	}
+	if r := e.Received("spBv1.0/g/NCMD/n", encode(map[string]any{"name": "Node Control/Rebirth", "type": "Boolean", "value": true})); !r.Rebirth {
+		t.Error("NCMD Rebirth: no rebirth asked")
+	}
+	if e.Ready() {
+		t.Fatal("ready before the primary host's STATE")
+	}
+	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":true,"timestamp":200}`)); !r.Online || !e.Ready() {
+		t.Fatal("online STATE not followed")
+	}
+	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":false,"timestamp":100}`)); r.Offline || !e.Ready() {
+		t.Fatal("a stale offline STATE was followed")
+	}
+	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":false,"timestamp":300}`)); !r.Offline || e.Ready() {
+		t.Fatal("offline STATE not followed")
+	}
+}
