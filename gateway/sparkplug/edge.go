@@ -219,6 +219,11 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 	if !ok {
 		return nil, fmt.Errorf("sparkplug: device %q is not in the births (removed from the config?)", name)
 	}
+	for p := range r.Values { // before anything is numbered or changed
+		if _, ok := d.Metric(p); !ok {
+			return nil, fmt.Errorf("sparkplug: %s has no point %q in its birth (removed from the config?)", d.Name, p)
+		}
+	}
 	st := e.devices[d.Name]
 	for p, v := range r.Values {
 		st.known[p] = Known{Value: v, TS: r.TS}

@@ -69,14 +69,20 @@ func (u *Uplink) onSession(pr paho.PublishReceived) (bool, error) {
 		u.command(cmd, reply{})
 	}
 	c := u.current()
+	// Not on paho's receiving goroutine, which must go on reading the
+	// acks that the publishes holding wireMu wait for; Run waits for them.
+	async := func(f func(*connection)) {
+		u.watchers.Add(1)
+		go func() { defer u.watchers.Done(); f(c) }()
+	}
 	switch {
 	case c == nil:
 	case r.Offline && (c.born.Load() || len(u.urls) > 1):
-		go u.abandon(c)
+		async(u.abandon)
 	case r.Online:
 		u.notify()
 	case r.Rebirth && c.born.Load():
-		go u.rebirth(c)
+		async(u.rebirth)
 	}
 	return true, nil
 }

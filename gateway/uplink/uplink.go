@@ -1016,12 +1016,12 @@ func (p *pass) sendOne(rec buffer.Record) (over bool, err error) {
 		topic, payload, err = u.cfg.Compose(nil, rec)
 	}
 	if err != nil || topic == "" {
-		if err != nil && !errors.Is(err, errRetry) {
-			p.unreadable(rec, err)
-		}
 		<-p.window
-		if errors.Is(err, errRetry) {
+		switch {
+		case errors.Is(err, errRetry):
 			return true, err
+		case err != nil:
+			p.unreadable(rec, err)
 		}
 		return false, nil
 	}
