@@ -84,7 +84,7 @@ func TestEdgeCommands(t *testing.T) {
 	}
 	r := e.Received("spBv1.0/g/DCMD/n/meter", encode(
 		map[string]any{"name": "temp", "type": "Int16", "value": -5},
-		map[string]any{"alias": 4, "type": "UInt32", "value": 4000000000},
+		map[string]any{"alias": 4, "type": "UInt32", "value": uint32(4000000000)},
 		map[string]any{"name": "relay", "type": "Boolean", "value": true},
 		map[string]any{"name": "power", "type": "Double", "value": -12.5},
 		map[string]any{"name": "nosuch", "type": "Boolean", "value": true},
