@@ -91,23 +91,11 @@ func TestReconstructionAcrossOutageAndKill(t *testing.T) {
 	wire := testbroker.Subscribe(t, br.Addr(), "edgegw/rbe/+")
 	consumer := startConsumer(t, br.Addr())
 
-	first := startHelperGateway(t, cfgPath, truthPath)
-	waitTruth(t, truthPath, 100)
-	link.Down() // the broker is gone for the gateway, the consumer stays
-	waitTruth(t, truthPath, 200)
-	if err := first.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = first.Wait() // killed: its error says so
-	killed := time.Now()
-
-	second := startHelperGateway(t, cfgPath, truthPath)
-	waitTruth(t, truthPath, 300)
-	link.Up(t)
-	waitTruth(t, truthPath, 400)
+	run := outageAndKill(t, link, cfgPath, truthPath)
 	// Readings go in seq order: once the 400th poll's has arrived, all have.
 	polls := readTruth(t, truthPath)[:400]
 	rows := consumer.waitFor(t, 30*time.Second, polls[len(polls)-1].TS)
+	second, killed := run.second, run.killed
 	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +126,34 @@ func TestReconstructionAcrossOutageAndKill(t *testing.T) {
 		t.Errorf("%d zstd batches holding %d readings: the backlog should have gone in them", zstd, batched)
 	}
 	t.Logf("%d polls, %d readings applied by the consumer, %d of them in %d zstd batches", len(polls), len(rows), batched, zstd)
+}
+
+// outageRun is what outageAndKill did, and when.
+type outageRun struct {
+	second       *exec.Cmd // the restarted gateway, still running
+	down, killed time.Time
+}
+
+// outageAndKill runs a helper gateway on cfgPath through a broker outage:
+// 100 polls, link down, 100 polls, SIGKILL, a second gateway on the same
+// data_dir, 100 polls, link up, 100 polls.
+func outageAndKill(t *testing.T, link *testbroker.FaultyLink, cfgPath, truthPath string) outageRun {
+	t.Helper()
+	first := startHelperGateway(t, cfgPath, truthPath)
+	waitTruth(t, truthPath, 100)
+	link.Down() // the broker is gone for the gateway, subscribers stay
+	run := outageRun{down: time.Now()}
+	waitTruth(t, truthPath, 200)
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait() // killed: its error says so
+	run.killed = time.Now()
+	run.second = startHelperGateway(t, cfgPath, truthPath)
+	waitTruth(t, truthPath, 300)
+	link.Up(t)
+	waitTruth(t, truthPath, 400)
+	return run
 }
 
 // consumerRow is a line of examples/consumer.py: a device's state after a reading.

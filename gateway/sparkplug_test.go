@@ -38,21 +38,8 @@ func TestSparkplugAcrossOutageAndKill(t *testing.T) {
 	}
 	wire := testbroker.Subscribe(t, br.Addr(), "spBv1.0/#")
 
-	first := startHelperGateway(t, cfgPath, truthPath)
-	waitTruth(t, truthPath, 100)
-	link.Down()
-	outage := time.Now()
-	waitTruth(t, truthPath, 200)
-	if err := first.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = first.Wait() // killed: its error says so
-	killed := time.Now()
-
-	second := startHelperGateway(t, cfgPath, truthPath)
-	waitTruth(t, truthPath, 300)
-	link.Up(t)
-	waitTruth(t, truthPath, 400)
+	run := outageAndKill(t, link, cfgPath, truthPath)
+	second, outage, killed := run.second, run.down, run.killed
 	polls := readTruth(t, truthPath)[:400]
 	last := polls[len(polls)-1].TS
 	host := tahu.NewHost(judge, "plant", "rbe")

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 
 	"edgegw/internal/tahu"
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
 )
 
 // sparkplugConfig is commandConfig's PLC as a Sparkplug edge node that
@@ -66,20 +65,6 @@ interval = "100ms"
   address = 0
   type = "float32"
 `
-
-// lockedBuffer is a process's output, read while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // sparkplugHost is a primary host on one broker: it publishes its STATE and
 // commands, and follows the edge node's messages with tahu.Host.
@@ -167,7 +152,7 @@ func TestSparkplugPrimaryHostCommandsFailover(t *testing.T) {
 	testbroker.WaitListening(t, simAddr, 10*time.Second)
 	hostA, hostB := newSparkplugHost(t, judge, brA), newSparkplugHost(t, judge, brB)
 
-	out := &lockedBuffer{}
+	out := &testlog.Sink{}
 	gw := exec.Command(binary, "run", "-config", cfgPath)
 	gw.Stdout, gw.Stderr = out, out
 	if err := gw.Start(); err != nil {
