@@ -208,8 +208,7 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 	if !ok {
 		return nil, errors.New("sparkplug: malformed buffer entry")
 	}
-	doc := append([]byte{'{'}, body...)
-	r, err := parseReading(doc)
+	r, err := parseReading(append([]byte{'{'}, body...))
 	if err != nil {
 		return nil, err
 	}
@@ -219,10 +218,11 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 	if !ok {
 		return nil, fmt.Errorf("sparkplug: device %q is not in the births (removed from the config?)", name)
 	}
-	for p := range r.Values { // before anything is numbered or changed
-		if _, ok := d.Metric(p); !ok {
-			return nil, fmt.Errorf("sparkplug: %s has no point %q in its birth (removed from the config?)", d.Name, p)
-		}
+	// Checked before anything is numbered or known: a reading refused
+	// here leaves no gap in the seqs and no value a DBIRTH cannot carry.
+	metrics, err := d.Data(r, rec.Seq <= e.backlog)
+	if err != nil {
+		return nil, err
 	}
 	st := e.devices[d.Name]
 	for p, v := range r.Values {
@@ -252,7 +252,7 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 		msgs = append(msgs, uplink.Message{Topic: e.node.Topic(DBirth, d.Name), Payload: db})
 		st.born = true
 	}
-	data, err := e.session.DeviceData(d, doc, rec.Seq <= e.backlog, now)
+	data, err := e.session.DeviceData(metrics, now)
 	if err != nil {
 		return nil, err
 	}

@@ -12,8 +12,9 @@ import (
 // TestEdgeDeviceDeathAndBirth: through Begin and Compose, as a host built
 // on Tahu sees them: the births, DDATA of the backlog flagged historical
 // and of live readings not, one DDEATH when every point fails, nothing
-// while the device stays silent, and a DBIRTH before the DDATA when it
-// answers again.
+// while the device stays silent, a DBIRTH before the DDATA when it answers
+// again, and a reading it cannot carry refused without a trace: the births
+// after it still go.
 func TestEdgeDeviceDeathAndBirth(t *testing.T) {
 	judge := tahu.Start(t)
 	host := tahu.NewHost(judge, "g", "n")
@@ -45,7 +46,7 @@ func TestEdgeDeviceDeathAndBirth(t *testing.T) {
 	silent := func(seq uint64) buffer.Record {
 		return record(seq, fmt.Sprintf(`{"ts":"2026-11-24T10:00:%02dZ","device":"probe","values":{},"errors":{"humidity":"timeout"}}`, seq))
 	}
-	for _, step := range []struct {
+	for _, step := range []struct { // messages -1: refused
 		rec                      buffer.Record
 		messages, births, deaths int
 	}{
@@ -54,8 +55,16 @@ func TestEdgeDeviceDeathAndBirth(t *testing.T) {
 		{silent(4), 1, 2, 1},   // DDEATH
 		{silent(5), 0, 2, 1},   // still silent: nothing
 		{good(6, 42), 2, 3, 1}, // DBIRTH, DDATA
+		{record(7, `{"ts":"2026-11-24T10:00:07Z","device":"probe","values":{"humidity":"wet"},"errors":{}}`), -1, 3, 1},
 	} {
-		if n := send(e.Compose(step.rec)); n != step.messages || host.DeviceBirths != step.births || host.DeviceDeaths != step.deaths {
+		msgs, err := e.Compose(step.rec)
+		if step.messages < 0 {
+			if err == nil {
+				t.Fatalf("seq %d: a value the metric's type cannot hold was composed", step.rec.Seq)
+			}
+			continue
+		}
+		if n := send(msgs, err); n != step.messages || host.DeviceBirths != step.births || host.DeviceDeaths != step.deaths {
 			t.Fatalf("seq %d: %d messages, %d DBIRTHs, %d DDEATHs; want %d, %d, %d",
 				step.rec.Seq, n, host.DeviceBirths, host.DeviceDeaths, step.messages, step.births, step.deaths)
 		}
@@ -63,9 +72,12 @@ func TestEdgeDeviceDeathAndBirth(t *testing.T) {
 	if len(host.Data) != 3 || !host.Data[0].Metrics[0].IsHistorical || host.Data[1].Metrics[0].IsHistorical {
 		t.Fatalf("DDATA %+v: want the backlog's historical, the live ones not", host.Data)
 	}
-	// The probe's DBIRTH after its death holds what the host was told last.
 	if v := host.Data[2].Metrics[0].Value; v != float64(42) {
 		t.Fatalf("DDATA after the rebirth: %v", v)
+	}
+	// The refused reading left nothing behind: the births still go.
+	if n := send(e.Rebirth()); n != 3 || host.DeviceBirths != 5 {
+		t.Fatalf("rebirth after a refused reading: %d messages, %d DBIRTHs", n, host.DeviceBirths)
 	}
 }
 

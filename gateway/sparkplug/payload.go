@@ -90,18 +90,15 @@ func (s *Session) DeviceDeath(when time.Time) ([]byte, error) {
 	return marshal(&spb.Payload{Timestamp: ms(when), Seq: s.next()})
 }
 
-// DeviceData is the DDATA payload of a reading of d (the JSON of
-// docs/MQTT.md): the metrics it carries, by alias, with the time they were
-// read; points in error are null. historical marks a reading sent late,
-// from the buffer.
-func (s *Session) DeviceData(d *Device, reading []byte, historical bool, now time.Time) ([]byte, error) {
-	r, err := parseReading(reading)
-	if err != nil {
-		return nil, err
-	}
+// Data is the metrics of a reading of d (the JSON of docs/MQTT.md) as
+// DDATA carries them: those it holds, by alias, in birth order, with the
+// time they were read; points in error are null. historical marks a
+// reading sent late, from the buffer. A point the birth lacks, or a value
+// its type cannot hold, is an error: nothing a host could place.
+func (d *Device) Data(r reading, historical bool) ([]*spb.Payload_Metric, error) {
 	for name := range r.Values {
 		if _, ok := d.Metric(name); !ok {
-			return nil, fmt.Errorf("sparkplug: %s has no point %q in its birth", d.Name, name)
+			return nil, fmt.Errorf("sparkplug: %s has no point %q in its birth (removed from the config?)", d.Name, name)
 		}
 	}
 	var metrics []*spb.Payload_Metric
@@ -122,6 +119,11 @@ func (s *Session) DeviceData(d *Device, reading []byte, historical bool, now tim
 		}
 		metrics = append(metrics, pm)
 	}
+	return metrics, nil
+}
+
+// DeviceData is the DDATA payload of metrics (Device.Data's).
+func (s *Session) DeviceData(metrics []*spb.Payload_Metric, now time.Time) ([]byte, error) {
 	return marshal(&spb.Payload{Timestamp: ms(now), Seq: s.next(), Metrics: metrics})
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"edgegw/gateway/config"
+	"edgegw/gateway/sparkplug/spb"
 	"edgegw/internal/tahu"
 )
 
@@ -45,6 +46,20 @@ func testPlan() *Plan {
 const meterReading = `{"seq":7,"ts":"2026-11-24T10:00:00.125Z","device":"meter",
  "values":{"voltage":230.5,"power":-1234.5,"temp":-5,"count":2000000000,"energy":-9007199254740993,
  "serial":18446744073709551615,"relay":true,"raw":65535,"name":"SDM630"},"errors":{}}`
+
+// dataOf is the DDATA metrics of the reading doc of d.
+func dataOf(t *testing.T, d *Device, doc string, historical bool) []*spb.Payload_Metric {
+	t.Helper()
+	r, err := parseReading([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := d.Data(r, historical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return metrics
+}
 
 // knownOf is what a reading tells of each point.
 func knownOf(t *testing.T, doc string) map[string]Known {
@@ -119,7 +134,7 @@ func TestPayloadsAsTahuReadsThem(t *testing.T) {
 	}
 
 	readAt, _ := time.Parse(time.RFC3339, "2026-11-24T10:00:00.125Z")
-	data := decode(s.DeviceData(meter, []byte(meterReading), true, now))
+	data := decode(s.DeviceData(dataOf(t, meter, meterReading, true), now))
 	if *data.Seq != "2" || data.Timestamp != "1800000000000" || len(data.Metrics) != len(want) {
 		t.Fatalf("DDATA: %+v", data)
 	}
@@ -132,7 +147,7 @@ func TestPayloadsAsTahuReadsThem(t *testing.T) {
 		}
 	}
 
-	partial := decode(s.DeviceData(meter, []byte(`{"ts":"2026-11-24T10:00:01Z","values":{"temp":21},"errors":{"voltage":"timeout"}}`), false, now))
+	partial := decode(s.DeviceData(dataOf(t, meter, `{"ts":"2026-11-24T10:00:01Z","values":{"temp":21},"errors":{"voltage":"timeout"}}`, false), now))
 	if len(partial.Metrics) != 2 || !partial.Metrics[0].IsNull || partial.Metrics[0].Value != nil || partial.Metrics[0].Alias != "1" ||
 		partial.Metrics[1].Value != float64(21) || partial.Metrics[1].IsHistorical {
 		t.Fatalf("DDATA of a partial reading with an error: %+v", partial)
@@ -168,7 +183,6 @@ func TestSeqWrapsAfter255(t *testing.T) {
 // birth did not define, or a value its type cannot hold, is an error, not
 // a metric a host cannot place.
 func TestDataRefusesWhatTheBirthLacks(t *testing.T) {
-	s := &Session{}
 	meter, _ := testPlan().Device("meter")
 	for _, doc := range []string{
 		`{"ts":"2026-11-24T10:00:00Z","values":{"nope":1}}`,
@@ -177,7 +191,11 @@ func TestDataRefusesWhatTheBirthLacks(t *testing.T) {
 		`{"ts":"2026-11-24T10:00:00Z","values":{"count":-1}}`,
 		`not json`,
 	} {
-		if _, err := s.DeviceData(meter, []byte(doc), false, time.Now()); err == nil {
+		r, err := parseReading([]byte(doc))
+		if err == nil {
+			_, err = meter.Data(r, false)
+		}
+		if err == nil {
 			t.Errorf("%s: no error", doc)
 		}
 	}
