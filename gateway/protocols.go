@@ -55,10 +55,10 @@ func busFor(bus config.Bus, devices []config.Device, log *slog.Logger) (driverBu
 func defaultPointType(c *config.Config, d config.Device) string {
 	for _, b := range c.Buses {
 		if b.Name == d.Bus && b.Protocol == "serial" {
-			return "float64"
+			return serial.DefaultType
 		}
 	}
-	return "uint16"
+	return modbus.DefaultType
 }
 
 func (b driverBus) check(p drivers.Problems) {

@@ -75,13 +75,17 @@ type PointSpec struct {
 	Min, Max *float64
 }
 
+// DefaultType is the type of a register point that names none; a coil, a
+// discrete input or a bit is "bool".
+const DefaultType = "uint16"
+
 // withDefaults fills the table and type a point left empty.
 func (s PointSpec) withDefaults() PointSpec {
 	if s.Table == "" {
 		s.Table = "holding"
 	}
 	if s.Type == "" {
-		s.Type = "uint16"
+		s.Type = DefaultType
 		if s.Table == "coil" || s.Table == "discrete" || s.Bit >= 0 {
 			s.Type = "bool"
 		}

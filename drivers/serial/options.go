@@ -55,9 +55,12 @@ type PointSpec struct {
 	Offset    float64
 }
 
+// DefaultType is the type of a point that names none.
+const DefaultType = "float64"
+
 func (s PointSpec) withDefaults() PointSpec {
 	if s.Type == "" {
-		s.Type = "float64"
+		s.Type = DefaultType
 	}
 	return s
 }

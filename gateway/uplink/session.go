@@ -2,7 +2,6 @@ package uplink
 
 import (
 	"context"
-	"strings"
 
 	"github.com/eclipse/paho.golang/paho"
 
@@ -57,14 +56,11 @@ type Received struct {
 	Online, Offline bool
 }
 
-// onSession takes a message on the session's filters.
+// onSession takes what the broker sends: only the session's filters are
+// subscribed, and the Session ignores a topic it does not know.
 func (u *Uplink) onSession(pr paho.PublishReceived) (bool, error) {
 	p := pr.Packet
-	s := u.cfg.Session
-	if !matchesAny(s.Filters(), p.Topic) {
-		return false, nil
-	}
-	r := s.Received(p.Topic, p.Payload)
+	r := u.cfg.Session.Received(p.Topic, p.Payload)
 	for _, cmd := range r.Commands {
 		u.command(cmd, reply{})
 	}
@@ -145,12 +141,8 @@ func (u *Uplink) rebirth(c *connection) {
 // first, then a normal DISCONNECT; the next attempt goes to another broker.
 func (u *Uplink) abandon(c *connection) {
 	u.wireMu.Lock()
-	defer u.wireMu.Unlock()
-	if c.born.Load() {
-		if m, err := u.cfg.Session.End(); err == nil {
-			_ = u.publishAll(u.runCtx, c, []Message{m})
-		}
-	}
+	defer u.wireMu.Unlock() // no record between the death and the DISCONNECT
+	u.endSession(c)
 	u.mu.Lock()
 	u.abandoned = c
 	u.mu.Unlock()
@@ -172,57 +164,36 @@ func (u *Uplink) publishAll(ctx context.Context, c *connection, msgs []Message) 
 	return nil
 }
 
-// sayGoodbye publishes the session's end, or the offline status, before a
-// clean disconnect.
-func (u *Uplink) sayGoodbye(cm interface {
-	Publish(context.Context, *paho.Publish) (*paho.PublishResponse, error)
-}) {
-	pub := &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`)}
-	if s := u.cfg.Session; s != nil {
-		c := u.current()
-		if c == nil || !c.born.Load() {
-			return
-		}
-		m, err := s.End()
-		if err != nil {
-			u.log.Warn("sparkplug_death_failed", "err", err)
-			return
-		}
-		pub = &paho.Publish{Topic: m.Topic, QoS: 1, Payload: m.Payload}
+// endSession publishes the Session's end (its death) on c, if it began
+// there. The caller holds wireMu.
+func (u *Uplink) endSession(c *connection) {
+	if !c.born.Load() {
+		return
+	}
+	m, err := u.cfg.Session.End()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
+		defer cancel()
+		_, err = c.cm.Publish(ctx, &paho.Publish{Topic: m.Topic, QoS: 1, Payload: m.Payload})
+	}
+	if err != nil {
+		u.log.Warn("sparkplug_death_failed", "broker", c.url, "err", err)
+	}
+}
+
+// sayGoodbye publishes the session's end, or the offline status, on c
+// before a clean disconnect.
+func (u *Uplink) sayGoodbye(c *connection) {
+	if u.cfg.Session != nil {
 		u.wireMu.Lock()
 		defer u.wireMu.Unlock()
+		u.endSession(c)
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
 	defer cancel()
-	if _, err := cm.Publish(ctx, pub); err != nil {
+	pub := &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`)}
+	if _, err := c.cm.Publish(ctx, pub); err != nil {
 		u.log.Warn("mqtt_offline_status_failed", "err", err)
-	}
-}
-
-// matchesAny reports whether topic matches one of the filters.
-func matchesAny(filters []string, topic string) bool {
-	for _, f := range filters {
-		if matchTopic(f, topic) {
-			return true
-		}
-	}
-	return false
-}
-
-// matchTopic reports whether topic matches the MQTT filter f.
-func matchTopic(f, topic string) bool {
-	for {
-		fl, frest, fmore := strings.Cut(f, "/")
-		if fl == "#" {
-			return true
-		}
-		tl, trest, tmore := strings.Cut(topic, "/")
-		if fl != "+" && fl != tl || fmore != tmore {
-			return false
-		}
-		if !fmore {
-			return true
-		}
-		f, topic = frest, trest
 	}
 }

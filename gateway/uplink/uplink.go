@@ -277,8 +277,8 @@ func (u *Uplink) Run(ctx context.Context) error {
 	u.publishLoop(ctx)
 
 	// Say goodbye on a clean stop: the will is only sent on a lost connection.
-	if u.current() != nil {
-		u.sayGoodbye(cm)
+	if c := u.current(); c != nil {
+		u.sayGoodbye(c)
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
 	defer cancel()
@@ -705,10 +705,8 @@ func (u *Uplink) pass(ctx context.Context, c *connection, over <-chan struct{}) 
 	// session forgets them on a lost connection without waking them, and
 	// their records are resent from the store by the next pass anyway.
 	pctx, cancel := context.WithCancel(ctx)
-	ps := &pass{u: u, c: c, ctx: ctx, pctx: pctx, over: over, failed: make(chan struct{}), window: make(chan struct{}, u.cfg.MaxInflight)}
-	if u.cfg.Batch.on() {
-		ps.batch = u.batcher
-	}
+	ps := &pass{u: u, c: c, ctx: ctx, pctx: pctx, over: over, failed: make(chan struct{}), window: make(chan struct{}, u.cfg.MaxInflight),
+		batch: u.batcher}
 	defer func() {
 		select {
 		case <-c.leaving:
