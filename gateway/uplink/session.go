@@ -62,6 +62,7 @@ func (u *Uplink) onSession(pr paho.PublishReceived) (bool, error) {
 	p := pr.Packet
 	r := u.cfg.Session.Received(p.Topic, p.Payload)
 	for _, cmd := range r.Commands {
+		cmd.Expires = u.expires(p) // command_ttl, as for the JSON commands
 		u.command(cmd, reply{})
 	}
 	c := u.current()
