@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	log := opts.Logger
 	b := board.Select(cfg.Gateway.Board)
 	log.Info("starting", "version", opts.Version, "config", cfg.File, "board", b.Name, "board_model", b.Description,
-		"gateway_id", cfg.Gateway.ID, "brokers", strings.Join(cfg.MQTT.Brokers, ","), "broker_order", cfg.MQTT.BrokerOrder, "qos", cfg.MQTT.QoS,
+		"gateway_id", cfg.Gateway.ID, "brokers", strings.Join(cfg.MQTT.Brokers, ","), "broker_order", cfg.MQTT.BrokerOrder, "protocol", cfg.MQTT.Protocol, "qos", cfg.MQTT.QoS,
 		"buses", len(cfg.Buses), "devices", len(cfg.Devices), "data_dir", cfg.Gateway.DataDir)
 	if opts.Open == nil {
 		opts.Open = openDriver
@@ -229,7 +229,7 @@ func (g *gateway) report() status.Report {
 		r.Loops = append(r.Loops, p.liveness())
 	}
 	if up := g.uplink(); up != nil {
-		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), TooLarge: up.TooLarge(), CommandsDropped: up.CommandsDropped(), Broker: up.Broker()}
+		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), TooLarge: up.TooLarge(), CommandsDropped: up.CommandsDropped(), Broker: up.Broker(), Protocol: up.Protocol()}
 		r.Loops = append(r.Loops, status.Liveness{Name: "uplink", Last: up.Heartbeat(), Limit: 10 * time.Second})
 	}
 	if cfg := g.config(); cfg != nil {
@@ -346,6 +346,7 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 	up := uplink.New(uplink.Config{
 		Brokers:        cfg.MQTT.Brokers,
 		Order:          brokerOrder(cfg.MQTT.BrokerOrder),
+		Protocol:       protocol(cfg.MQTT.Protocol),
 		FailbackAfter:  cfg.MQTT.FailbackAfter.D(),
 		ClientID:       cfg.MQTT.ClientID,
 		Username:       cfg.MQTT.Username,
@@ -355,7 +356,7 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 		ConnectTimeout: cfg.MQTT.ConnectTimeout.D(),
 		MaxInflight:    cfg.MQTT.MaxInflight,
 		TLS:            cfg.Secrets.TLS,
-		StatusTopic:    topicBase + "/status",
+		StatusTopic:    topicBase + "/" + config.StatusTopicLevel,
 		Version:        g.opts.Version,
 		Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {
 			return Message(dst, topicBase, rec.Seq, rec.Data)
@@ -514,6 +515,12 @@ func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logge
 		}
 	}
 	return ps
+}
+
+// protocol maps mqtt.protocol, validated, to the uplink's Protocol.
+func protocol(s string) uplink.Protocol {
+	p, _ := uplink.ParseProtocol(s)
+	return p
 }
 
 // brokerOrder maps mqtt.broker_order, validated, to the uplink's Order.

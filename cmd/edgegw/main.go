@@ -167,7 +167,18 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		points += len(d.Points)
 	}
 	fmt.Fprintf(stdout, "%s: ok: %d buses, %d devices, %d points\n", *path, len(cfg.Buses), len(cfg.Devices), points)
+	for _, b := range cfg.MQTT.Brokers {
+		fmt.Fprintf(stdout, "broker %s: MQTT %s\n", b, protocolWords(cfg.MQTT.Protocol))
+	}
 	return exitOK
+}
+
+// protocolWords says what mqtt.protocol means for a broker.
+func protocolWords(p string) string {
+	if p == "auto" {
+		return "5, or 3.1.1 if the broker refuses 5 (protocol = \"auto\")"
+	}
+	return p + " only (protocol = \"" + p + "\")"
 }
 
 func cmdRun(args []string, stderr io.Writer) int {

@@ -52,6 +52,9 @@ type MQTT struct {
 	// BrokerOrder is "ordered" (the list is a priority order) or "spread"
 	// (equal brokers, each gateway starts at a place derived from its id).
 	BrokerOrder string `toml:"broker_order"`
+	// Protocol is the MQTT version: "auto" (5, and 3.1.1 for a broker
+	// that refuses 5, per address), "5" or "3.1.1".
+	Protocol string `toml:"protocol"`
 	// FailbackAfter (ordered only) moves back to an earlier broker once it
 	// has been reachable this long; 0 never.
 	FailbackAfter Duration `toml:"failback_after"`

@@ -18,6 +18,7 @@ func Default() *Config {
 		},
 		MQTT: MQTT{
 			BrokerOrder:    "ordered",
+			Protocol:       "auto",
 			FailbackAfter:  Duration(5 * time.Minute),
 			CommandTTL:     Duration(30 * time.Second),
 			QoS:            1,

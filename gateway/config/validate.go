@@ -136,6 +136,9 @@ func (v *validator) mqtt() {
 	if m.BrokerOrder != "ordered" && m.BrokerOrder != "spread" {
 		v.errorf("mqtt.broker_order", "%q is not ordered or spread", m.BrokerOrder)
 	}
+	if m.Protocol != "auto" && m.Protocol != "5" && m.Protocol != "3.1.1" {
+		v.errorf("mqtt.protocol", "%q is not auto, 5 or 3.1.1", m.Protocol)
+	}
 	if m.ClientID == "" && m.ClientIDDefault(v.c.Gateway.ID) != "" {
 		m.ClientID = m.ClientIDDefault(v.c.Gateway.ID)
 	}
@@ -166,6 +169,10 @@ const (
 // BatchTopicLevel is the last topic level of batches, after the gateway's
 // id, where a device's name would be.
 const BatchTopicLevel = "batch"
+
+// StatusTopicLevel is the last topic level of the retained status, after
+// the gateway's id.
+const StatusTopicLevel = "status"
 
 // bandwidth checks the keys of batches, compression and the rate cap.
 func (v *validator) bandwidth(m *MQTT) {
@@ -305,8 +312,10 @@ func (v *validator) devices(buses map[string]*Bus) {
 			v.errorf(p+".name", "device %q is defined twice", d.Name)
 		}
 		seen[d.Name] = true
-		if d.Name == BatchTopicLevel && v.c.MQTT.BatchMax > 1 {
-			v.errorf(p+".name", "%q is where batches are published (batch_max > 1): rename the device", d.Name)
+		if (d.Name == BatchTopicLevel || d.Name == StatusTopicLevel) && v.c.MQTT.Payload == PayloadJSON {
+			// Readings go to {prefix}/{id}/{device}: the gateway's own topics.
+			v.errorf(p+".name", "%q collides with the gateway's own topic %s/%s/%s (its %s): rename the device",
+				d.Name, v.c.MQTT.TopicPrefix, v.c.Gateway.ID, d.Name, map[string]string{BatchTopicLevel: "batches", StatusTopicLevel: "retained online/offline status"}[d.Name])
 		}
 		if _, ok := buses[d.Bus]; d.Bus == "" {
 			v.errorf(p+".bus", "required")

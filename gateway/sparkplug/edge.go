@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 	"google.golang.org/protobuf/proto"
 
 	"edgegw/buffer"
@@ -77,7 +76,7 @@ func NewEdge(node Node, plan *Plan, host, dataDir string, log *slog.Logger) *Edg
 func (e *Edge) stateTopic() string { return Namespace + "/STATE/" + e.host }
 
 // Will is the NDEATH with the bdSeq that this CONNECT's NBIRTH will carry.
-func (e *Edge) Will() (*paho.WillMessage, error) {
+func (e *Edge) Will() (uplink.Message, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.started {
@@ -86,9 +85,9 @@ func (e *Edge) Will() (*paho.WillMessage, error) {
 	e.started = true
 	payload, err := NodeDeath(e.bdSeq, e.now())
 	if err != nil {
-		return nil, err
+		return uplink.Message{}, err
 	}
-	return &paho.WillMessage{Topic: e.node.Topic(NDeath, ""), QoS: 1, Payload: payload}, nil
+	return uplink.Message{Topic: e.node.Topic(NDeath, ""), Payload: payload}, nil
 }
 
 // Connected keeps the bdSeq of the will the broker just registered. The

@@ -107,6 +107,7 @@ var (
 	descResponseTime   = prometheus.NewDesc("edgegw_bus_response_seconds", "Time from request to reply.", []string{"device"}, nil)
 	descConnected      = prometheus.NewDesc("edgegw_mqtt_connected", "1 while connected to a broker.", nil, nil)
 	descBrokerInfo     = prometheus.NewDesc("edgegw_mqtt_broker_info", "1 for the broker in use, 0 for the other configured brokers.", []string{"url"}, nil)
+	descProtocol       = prometheus.NewDesc("edgegw_mqtt_protocol", "The MQTT protocol level spoken to the broker in use: 5 for MQTT 5, 4 for MQTT 3.1.1 (label version spells it).", []string{"url", "version"}, nil)
 )
 
 // collector turns a Report into metrics at scrape time.
@@ -115,7 +116,7 @@ type collector struct{ source Source }
 // Describe implements prometheus.Collector.
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBufferReadings, descBufferBytes, descBufferOldest, descBufferFile, descBufferPending,
-		descReadings, descReadErrors, descPublished, descDropped, descCmdsDropped, descConnected, descBrokerInfo,
+		descReadings, descReadErrors, descPublished, descDropped, descCmdsDropped, descConnected, descBrokerInfo, descProtocol,
 		descRequests, descRequestErrors, descResponseTime} {
 		ch <- d
 	}
@@ -164,6 +165,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		gauge(ch, descBrokerInfo, v, b)
+	}
+	if up.Broker != "" {
+		level := 5.0
+		if up.Protocol == "3.1.1" {
+			level = 4
+		}
+		gauge(ch, descProtocol, level, up.Broker, up.Protocol)
 	}
 }
 

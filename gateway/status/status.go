@@ -54,6 +54,7 @@ type Uplink struct {
 	// CommandsDropped counts commands dropped because too many waited.
 	CommandsDropped uint64
 	Broker          string // the broker in use; "" while disconnected
+	Protocol        string // the MQTT version spoken to it: "5" or "3.1.1"
 }
 
 // Report is the gateway at one moment.

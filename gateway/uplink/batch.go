@@ -3,8 +3,6 @@ package uplink
 import (
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
-
 	"edgegw/buffer"
 	"edgegw/gateway/batch"
 )
@@ -83,12 +81,14 @@ func (b *batcher) fill(recs []buffer.Record, max, limit int, bad func(buffer.Rec
 }
 
 // publish returns the message of the array fill built.
-func (b *batcher) publish(qos byte) *paho.Publish {
-	props := &paho.PublishProperties{ContentType: batch.ContentType}
+// On MQTT 3.1.1 the properties are dropped: a consumer tells the encoding
+// by the payload's first bytes.
+func (b *batcher) publish(qos byte) *publication {
+	p := &publication{Topic: b.cfg.Topic, QoS: qos, Payload: b.compress.Compress(nil, b.doc), ContentType: batch.ContentType}
 	if e := b.compress.Encoding(); e != batch.None {
-		props.User = paho.UserProperties{{Key: batch.EncodingProperty, Value: string(e)}}
+		p.Encoding = string(e)
 	}
-	return &paho.Publish{Topic: b.cfg.Topic, QoS: qos, Payload: b.compress.Compress(nil, b.doc), Properties: props}
+	return p
 }
 
 // limit is the most bytes an uncompressed array may have on connection c:
@@ -101,6 +101,6 @@ func (b *batcher) limit(c *connection) int {
 	}
 	b.doc = b.doc[:0]
 	// The remaining length grows by at most 3 bytes with the payload.
-	room := int(c.maxPacket) - packetSize(b.publish(c.qos)) - 3
+	room := int(c.maxPacket) - packetSize(b.publish(c.qos), c.proto) - 3
 	return max(1, min(limit, room))
 }

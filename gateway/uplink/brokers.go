@@ -120,18 +120,20 @@ const (
 // brokers that refer to each other cannot keep the gateway going round.
 const maxReferrals = 3
 
-// selector decides which address each connection attempt dials and how
-// long it waits before. It is used from autopaho's one connect goroutine
-// (ReconnectBackoff, AttemptConnection, OnConnectError, OnConnectionUp and
-// OnConnectionDown all run there) and needs no lock.
+// selector decides which address each connection attempt dials, in which
+// protocol, and how long it waits before. It is used from the uplink's one
+// connect goroutine (connectLoop) and needs no lock.
 type selector struct {
-	urls    []*url.URL
-	order   Order
-	home    uint64 // spread: where this gateway starts, from its client id
-	resolve Resolver
-	timeout time.Duration // bounds one name's resolution
-	pace    Reconnect
-	rand    func() float64
+	urls     []*url.URL
+	order    Order
+	mode     Protocol            // Config.Protocol
+	protos   map[string]Protocol // Auto: the protocol an address was found to speak
+	fellBack map[string]bool     // Auto: addresses whose fallback to 3.1.1 was logged
+	home     uint64              // spread: where this gateway starts, from its client id
+	resolve  Resolver
+	timeout  time.Duration // bounds one name's resolution
+	pace     Reconnect
+	rand     func() float64
 
 	round     []candidate // the rest of this round, next first
 	tried     int         // attempts in this round
@@ -148,13 +150,13 @@ type selector struct {
 	built     bool        // a round was built before
 }
 
-func newSelector(urls []*url.URL, order Order, clientID string, resolve Resolver, timeout time.Duration, pace Reconnect) *selector {
+func newSelector(urls []*url.URL, order Order, mode Protocol, clientID string, resolve Resolver, timeout time.Duration, pace Reconnect) *selector {
 	h := fnv.New64a()
 	h.Write([]byte(clientID))
 	if resolve == nil {
 		resolve = systemResolver
 	}
-	return &selector{urls: urls, order: order, home: h.Sum64(), resolve: resolve, timeout: timeout,
+	return &selector{urls: urls, order: order, mode: mode, protos: map[string]Protocol{}, fellBack: map[string]bool{}, home: h.Sum64(), resolve: resolve, timeout: timeout,
 		pace: pace.withDefaults(), rand: rand.Float64, start: -1}
 }
 
@@ -380,4 +382,34 @@ func (s *selector) lostConnection(addr string, upFor time.Duration) (dropped boo
 // failBack makes the next round start at broker i, at once.
 func (s *selector) failBack(i int) {
 	s.start, s.afterLoss = i, false
+}
+
+// protocol is the one to speak to addr: the configured one, or with Auto
+// what addr was found to speak, MQTT 5 until then.
+func (s *selector) protocol(addr string) Protocol {
+	if s.mode != Auto {
+		return s.mode
+	}
+	if p, ok := s.protos[addr]; ok {
+		return p
+	}
+	return MQTT5
+}
+
+// remember makes p the protocol spoken to addr from now on (Auto).
+func (s *selector) remember(addr string, p Protocol) {
+	if p == MQTT5 {
+		delete(s.protos, addr)
+		return
+	}
+	s.protos[addr] = p
+}
+
+// firstFallback reports whether addr falls back to 3.1.1 for the first time.
+func (s *selector) firstFallback(addr string) bool {
+	if s.fellBack[addr] {
+		return false
+	}
+	s.fellBack[addr] = true
+	return true
 }

@@ -45,7 +45,7 @@ func TestSpreadStartsWhereTheIDSays(t *testing.T) {
 	for _, n := range []int{1000, 5000} {
 		count := map[string]int{}
 		for i := range n {
-			s := newSelector(urls, Spread, fmt.Sprintf("edgegw-gw%05d", i), nil, time.Second, steps)
+			s := newSelector(urls, Spread, Auto, fmt.Sprintf("edgegw-gw%05d", i), nil, time.Second, steps)
 			count[s.next(context.Background()).addr]++
 		}
 		for addr, c := range count {
@@ -58,8 +58,8 @@ func TestSpreadStartsWhereTheIDSays(t *testing.T) {
 		}
 	}
 	// The same id starts at the same place every time.
-	a := newSelector(urls, Spread, "edgegw-x", nil, time.Second, steps).next(context.Background())
-	b := newSelector(urls, Spread, "edgegw-x", nil, time.Second, steps).next(context.Background())
+	a := newSelector(urls, Spread, Auto, "edgegw-x", nil, time.Second, steps).next(context.Background())
+	b := newSelector(urls, Spread, Auto, "edgegw-x", nil, time.Second, steps).next(context.Background())
 	if a.addr != b.addr {
 		t.Errorf("one id starts at %s and at %s", a.addr, b.addr)
 	}
@@ -71,7 +71,7 @@ func TestSpreadAfterALossPicksASurvivorAtRandom(t *testing.T) {
 	count := map[string]int{}
 	const n = 3000
 	for range n {
-		s := newSelector(urls, Spread, "edgegw-x", nil, time.Second, steps)
+		s := newSelector(urls, Spread, Auto, "edgegw-x", nil, time.Second, steps)
 		s.rand = r.Float64
 		s.lostConnection("127.0.0.2:1", time.Minute)
 		round := s.build(context.Background())
@@ -90,7 +90,7 @@ func TestSpreadAfterALossPicksASurvivorAtRandom(t *testing.T) {
 
 func TestOrderedGoesOnFromTheLostOne(t *testing.T) {
 	urls := mustURLs(t, "tcp://127.0.0.1:1", "tcp://127.0.0.2:1", "tcp://127.0.0.3:1")
-	s := newSelector(urls, Ordered, "edgegw-x", nil, time.Second, steps)
+	s := newSelector(urls, Ordered, Auto, "edgegw-x", nil, time.Second, steps)
 	if got := addrs(s.build(context.Background())); fmt.Sprint(got) != "[127.0.0.1:1 127.0.0.2:1 127.0.0.3:1]" {
 		t.Errorf("first round %v", got)
 	}
@@ -115,7 +115,7 @@ func TestEveryAddressOfANameIsACandidate(t *testing.T) {
 		}
 		return nil, errors.New("no such host")
 	}
-	s := newSelector(urls, Ordered, "edgegw-x", resolve, time.Second, steps)
+	s := newSelector(urls, Ordered, Auto, "edgegw-x", resolve, time.Second, steps)
 	round := s.build(context.Background())
 	if got := addrs(round); fmt.Sprint(got) != "[127.0.0.2:1883 127.0.0.3:1883 ]" {
 		t.Fatalf("round %v", got)
@@ -135,7 +135,7 @@ func TestEveryAddressOfANameIsACandidate(t *testing.T) {
 
 func TestPace(t *testing.T) {
 	urls := mustURLs(t, "tcp://127.0.0.1:1", "tcp://127.0.0.2:1")
-	s := newSelector(urls, Ordered, "edgegw-x", nil, time.Second, steps)
+	s := newSelector(urls, Ordered, Auto, "edgegw-x", nil, time.Second, steps)
 	s.rand = func() float64 { return 0.5 }
 	attempt := func(f failure) {
 		s.next(context.Background())
@@ -200,7 +200,7 @@ func TestServerReference(t *testing.T) {
 			t.Errorf("%q: %q, want %q", ref, got, want)
 		}
 	}
-	s := newSelector([]*url.URL{cur}, Ordered, "x", nil, time.Second, steps)
+	s := newSelector([]*url.URL{cur}, Ordered, Auto, "x", nil, time.Second, steps)
 	for i := range maxReferrals + 1 {
 		if _, ok := s.refer(cur, "b.test"); ok != (i < maxReferrals) {
 			t.Errorf("referral %d followed: %v", i+1, ok)

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-
-	"github.com/eclipse/paho.golang/paho"
 )
 
 // Command is a write asked for over MQTT: a JSON value published to
@@ -49,32 +47,32 @@ type reply struct {
 }
 
 // onCommand takes a message on the command topics: it checks it, hands it
-// to Commands, and queues its result for the reply worker.
-func (u *Uplink) onCommand(pr paho.PublishReceived) (bool, error) {
-	p := pr.Packet
+// to Commands, and queues its result for the reply worker. It is called on
+// the client's receiving goroutine and does not block.
+func (u *Uplink) onCommand(p inbound) {
 	rest, ok := strings.CutPrefix(p.Topic, u.cfg.CommandBase+"/")
 	parts := strings.Split(rest, "/")
 	if !ok || len(parts) != 3 || parts[1] != "set" || u.cfg.Commands == nil {
-		return false, nil
+		return
 	}
 	if p.Retain {
-		// A stored retained command, from a broker that ignored Retain
-		// Handling: it would run again at every reconnect.
+		// A stored retained command (MQTT 3.1.1 cannot ask for none, and
+		// an MQTT 5 broker may ignore Retain Handling): it would run again
+		// at every reconnect.
 		u.log.Warn("mqtt_command_ignored", "topic", p.Topic, "reason", "retained command messages are not executed")
-		return true, nil
+		return
 	}
 	cmd := Command{Device: parts[0], Point: parts[2], Value: append([]byte(nil), p.Payload...), Expires: u.expires(p)}
 	r := reply{topic: p.Topic + "/result"}
-	if props := p.Properties; props != nil && props.ResponseTopic != "" {
-		if validTopic(props.ResponseTopic) {
-			r.responseTopic, r.correlation = props.ResponseTopic, append([]byte(nil), props.CorrelationData...)
+	if p.ResponseTopic != "" {
+		if validTopic(p.ResponseTopic) {
+			r.responseTopic, r.correlation = p.ResponseTopic, append([]byte(nil), p.Correlation...)
 		} else {
-			u.log.Warn("mqtt_response_topic_invalid", "topic", p.Topic, "response_topic", excerpt([]byte(props.ResponseTopic)),
+			u.log.Warn("mqtt_response_topic_invalid", "topic", p.Topic, "response_topic", excerpt([]byte(p.ResponseTopic)),
 				"hint", "a Response Topic must be a topic name without wildcards; answered on the result topic only")
 		}
 	}
 	u.command(cmd, r)
-	return true, nil
 }
 
 // command hands cmd to Commands, unless maxCommands are already waiting,
@@ -83,11 +81,10 @@ func (u *Uplink) onCommand(pr paho.PublishReceived) (bool, error) {
 func (u *Uplink) command(cmd Command, r reply) {
 	select {
 	case u.commandSlot <- struct{}{}:
-		u.flooded = false
+		u.flooded.Store(false)
 	default:
 		u.droppedCmds.Add(1)
-		if !u.flooded { // once per flood: it ends when a command is taken again
-			u.flooded = true
+		if !u.flooded.Swap(true) { // once per flood: it ends when a command is taken again
 			u.log.Warn("mqtt_command_dropped", "device", cmd.Device, "point", cmd.Point, "waiting", maxCommands,
 				"hint", "more commands arrive than the buses write: these are dropped unanswered (logged once per flood)")
 		}
@@ -109,15 +106,16 @@ func (u *Uplink) command(cmd Command, r reply) {
 // because maxCommands were already waiting.
 func (u *Uplink) CommandsDropped() uint64 { return u.droppedCmds.Load() }
 
-// expires is when a command received now becomes too old to write.
-func (u *Uplink) expires(p *paho.Publish) time.Time {
+// expires is when a command received now becomes too old to write:
+// command_ttl from now, or its Message Expiry (MQTT 5) if sooner.
+func (u *Uplink) expires(p inbound) time.Time {
 	now := time.Now()
 	var at time.Time
 	if u.cfg.CommandTTL > 0 {
 		at = now.Add(u.cfg.CommandTTL)
 	}
-	if p.Properties != nil && p.Properties.MessageExpiry != nil {
-		if e := now.Add(time.Duration(*p.Properties.MessageExpiry) * time.Second); at.IsZero() || e.Before(at) {
+	if p.Expiry != nil {
+		if e := now.Add(time.Duration(*p.Expiry) * time.Second); at.IsZero() || e.Before(at) {
 			at = e
 		}
 	}
@@ -134,25 +132,26 @@ func (u *Uplink) replyWorker() {
 			continue
 		}
 		payload := resultPayload(r.result)
-		u.publishResult(r.topic, payload, nil)
+		u.publishResult(&publication{Topic: r.topic, Payload: payload})
 		if r.responseTopic != "" {
-			u.publishResult(r.responseTopic, payload, &paho.PublishProperties{CorrelationData: r.correlation})
+			u.publishResult(&publication{Topic: r.responseTopic, Payload: payload, Correlation: r.correlation})
 		}
 		<-u.commandSlot
 		u.replies.Done()
 	}
 }
 
-func (u *Uplink) publishResult(topic string, payload []byte, props *paho.PublishProperties) {
+func (u *Uplink) publishResult(p *publication) {
 	c := u.current()
 	if c == nil {
-		u.log.Warn("mqtt_command_result_lost", "topic", topic, "reason", "not connected")
+		u.log.Warn("mqtt_command_result_lost", "topic", p.Topic, "reason", "not connected")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
 	defer cancel()
-	if _, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: min(1, c.qos), Payload: payload, Properties: props}); err != nil {
-		u.log.Warn("mqtt_command_result_lost", "topic", topic, "err", err)
+	p.QoS = min(1, c.qos)
+	if _, _, err := c.link.publish(ctx, p, nil); err != nil {
+		u.log.Warn("mqtt_command_result_lost", "topic", p.Topic, "err", err)
 	}
 }
 

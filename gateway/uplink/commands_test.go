@@ -58,10 +58,7 @@ func TestCommandsResubscribedAfterReconnectAndRetainedIgnored(t *testing.T) {
 	result("test/dev/set/bad", `{"ok":false,"error":"refused"}`)
 
 	// A new connection starts clean: the subscription must be made again.
-	r.up.mu.Lock()
-	cm := r.up.conn.cm
-	r.up.mu.Unlock()
-	cm.TerminateConnectionForTest()
+	r.drop(t)
 	sub.WaitFor(t, 10*time.Second, "online again", func(m []testbroker.Message) bool {
 		n := 0
 		for _, x := range m {
@@ -77,10 +74,7 @@ func TestCommandsResubscribedAfterReconnectAndRetainedIgnored(t *testing.T) {
 	// next connection, when a broker would hand it over again.
 	sub.PublishMessage(t, &paho.Publish{Topic: "test/dev/set/retained", QoS: 1, Retain: true, Payload: []byte("1")})
 	result("test/dev/set/after", `{"ok":true,"value":1}`) // handled in order: the retained one came first
-	r.up.mu.Lock()
-	cm = r.up.conn.cm
-	r.up.mu.Unlock()
-	cm.TerminateConnectionForTest()
+	r.drop(t)
 	sub.WaitFor(t, 10*time.Second, "online a third time", func(m []testbroker.Message) bool {
 		n := 0
 		for _, x := range m {

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
+	packets3 "github.com/eclipse/paho.mqtt.golang/packets"
+
 	"edgegw/internal/backoff"
 	"edgegw/internal/testbroker"
 	"edgegw/internal/testlog"
-
-	"github.com/eclipse/paho.golang/paho"
 )
 
 // TestQoSAboveTheBrokersMaximum: qos = 2 against a broker whose Maximum QoS
@@ -94,17 +94,32 @@ func TestReadingLargerThanTheBrokersMaximumPacket(t *testing.T) {
 	}
 }
 
-// TestPacketSize: the size counted is the size paho writes.
+// TestPacketSize: the size counted is the size each client writes, with
+// and without MQTT 5 properties.
 func TestPacketSize(t *testing.T) {
 	for _, n := range []int{0, 100, 200, 20000, 3 << 20} {
 		for qos := range byte(3) {
-			pub := &paho.Publish{Topic: "edgegw/gw/dev", QoS: qos, Payload: make([]byte, n)}
-			var w bytes.Buffer
-			if _, err := pub.Packet().WriteTo(&w); err != nil {
-				t.Fatal(err)
-			}
-			if got := packetSize(pub); got != w.Len() {
-				t.Errorf("payload %d, QoS %d: packetSize = %d, written %d", n, qos, got, w.Len())
+			for _, ct := range []string{"", "application/json"} {
+				pub := &publication{Topic: "edgegw/gw/dev", QoS: qos, Payload: make([]byte, n), ContentType: ct}
+				if ct != "" {
+					pub.Encoding = "zstd"
+				}
+				var w5 bytes.Buffer
+				if _, err := toPaho(pub).Packet().WriteTo(&w5); err != nil {
+					t.Fatal(err)
+				}
+				if got := packetSize(pub, MQTT5); got != w5.Len() {
+					t.Errorf("MQTT 5, payload %d, QoS %d: packetSize = %d, written %d", n, qos, got, w5.Len())
+				}
+				p3 := packets3.NewControlPacket(packets3.Publish).(*packets3.PublishPacket)
+				p3.TopicName, p3.Qos, p3.Payload, p3.MessageID = pub.Topic, qos, pub.Payload, 1
+				var w3 bytes.Buffer
+				if err := p3.Write(&w3); err != nil {
+					t.Fatal(err)
+				}
+				if got := packetSize(pub, MQTT311); got != w3.Len() {
+					t.Errorf("MQTT 3.1.1, payload %d, QoS %d: packetSize = %d, written %d", n, qos, got, w3.Len())
+				}
 			}
 		}
 	}

@@ -2,8 +2,6 @@ package uplink
 
 import (
 	"time"
-
-	"github.com/eclipse/paho.golang/paho"
 )
 
 // Rate caps the uplink: at most Bytes (MQTT packets) or Readings a second,
@@ -34,11 +32,12 @@ const paceBurst = time.Second
 
 func newPacer(r Rate) *pacer { return &pacer{rate: r, burst: paceBurst, now: time.Now} }
 
-// charge records that pub, holding readings records, was sent.
-func (p *pacer) charge(pub *paho.Publish, readings int) {
+// charge records that a message of size bytes on the wire, holding
+// readings records, was sent.
+func (p *pacer) charge(size, readings int) {
 	var cost time.Duration
 	if p.rate.Bytes > 0 {
-		cost = time.Duration(float64(packetSize(pub)) / p.rate.Bytes * float64(time.Second))
+		cost = time.Duration(float64(size) / p.rate.Bytes * float64(time.Second))
 	} else {
 		cost = time.Duration(float64(readings) / p.rate.Readings * float64(time.Second))
 	}

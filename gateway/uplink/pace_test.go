@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
-
 	"edgegw/internal/testbroker"
 )
 
@@ -21,26 +19,27 @@ func TestPacer(t *testing.T) {
 		if d := p.delay(); d != 0 {
 			t.Fatalf("message %d waits %s within the burst", i, d)
 		}
-		p.charge(nil, 1)
+		p.charge(0, 1)
 	}
-	p.charge(nil, 5)
+	p.charge(0, 5)
 	if d := p.delay(); d != 500*time.Millisecond {
 		t.Errorf("after 15 readings at 10/s: delay %s, want 500ms", d)
 	}
 	now = now.Add(time.Hour)
-	p.charge(nil, 20)
+	p.charge(0, 20)
 	if d := p.delay(); d != time.Second {
 		t.Errorf("after an idle hour, 20 readings: delay %s, want 1s", d)
 	}
 
-	pub := &paho.Publish{Topic: "t", QoS: 1, Payload: bytes.Repeat([]byte("x"), 991)}
-	if n := packetSize(pub); n != 1000 {
+	pub := &publication{Topic: "t", QoS: 1, Payload: bytes.Repeat([]byte("x"), 991)}
+	n := packetSize(pub, MQTT5)
+	if n != 1000 {
 		t.Fatalf("packet of %d bytes, the test wants 1000", n)
 	}
 	b := newPacer(Rate{Bytes: 2000})
 	b.now = func() time.Time { return now }
 	for range 6 {
-		b.charge(pub, 1)
+		b.charge(n, 1)
 	}
 	if d := b.delay(); d != 2*time.Second {
 		t.Errorf("6000 bytes at 2000 B/s: delay %s, want 2s", d)

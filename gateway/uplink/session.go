@@ -3,8 +3,6 @@ package uplink
 import (
 	"context"
 
-	"github.com/eclipse/paho.golang/paho"
-
 	"edgegw/buffer"
 )
 
@@ -13,10 +11,10 @@ import (
 // the order they go on the wire, so the uplink calls Begin, Rebirth and
 // Compose one at a time and publishes what they return before the next
 // call; Will and Connected come from the connect goroutine, Received from
-// paho's receiving one.
+// the client's receiving one.
 type Session interface {
-	// Will is the will of the next CONNECT.
-	Will() (*paho.WillMessage, error)
+	// Will is the will of the next CONNECT (published at QoS 1, not retained).
+	Will() (Message, error)
 	// Connected says the broker accepted the last CONNECT: its will is registered.
 	Connected()
 	// Filters are subscribed (QoS 1) on each connection.
@@ -58,15 +56,14 @@ type Received struct {
 
 // onSession takes what the broker sends: only the session's filters are
 // subscribed, and the Session ignores a topic it does not know.
-func (u *Uplink) onSession(pr paho.PublishReceived) (bool, error) {
-	p := pr.Packet
+func (u *Uplink) onSession(p inbound) {
 	r := u.cfg.Session.Received(p.Topic, p.Payload)
 	for _, cmd := range r.Commands {
 		cmd.Expires = u.expires(p) // command_ttl, as for the JSON commands
 		u.command(cmd, reply{})
 	}
 	c := u.current()
-	// Not on paho's receiving goroutine, which must go on reading the
+	// Not on the client's receiving goroutine, which must go on reading the
 	// acks that the publishes holding wireMu wait for; Run waits for them.
 	async := func(f func(*connection)) {
 		u.watchers.Add(1)
@@ -81,7 +78,6 @@ func (u *Uplink) onSession(pr paho.PublishReceived) (bool, error) {
 	case r.Rebirth && c.born.Load():
 		async(u.rebirth)
 	}
-	return true, nil
 }
 
 // begin waits until the session may begin on c, then publishes its births;
@@ -158,7 +154,7 @@ func (u *Uplink) publishAll(ctx context.Context, c *connection, msgs []Message) 
 	pctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
 	defer cancel()
 	for _, m := range msgs {
-		if _, err := c.cm.Publish(pctx, &paho.Publish{Topic: m.Topic, QoS: 0, Payload: m.Payload}); err != nil {
+		if _, _, err := c.link.publish(pctx, &publication{Topic: m.Topic, QoS: 0, Payload: m.Payload}, nil); err != nil {
 			return err
 		}
 	}
@@ -175,7 +171,7 @@ func (u *Uplink) endSession(c *connection) {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
 		defer cancel()
-		_, err = c.cm.Publish(ctx, &paho.Publish{Topic: m.Topic, QoS: 1, Payload: m.Payload})
+		_, _, err = c.link.publish(ctx, &publication{Topic: m.Topic, QoS: 1, Payload: m.Payload}, nil)
 	}
 	if err != nil {
 		u.log.Warn("sparkplug_death_failed", "broker", c.url, "err", err)
@@ -193,8 +189,8 @@ func (u *Uplink) sayGoodbye(c *connection) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), u.cfg.ConnectTimeout)
 	defer cancel()
-	pub := &paho.Publish{Topic: u.cfg.StatusTopic, QoS: 1, Retain: true, Payload: []byte(`{"state":"offline"}`)}
-	if _, err := c.cm.Publish(ctx, pub); err != nil {
+	pub := &publication{Topic: u.cfg.StatusTopic, QoS: min(1, c.qos), Retain: true, Payload: []byte(`{"state":"offline"}`)}
+	if _, _, err := c.link.publish(ctx, pub, nil); err != nil {
 		u.log.Warn("mqtt_offline_status_failed", "err", err)
 	}
 }

@@ -3,8 +3,6 @@ package uplink
 import (
 	"testing"
 	"time"
-
-	"github.com/eclipse/paho.golang/paho"
 )
 
 // commandSession is a Session whose every message is one write.
@@ -22,9 +20,8 @@ func TestSessionCommandsExpire(t *testing.T) {
 		Commands: func(cmd Command, done func(Result)) { got = append(got, cmd); done(Result{}) }}, nil)
 	expiry := uint32(5)
 	before := time.Now()
-	u.onSession(paho.PublishReceived{Packet: &paho.Publish{Topic: "spBv1.0/g/DCMD/n/plc"}})
-	u.onSession(paho.PublishReceived{Packet: &paho.Publish{Topic: "spBv1.0/g/DCMD/n/plc",
-		Properties: &paho.PublishProperties{MessageExpiry: &expiry}}})
+	u.onSession(inbound{Topic: "spBv1.0/g/DCMD/n/plc"})
+	u.onSession(inbound{Topic: "spBv1.0/g/DCMD/n/plc", Expiry: &expiry})
 	if len(got) != 2 {
 		t.Fatalf("%d commands, want 2", len(got))
 	}

@@ -43,6 +43,17 @@ func fill(t *testing.T, b *buffer.Buffer, n int) {
 // quick is a short backoff for tests: 50 ms more per failure, at most 200 ms.
 func quick(n int) time.Duration { return time.Duration(min(n, 4)) * 50 * time.Millisecond }
 
+// drop closes the connection in use abruptly, as a network failure would:
+// no DISCONNECT, so the broker publishes the will.
+func (r *running) drop(t *testing.T) {
+	t.Helper()
+	c := r.up.current()
+	if c == nil {
+		t.Fatal("not connected")
+	}
+	_ = c.wire.Conn.Close()
+}
+
 type running struct {
 	up     *Uplink
 	cancel context.CancelFunc
@@ -191,10 +202,7 @@ func TestWillOnLostConnection(t *testing.T) {
 	store := openBuffer(t)
 	r := start(t, store, []string{br.URL()})
 	sub.WaitFor(t, 10*time.Second, "online status", func(m []testbroker.Message) bool { return len(m) > 0 })
-	r.up.mu.Lock()
-	cm := r.up.conn.cm
-	r.up.mu.Unlock()
-	cm.TerminateConnectionForTest()
+	r.drop(t)
 	sub.WaitFor(t, 10*time.Second, "will after a lost connection", func(m []testbroker.Message) bool {
 		for _, x := range m {
 			if string(x.Payload) == `{"state":"offline"}` {

@@ -85,12 +85,14 @@ func (s *orderedSession) AddToSession(ctx context.Context, packet session.Packet
 // queue holds in one call: one packet per write when idle, many under load.
 type wireConn struct {
 	net.Conn
-	tracker *tracker
+	tracker *tracker // MQTT 5's; nil on 3.1.1, whose client orders its own writes
 	// silence is how long the broker may send nothing before the
 	// connection counts as hung; lastRead is when it last sent (unix nanos).
 	silence  time.Duration
 	lastRead atomic.Int64
 	onHung   func()
+	// read counts the bytes the broker sent on this connection.
+	read atomic.Uint64
 	// first collects the broker's first bytes until they hold its
 	// CONNACK; only the reading goroutine touches it.
 	first   []byte
@@ -118,8 +120,8 @@ type wireConn struct {
 
 // newWireConn starts the flusher and, when silence > 0, the watchdog; both
 // end with Close.
-func newWireConn(c net.Conn, t *tracker, silence time.Duration, onHung func()) *wireConn {
-	w := &wireConn{Conn: c, tracker: t, silence: silence, onHung: onHung,
+func newWireConn(c net.Conn, silence time.Duration, onHung func()) *wireConn {
+	w := &wireConn{Conn: c, silence: silence, onHung: onHung,
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}), done: make(chan struct{})}
 	w.lastRead.Store(time.Now().UnixNano())
 	go w.flush()
@@ -136,6 +138,7 @@ func (c *wireConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())
+		c.read.Add(uint64(n))
 		if c.bytesIn != nil {
 			c.bytesIn.Add(uint64(n))
 		}
@@ -193,10 +196,17 @@ func (f *frames) feed(b []byte) (size int, ok bool) {
 	return 0, true
 }
 
+// received returns how many bytes the broker has sent on this connection.
+func (c *wireConn) received() uint64 { return c.read.Load() }
+
 // sniff keeps the first packet the broker sends, its CONNACK, whose
-// properties autopaho does not pass on when it refuses (a Server Reference).
+// properties paho does not pass on when it refuses (a Server Reference).
 func (c *wireConn) sniff(b []byte) {
 	c.first = append(c.first, b...)
+	if _, v3 := c.v3Connack(); v3 {
+		c.connack.Store(&packets.Connack{}) // no properties to find
+		return
+	}
 	if len(c.first) > maxIncomingPacket {
 		c.connack.Store(&packets.Connack{}) // not a CONNACK we can use; stop looking
 		return
@@ -213,6 +223,18 @@ func (c *wireConn) sniff(b []byte) {
 	c.first = nil
 }
 
+// v3Connack returns the return code of the broker's first packet when it
+// is an MQTT 3.1.1 CONNACK (remaining length 2, where MQTT 5's has at least
+// 3): a 3.1.1 broker's answer to an MQTT 5 CONNECT. Only for the
+// connecting goroutine, after the CONNECT failed.
+func (c *wireConn) v3Connack() (code byte, ok bool) {
+	f := c.first
+	if len(f) >= 4 && f[0] == 0x20 && f[1] == 2 {
+		return f[3], true
+	}
+	return 0, false
+}
+
 // serverReference returns the Server Reference of the CONNACK, if any.
 func (c *wireConn) serverReference() string {
 	if ack := c.connack.Load(); ack != nil && ack.Properties != nil {
@@ -222,8 +244,9 @@ func (c *wireConn) serverReference() string {
 }
 
 // leave ends the session cleanly: a normal DISCONNECT after whatever packet
-// paho is writing, so the broker drops the will, then the connection
-// closes and paho sees it lost.
+// the client is writing, so the broker drops the will, then the connection
+// closes and the client sees it lost. The two bytes are the same DISCONNECT
+// in MQTT 5 (reason 0x00 left out) and 3.1.1.
 func (c *wireConn) leave() {
 	c.mu.Lock()
 	_, _ = c.enqueue(disconnectPacket)
@@ -272,7 +295,7 @@ func (c *wireConn) Write(b []byte) (int, error) {
 
 func (c *wireConn) Unlock() {
 	_, _ = c.enqueue(c.packet) // on a failed connection paho hears of it from its reader
-	if id, ok := publishID(c.packet); ok {
+	if id, ok := publishID(c.packet); ok && c.tracker != nil {
 		c.tracker.written(id)
 	}
 	c.locked = false
