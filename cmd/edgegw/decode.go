@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"flag"
 	"fmt"
 	"io"
@@ -65,11 +64,5 @@ func messageEncoding(flagValue string, msg []byte) (batch.Encoding, error) {
 	if flagValue != "auto" {
 		return batch.ParseEncoding(flagValue)
 	}
-	switch {
-	case bytes.HasPrefix(msg, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		return batch.Zstd, nil
-	case bytes.HasPrefix(msg, []byte{0x1f, 0x8b}):
-		return batch.Gzip, nil
-	}
-	return batch.None, nil
+	return batch.Sniff(msg), nil
 }

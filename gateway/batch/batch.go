@@ -94,6 +94,19 @@ func (c *Compressor) Compress(dst, src []byte) []byte {
 	return append(dst, src...)
 }
 
+// Sniff returns the encoding a message's first bytes show: a zstd frame
+// (28 B5 2F FD), gzip (1F 8B), else none. Over MQTT 3.1.1, which carries no
+// content-encoding property, this is how a consumer tells.
+func Sniff(payload []byte) Encoding {
+	switch {
+	case bytes.HasPrefix(payload, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return Zstd
+	case bytes.HasPrefix(payload, []byte{0x1f, 0x8b}):
+		return Gzip
+	}
+	return None
+}
+
 // ErrTooLarge is returned when a message inflates beyond the limit given
 // to Decompress.
 var ErrTooLarge = errors.New("batch: decompressed message exceeds the limit")

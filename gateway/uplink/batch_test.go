@@ -38,7 +38,8 @@ func (d delivered) all() []uint64 {
 }
 
 // decodeAll reads every data and batch message; decompress undoes a
-// batch's compression as its content-encoding property says.
+// batch's compression as its content-encoding property says (MQTT 5) or,
+// over 3.1.1, which has no properties, as its first bytes show.
 func decodeAll(t testing.TB, msgs []testbroker.Message, decompress func(testing.TB, string, []byte) []byte) delivered {
 	t.Helper()
 	var d delivered
@@ -47,10 +48,21 @@ func decodeAll(t testing.TB, msgs []testbroker.Message, decompress func(testing.
 		case "test/data":
 			d.singles = append(d.singles, seqsOf(t, []testbroker.Message{m})...)
 		case "test/batch":
-			if m.Properties == nil || m.Properties.ContentType != batch.ContentType {
-				t.Fatalf("batch without Content Type %s: %+v", batch.ContentType, m.Properties)
+			var encoding string
+			if testProtocol(t) == MQTT311 {
+				if m.Properties != nil && (m.Properties.ContentType != "" || len(m.Properties.User) > 0) {
+					t.Fatalf("a batch sent over 3.1.1 has MQTT 5 properties: %+v", m.Properties)
+				}
+				if e := batch.Sniff(m.Payload); e != batch.None {
+					encoding = string(e)
+				}
+			} else {
+				if m.Properties == nil || m.Properties.ContentType != batch.ContentType {
+					t.Fatalf("batch without Content Type %s: %+v", batch.ContentType, m.Properties)
+				}
+				encoding = m.Properties.User.Get(batch.EncodingProperty)
 			}
-			doc := decompress(t, m.Properties.User.Get(batch.EncodingProperty), m.Payload)
+			doc := decompress(t, encoding, m.Payload)
 			var rs []struct{ Seq uint64 }
 			if err := json.Unmarshal(doc, &rs); err != nil {
 				t.Fatalf("batch is not a JSON array of readings: %v: %.200q", err, doc)
@@ -109,51 +121,55 @@ func inOrderOnce(seqs []uint64, n int) bool {
 // goes in batches of at most Max, in seq order, and a reading that comes
 // alone goes alone on its own topic.
 func TestBacklogGoesInBatchesLiveReadingsAlone(t *testing.T) {
-	br := testbroker.Start(t)
-	sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-	store := openBuffer(t)
-	fill(t, store, 500)
-	start(t, store, []string{br.URL()}, batching(64, batch.None, 0))
-	isAll := func(n int) func([]testbroker.Message) bool {
-		return func(m []testbroker.Message) bool { return len(decodeAll(t, m, withCLI).all()) >= n }
-	}
-	sub.WaitFor(t, 10*time.Second, "the backlog", isAll(500))
-	waitEmpty(t, store)
-	d := decodeAll(t, sub.Messages(), withCLI)
-	if !inOrderOnce(d.all(), 500) || len(d.singles) > 1 {
-		t.Fatalf("backlog: batches %v, singles %v", d.batches, d.singles)
-	}
-	if len(d.batches) < 8 {
-		t.Errorf("500 readings in %d batches, want at least 500/64", len(d.batches))
-	}
-	for _, b := range d.batches {
-		if len(b) > 64 {
-			t.Errorf("a batch of %d readings, over batch_max 64", len(b))
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+		store := openBuffer(t)
+		fill(t, store, 500)
+		start(t, store, []string{br.URL()}, batching(64, batch.None, 0))
+		isAll := func(n int) func([]testbroker.Message) bool {
+			return func(m []testbroker.Message) bool { return len(decodeAll(t, m, withCLI).all()) >= n }
 		}
-	}
-	fill(t, store, 1) // seq 501, live
-	msgs := sub.WaitFor(t, 10*time.Second, "the live reading", isAll(501))
-	if last := msgs[len(msgs)-1]; last.Topic != "test/data" {
-		t.Errorf("the live reading went to %s, want alone on test/data", last.Topic)
-	}
+		sub.WaitFor(t, 10*time.Second, "the backlog", isAll(500))
+		waitEmpty(t, store)
+		d := decodeAll(t, sub.Messages(), withCLI)
+		if !inOrderOnce(d.all(), 500) || len(d.singles) > 1 {
+			t.Fatalf("backlog: batches %v, singles %v", d.batches, d.singles)
+		}
+		if len(d.batches) < 8 {
+			t.Errorf("500 readings in %d batches, want at least 500/64", len(d.batches))
+		}
+		for _, b := range d.batches {
+			if len(b) > 64 {
+				t.Errorf("a batch of %d readings, over batch_max 64", len(b))
+			}
+		}
+		fill(t, store, 1) // seq 501, live
+		msgs := sub.WaitFor(t, 10*time.Second, "the live reading", isAll(501))
+		if last := msgs[len(msgs)-1]; last.Topic != "test/data" {
+			t.Errorf("the live reading went to %s, want alone on test/data", last.Topic)
+		}
+	})
 }
 
 // TestBatchLingersToFill: a batch waits up to its linger for Max records.
 func TestBatchLingersToFill(t *testing.T) {
-	br := testbroker.Start(t)
-	sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-	store := openBuffer(t)
-	fill(t, store, 3)
-	// An hour's linger: nothing can go before the batch is full.
-	start(t, store, []string{br.URL()}, batching(5, batch.None, time.Hour))
-	fill(t, store, 2)
-	msgs := sub.WaitFor(t, 10*time.Second, "a batch", func(m []testbroker.Message) bool {
-		return len(decodeAll(t, m, withCLI).all()) > 0
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+		store := openBuffer(t)
+		fill(t, store, 3)
+		// An hour's linger: nothing can go before the batch is full.
+		start(t, store, []string{br.URL()}, batching(5, batch.None, time.Hour))
+		fill(t, store, 2)
+		msgs := sub.WaitFor(t, 10*time.Second, "a batch", func(m []testbroker.Message) bool {
+			return len(decodeAll(t, m, withCLI).all()) > 0
+		})
+		d := decodeAll(t, msgs, withCLI)
+		if len(d.batches) != 1 || !inOrderOnce(d.batches[0], 5) || len(d.singles) != 0 {
+			t.Fatalf("want one batch of seqs 1..5, got batches %v, singles %v", d.batches, d.singles)
+		}
 	})
-	d := decodeAll(t, msgs, withCLI)
-	if len(d.batches) != 1 || !inOrderOnce(d.batches[0], 5) || len(d.singles) != 0 {
-		t.Fatalf("want one batch of seqs 1..5, got batches %v, singles %v", d.batches, d.singles)
-	}
 }
 
 // TestBatchesSplitAtTheBrokersMaximumPacket: against Mosquitto's
@@ -215,52 +231,58 @@ func TestBatchesSplitAtTheBrokersMaximumPacket(t *testing.T) {
 // TestCompressedBatchesDecodeIndependently: zstd and gzip batches carry
 // their content-encoding and decode with Debian's zstd and gzip.
 func TestCompressedBatchesDecodeIndependently(t *testing.T) {
-	for _, e := range []batch.Encoding{batch.Gzip, batch.Zstd} {
-		t.Run(string(e), func(t *testing.T) {
-			br := testbroker.Start(t)
-			sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-			store := openBuffer(t)
-			for i := range 300 {
-				store.Append([]byte(`{"voltage_l1":230.` + strconv.Itoa(i%10) + `,"energy_total":` + strconv.Itoa(1000+i) + `}`))
-			}
-			if err := store.Commit(); err != nil {
-				t.Fatal(err)
-			}
-			start(t, store, []string{br.URL()}, batching(100, e, 0))
-			msgs := sub.WaitFor(t, 10*time.Second, "every reading", func(m []testbroker.Message) bool {
-				return len(decodeAll(t, m, withCLI).all()) >= 300
+	bothProtocols(t, func(t *testing.T) {
+		for _, e := range []batch.Encoding{batch.Gzip, batch.Zstd} {
+			t.Run(string(e), func(t *testing.T) {
+				br := testbroker.Start(t)
+				sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+				store := openBuffer(t)
+				for i := range 300 {
+					store.Append([]byte(`{"voltage_l1":230.` + strconv.Itoa(i%10) + `,"energy_total":` + strconv.Itoa(1000+i) + `}`))
+				}
+				if err := store.Commit(); err != nil {
+					t.Fatal(err)
+				}
+				start(t, store, []string{br.URL()}, batching(100, e, 0))
+				msgs := sub.WaitFor(t, 10*time.Second, "every reading", func(m []testbroker.Message) bool {
+					return len(decodeAll(t, m, withCLI).all()) >= 300
+				})
+				d := decodeAll(t, msgs, withCLI)
+				if !inOrderOnce(d.all(), 300) || len(d.batches) != 3 {
+					t.Fatalf("want 3 batches of seqs 1..300, got %v and alone %v", d.batches, d.singles)
+				}
+				var raw, wire int
+				for _, m := range msgs {
+					if m.Topic != "test/batch" {
+						continue
+					}
+					got := string(batch.Sniff(m.Payload)) // 3.1.1: no properties
+					if testProtocol(t) == MQTT5 {
+						got = m.Properties.User.Get(batch.EncodingProperty)
+					}
+					if got != string(e) {
+						t.Errorf("content-encoding %q, want %q", got, e)
+					}
+					wire += len(m.Payload)
+					raw += len(withCLI(t, string(e), m.Payload))
+				}
+				if wire*3 > raw {
+					t.Errorf("%s: %d bytes on the wire for %d of JSON", e, wire, raw)
+				}
+				// What the gateway's own decoder makes of it is the same.
+				for _, m := range msgs {
+					if m.Topic != "test/batch" {
+						continue
+					}
+					own, err := batch.Decompress(m.Payload, e, 1<<20)
+					if err != nil || !bytes.Equal(own, withCLI(t, string(e), m.Payload)) {
+						t.Errorf("batch.Decompress: %v", err)
+					}
+				}
+				t.Logf("%s: %d bytes of JSON in %d on the wire", e, raw, wire)
 			})
-			d := decodeAll(t, msgs, withCLI)
-			if !inOrderOnce(d.all(), 300) || len(d.batches) != 3 {
-				t.Fatalf("want 3 batches of seqs 1..300, got %v and alone %v", d.batches, d.singles)
-			}
-			var raw, wire int
-			for _, m := range msgs {
-				if m.Topic != "test/batch" {
-					continue
-				}
-				if got := m.Properties.User.Get(batch.EncodingProperty); got != string(e) {
-					t.Errorf("content-encoding %q, want %q", got, e)
-				}
-				wire += len(m.Payload)
-				raw += len(withCLI(t, string(e), m.Payload))
-			}
-			if wire*3 > raw {
-				t.Errorf("%s: %d bytes on the wire for %d of JSON", e, wire, raw)
-			}
-			// What the gateway's own decoder makes of it is the same.
-			for _, m := range msgs {
-				if m.Topic != "test/batch" {
-					continue
-				}
-				own, err := batch.Decompress(m.Payload, e, 1<<20)
-				if err != nil || !bytes.Equal(own, withCLI(t, string(e), m.Payload)) {
-					t.Errorf("batch.Decompress: %v", err)
-				}
-			}
-			t.Logf("%s: %d bytes of JSON in %d on the wire", e, raw, wire)
-		})
-	}
+		}
+	})
 }
 
 // TestRefusedBatchIsDroppedInOneLine: a batch the broker refuses for good

@@ -170,6 +170,10 @@ func (u *Uplink) connectParams() (connectParams, error) {
 			u.log.Debug("mqtt_client_error", "err", err)
 		},
 		serverDisconnect: u.onServerDisconnect,
+		skipped: func(topic string, size int) {
+			u.log.Warn("mqtt_message_too_large", "topic", excerpt([]byte(topic)), "size", size, "limit", maxIncomingPacket,
+				"hint", "a message larger than the gateway takes was dropped unread (MQTT 3.1.1 cannot tell the broker the limit); commands are small JSON values")
+		},
 	}
 	if s := u.cfg.Session; s != nil {
 		m, err := s.Will()

@@ -49,91 +49,97 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 // union of what the brokers received holds every seq, and publishing goes
 // on at the next broker of the list.
 func TestFailover(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		lose func(*testbroker.Broker)
-	}{
-		{"killed", func(b *testbroker.Broker) { b.Kill() }},
-		{"hung", func(b *testbroker.Broker) { b.Stop() }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, b, c := testbroker.Start(t), testbroker.Start(t), testbroker.Start(t)
-			subA := testbroker.Subscribe(t, a.Addr(), "test/#")
-			subB := testbroker.Subscribe(t, b.Addr(), "test/#")
-			subC := testbroker.Subscribe(t, c.Addr(), "test/#")
-			store := openBuffer(t)
-			const n = 3000
-			fill(t, store, n)
-			r := start(t, store, []string{a.URL(), b.URL(), c.URL()}, func(c *Config) {
-				c.MaxInflight = 8
-				c.KeepAlive = time.Second
+	bothProtocols(t, func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			lose func(*testbroker.Broker)
+		}{
+			{"killed", func(b *testbroker.Broker) { b.Kill() }},
+			{"hung", func(b *testbroker.Broker) { b.Stop() }},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				a, b, c := testbroker.Start(t), testbroker.Start(t), testbroker.Start(t)
+				subA := testbroker.Subscribe(t, a.Addr(), "test/#")
+				subB := testbroker.Subscribe(t, b.Addr(), "test/#")
+				subC := testbroker.Subscribe(t, c.Addr(), "test/#")
+				store := openBuffer(t)
+				const n = 3000
+				fill(t, store, n)
+				r := start(t, store, []string{a.URL(), b.URL(), c.URL()}, func(c *Config) {
+					c.MaxInflight = 8
+					c.KeepAlive = time.Second
+				})
+				subA.WaitFor(t, 20*time.Second, "records at A", func(m []testbroker.Message) bool { return len(seqsOf(t, m)) >= 300 })
+				lost := time.Now()
+				tc.lose(a)
+				waitFor(t, 20*time.Second, "failover to B", func() bool { return r.up.Broker() == b.URL() })
+				t.Logf("%s: on B %s after losing A", tc.name, time.Since(lost).Round(time.Millisecond))
+				waitEmpty(t, store)
+				if got := union(t, subA, subB, subC); !covers(got, n) {
+					t.Fatalf("not every seq 1..%d arrived (%d messages)", n, len(got))
+				}
+				if len(seqsOf(t, subC.Messages())) != 0 {
+					t.Error("C received readings: the next broker after A is B")
+				}
 			})
-			subA.WaitFor(t, 20*time.Second, "records at A", func(m []testbroker.Message) bool { return len(seqsOf(t, m)) >= 300 })
-			lost := time.Now()
-			tc.lose(a)
-			waitFor(t, 20*time.Second, "failover to B", func() bool { return r.up.Broker() == b.URL() })
-			t.Logf("%s: on B %s after losing A", tc.name, time.Since(lost).Round(time.Millisecond))
-			waitEmpty(t, store)
-			if got := union(t, subA, subB, subC); !covers(got, n) {
-				t.Fatalf("not every seq 1..%d arrived (%d messages)", n, len(got))
-			}
-			if len(seqsOf(t, subC.Messages())) != 0 {
-				t.Error("C received readings: the next broker after A is B")
-			}
-		})
-	}
+		}
+	})
 }
 
 func TestRefusingFirstBrokerAndAllAwayThenBack(t *testing.T) {
-	refusing := fmt.Sprintf("tcp://127.0.0.1:%d", testbroker.FreePort(t))
-	b := testbroker.Start(t)
-	subB := testbroker.Subscribe(t, b.Addr(), "test/#")
-	store := openBuffer(t)
-	fill(t, store, 500)
-	r := start(t, store, []string{refusing, b.URL()})
-	subB.WaitFor(t, 10*time.Second, "records via B", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 500) })
+	bothProtocols(t, func(t *testing.T) {
+		refusing := fmt.Sprintf("tcp://127.0.0.1:%d", testbroker.FreePort(t))
+		b := testbroker.Start(t)
+		subB := testbroker.Subscribe(t, b.Addr(), "test/#")
+		store := openBuffer(t)
+		fill(t, store, 500)
+		r := start(t, store, []string{refusing, b.URL()})
+		subB.WaitFor(t, 10*time.Second, "records via B", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 500) })
 
-	// Every broker away: readings pile up, then all arrive once B is back.
-	b.Kill()
-	waitFor(t, 10*time.Second, "the loss to be noticed", func() bool { return r.up.Broker() == "" })
-	fill(t, store, 700)
-	b.Restart()
-	subB2 := testbroker.Subscribe(t, b.Addr(), "test/#")
-	subB2.WaitFor(t, 20*time.Second, "the readings taken while away", func(m []testbroker.Message) bool {
-		seqs := seqsOf(t, m)
-		seen := map[uint64]bool{}
-		for _, s := range seqs {
-			seen[s] = true
-		}
-		for s := uint64(501); s <= 1200; s++ {
-			if !seen[s] {
-				return false
+		// Every broker away: readings pile up, then all arrive once B is back.
+		b.Kill()
+		waitFor(t, 10*time.Second, "the loss to be noticed", func() bool { return r.up.Broker() == "" })
+		fill(t, store, 700)
+		b.Restart()
+		subB2 := testbroker.Subscribe(t, b.Addr(), "test/#")
+		subB2.WaitFor(t, 20*time.Second, "the readings taken while away", func(m []testbroker.Message) bool {
+			seqs := seqsOf(t, m)
+			seen := map[uint64]bool{}
+			for _, s := range seqs {
+				seen[s] = true
 			}
-		}
-		return true
+			for s := uint64(501); s <= 1200; s++ {
+				if !seen[s] {
+					return false
+				}
+			}
+			return true
+		})
+		waitEmpty(t, store)
 	})
-	waitEmpty(t, store)
 }
 
 // TestHAProxyFrontLosesBackend: the gateway knows one address, an haproxy
 // front; the broker behind it dies; the front sends the reconnect to the
 // other broker, bridged with the first.
 func TestHAProxyFrontLosesBackend(t *testing.T) {
-	a := testbroker.Start(t)
-	b := testbroker.Start(t, testbroker.BridgeTo(a))
-	front := testbroker.StartHAProxy(t, a, b)
-	subA := testbroker.Subscribe(t, a.Addr(), "test/#")
-	subB := testbroker.Subscribe(t, b.Addr(), "test/#")
-	store := openBuffer(t)
-	const n = 2000
-	fill(t, store, n)
-	start(t, store, []string{front.URL()}, func(c *Config) { c.MaxInflight = 8 })
-	subA.WaitFor(t, 20*time.Second, "records at A", func(m []testbroker.Message) bool { return len(seqsOf(t, m)) >= 200 })
-	a.Kill()
-	waitEmpty(t, store)
-	if got := union(t, subA, subB); !covers(got, n) {
-		t.Fatalf("not every seq 1..%d arrived (%d messages)", n, len(got))
-	}
+	bothProtocols(t, func(t *testing.T) {
+		a := testbroker.Start(t)
+		b := testbroker.Start(t, testbroker.BridgeTo(a))
+		front := testbroker.StartHAProxy(t, a, b)
+		subA := testbroker.Subscribe(t, a.Addr(), "test/#")
+		subB := testbroker.Subscribe(t, b.Addr(), "test/#")
+		store := openBuffer(t)
+		const n = 2000
+		fill(t, store, n)
+		start(t, store, []string{front.URL()}, func(c *Config) { c.MaxInflight = 8 })
+		subA.WaitFor(t, 20*time.Second, "records at A", func(m []testbroker.Message) bool { return len(seqsOf(t, m)) >= 200 })
+		a.Kill()
+		waitEmpty(t, store)
+		if got := union(t, subA, subB); !covers(got, n) {
+			t.Fatalf("not every seq 1..%d arrived (%d messages)", n, len(got))
+		}
+	})
 }
 
 // TestPermanentRejectionDropsWithoutStorm: readings the broker's ACL refuses

@@ -28,7 +28,7 @@ func connectedHeap(tb testing.TB, n int) uint64 {
 	done := make(chan error, n)
 	ups := make([]*Uplink, n)
 	for i := range ups {
-		ups[i] = New(Config{Brokers: []string{br.URL()}, ClientID: fmt.Sprintf("heap-%d", i), QoS: 1,
+		ups[i] = New(Config{Brokers: []string{br.URL()}, ClientID: fmt.Sprintf("heap-%d", i), QoS: 1, Protocol: testProtocol(tb),
 			KeepAlive: 30 * time.Second, ConnectTimeout: time.Second, MaxInflight: 16, StatusTopic: "test/status",
 			Version: "test", Compose: compose, Logger: slog.New(slog.DiscardHandler)}, store)
 		go func() { done <- ups[i].Run(ctx) }()
@@ -57,9 +57,11 @@ func connectedHeap(tb testing.TB, n int) uint64 {
 // the half megabyte that paho's 65,535-slot incoming queue took when no
 // Receive Maximum was sent.
 func TestHeapPerConnection(t *testing.T) {
-	per := connectedHeap(t, 20)
-	t.Logf("heap per connected uplink: %d KiB", per>>10)
-	if per > 128<<10 {
-		t.Errorf("heap per connected uplink %d KiB, want at most 128 KiB", per>>10)
-	}
+	bothProtocols(t, func(t *testing.T) {
+		per := connectedHeap(t, 20)
+		t.Logf("heap per connected uplink: %d KiB", per>>10)
+		if per > 128<<10 {
+			t.Errorf("heap per connected uplink %d KiB, want at most 128 KiB", per>>10)
+		}
+	})
 }

@@ -127,6 +127,9 @@ type connectParams struct {
 	serverDisconnect func(code byte, reason, reference string)
 	// clientError is told of errors of the client's own goroutines.
 	clientError func(error)
+	// skipped is told of a message too large to read (MQTT 3.1.1, which
+	// cannot announce a limit): its topic and size. It was dropped unread.
+	skipped func(topic string, size int)
 }
 
 // connectError is a CONNECT that gave no session.

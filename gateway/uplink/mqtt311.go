@@ -62,6 +62,19 @@ func connect311(ctx context.Context, w *wireConn, p connectParams, timeout time.
 	if len(p.password) > 0 {
 		opts.SetPassword(string(p.password))
 	}
+	// No Maximum Packet Size can be announced on 3.1.1: a PUBLISH over
+	// maxIncomingPacket is cut out of the stream unread, and acknowledged
+	// here, so that it costs neither memory nor the connection.
+	w.frames.skip = func(size int, qos byte, start []byte) {
+		topicLen := int(start[0])<<8 | int(start[1])
+		if qos == 1 {
+			id := start[2+topicLen:]
+			_, _ = w.enqueue([]byte{packets.Puback << 4, 2, id[0], id[1]})
+		}
+		if p.skipped != nil {
+			p.skipped(string(start[2:2+topicLen]), size)
+		}
+	}
 	l.cli = mqtt.NewClient(opts)
 	// paho.mqtt.golang has no context: a cancelled attempt closes the socket.
 	stop := context.AfterFunc(ctx, func() { _ = w.Close() })

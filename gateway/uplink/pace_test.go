@@ -49,57 +49,59 @@ func TestPacer(t *testing.T) {
 // TestPacedBacklogLetsLiveReadingsFirst: with max_rate, a backlog drains
 // at the rate, and a reading taken meanwhile goes at once, ahead of it.
 func TestPacedBacklogLetsLiveReadingsFirst(t *testing.T) {
-	br := testbroker.Start(t)
-	sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-	store := openBuffer(t)
-	fill(t, store, 300)
-	const rate = 100 // readings a second: the backlog takes about 2 s
-	begin := time.Now()
-	start(t, store, []string{br.URL()}, func(c *Config) {
-		c.MaxRate = Rate{Readings: rate}
-		c.Batch = Batching{Max: 10, Topic: "test/batch"}
-	})
-	sub.WaitFor(t, 10*time.Second, "the first of the backlog", func(m []testbroker.Message) bool {
-		return len(decodeAll(t, m, withCLI).all()) > 0
-	})
-	store.Append([]byte("live"))
-	if err := store.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	msgs := sub.WaitFor(t, 10*time.Second, "the live reading", func(m []testbroker.Message) bool {
-		for _, s := range decodeAll(t, m, withCLI).all() {
-			if s == 301 {
-				return true
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+		store := openBuffer(t)
+		fill(t, store, 300)
+		const rate = 100 // readings a second: the backlog takes about 2 s
+		begin := time.Now()
+		start(t, store, []string{br.URL()}, func(c *Config) {
+			c.MaxRate = Rate{Readings: rate}
+			c.Batch = Batching{Max: 10, Topic: "test/batch"}
+		})
+		sub.WaitFor(t, 10*time.Second, "the first of the backlog", func(m []testbroker.Message) bool {
+			return len(decodeAll(t, m, withCLI).all()) > 0
+		})
+		store.Append([]byte("live"))
+		if err := store.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		msgs := sub.WaitFor(t, 10*time.Second, "the live reading", func(m []testbroker.Message) bool {
+			for _, s := range decodeAll(t, m, withCLI).all() {
+				if s == 301 {
+					return true
+				}
+			}
+			return false
+		})
+		// However slow the machine, no more than the rate allows can have
+		// come: a second's burst plus rate × elapsed.
+		elapsed := time.Since(begin)
+		got := decodeAll(t, msgs, withCLI).all()
+		if limit := rate*(1+elapsed.Seconds()) + 10; float64(len(got)) > limit {
+			t.Errorf("%d readings in %s, over the %d/s cap (at most %.0f)", len(got), elapsed, rate, limit)
+		}
+		if len(got) >= 301 {
+			t.Fatalf("the live reading came after the whole backlog: %v", got)
+		}
+		d := decodeAll(t, sub.WaitFor(t, 20*time.Second, "the rest of the backlog", func(m []testbroker.Message) bool {
+			return len(decodeAll(t, m, withCLI).all()) >= 301
+		}), withCLI)
+		all := d.all()
+		if len(all) != 301 || !covers(all, 301) {
+			t.Fatalf("got %d readings: %v", len(all), all)
+		}
+		// The backlog itself goes in seq order.
+		var backlog []uint64
+		for _, s := range all {
+			if s != 301 {
+				backlog = append(backlog, s)
 			}
 		}
-		return false
-	})
-	// However slow the machine, no more than the rate allows can have
-	// come: a second's burst plus rate × elapsed.
-	elapsed := time.Since(begin)
-	got := decodeAll(t, msgs, withCLI).all()
-	if limit := rate*(1+elapsed.Seconds()) + 10; float64(len(got)) > limit {
-		t.Errorf("%d readings in %s, over the %d/s cap (at most %.0f)", len(got), elapsed, rate, limit)
-	}
-	if len(got) >= 301 {
-		t.Fatalf("the live reading came after the whole backlog: %v", got)
-	}
-	d := decodeAll(t, sub.WaitFor(t, 20*time.Second, "the rest of the backlog", func(m []testbroker.Message) bool {
-		return len(decodeAll(t, m, withCLI).all()) >= 301
-	}), withCLI)
-	all := d.all()
-	if len(all) != 301 || !covers(all, 301) {
-		t.Fatalf("got %d readings: %v", len(all), all)
-	}
-	// The backlog itself goes in seq order.
-	var backlog []uint64
-	for _, s := range all {
-		if s != 301 {
-			backlog = append(backlog, s)
+		if !inOrderOnce(backlog, 300) {
+			t.Errorf("backlog out of order: %v", backlog)
 		}
-	}
-	if !inOrderOnce(backlog, 300) {
-		t.Errorf("backlog out of order: %v", backlog)
-	}
-	t.Logf("the live reading came after %d of the 300 backlog readings", len(got)-1)
+		t.Logf("the live reading came after %d of the 300 backlog readings", len(got)-1)
+	})
 }

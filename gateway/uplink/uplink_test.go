@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +45,28 @@ func fill(t *testing.T, b *buffer.Buffer, n int) {
 // quick is a short backoff for tests: 50 ms more per failure, at most 200 ms.
 func quick(n int) time.Duration { return time.Duration(min(n, 4)) * 50 * time.Millisecond }
 
+// bothProtocols runs f as two subtests, "5" and "3.1.1": start speaks the
+// protocol its subtest is named after, so every promise is tested in both.
+func bothProtocols(t *testing.T, f func(t *testing.T)) {
+	for _, p := range []Protocol{MQTT5, MQTT311} {
+		t.Run(p.String(), f)
+	}
+}
+
+// testProtocol is the protocol a (sub)test named by bothProtocols speaks;
+// Auto elsewhere.
+func testProtocol(t testing.TB) Protocol {
+	for _, part := range strings.Split(t.Name(), "/") {
+		switch part {
+		case "5":
+			return MQTT5
+		case "3.1.1":
+			return MQTT311
+		}
+	}
+	return Auto
+}
+
 // drop closes the connection in use abruptly, as a network failure would:
 // no DISCONNECT, so the broker publishes the will.
 func (r *running) drop(t *testing.T) {
@@ -64,7 +88,8 @@ func start(t *testing.T, store *buffer.Buffer, brokers []string, mutate ...func(
 	t.Helper()
 	cfg := Config{
 		Brokers:        brokers,
-		ClientID:       "edgegw-test-" + t.Name(),
+		Protocol:       testProtocol(t),
+		ClientID:       "edgegw-test-" + strings.ReplaceAll(t.Name(), "/", "-"),
 		QoS:            1,
 		KeepAlive:      2 * time.Second,
 		ConnectTimeout: time.Second,
@@ -101,7 +126,9 @@ func (r *running) stop(t *testing.T) {
 		}
 		r.done <- nil
 	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return within 15s of cancel")
+		var stacks strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		t.Fatalf("Run did not return within 15s of cancel; goroutines:\n%s", stacks.String())
 	}
 }
 
@@ -150,126 +177,138 @@ func waitEmpty(t *testing.T, b *buffer.Buffer) {
 }
 
 func TestPublishesEveryRecordInOrder(t *testing.T) {
-	br := testbroker.Start(t)
-	sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-	store := openBuffer(t)
-	const n = 2000
-	fill(t, store, n)
-	r := start(t, store, []string{br.URL()})
-	msgs := sub.WaitFor(t, 30*time.Second, "all records", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), n) })
-	seqs := seqsOf(t, msgs)
-	for i, s := range seqs {
-		if s != uint64(i+1) {
-			t.Fatalf("message %d has seq %d: not in order without a reconnect", i, s)
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+		store := openBuffer(t)
+		const n = 2000
+		fill(t, store, n)
+		r := start(t, store, []string{br.URL()})
+		msgs := sub.WaitFor(t, 30*time.Second, "all records", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), n) })
+		seqs := seqsOf(t, msgs)
+		for i, s := range seqs {
+			if s != uint64(i+1) {
+				t.Fatalf("message %d has seq %d: not in order without a reconnect", i, s)
+			}
 		}
-	}
-	waitEmpty(t, store)
-	if got := r.up.Published(); got != n {
-		t.Errorf("published %d, want %d", got, n)
-	}
-	if r.up.Broker() != br.URL() {
-		t.Errorf("broker in use %q", r.up.Broker())
-	}
-	// New records after the backlog flow too.
-	fill(t, store, 10)
-	sub.WaitFor(t, 10*time.Second, "records appended later", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), n+10) })
+		waitEmpty(t, store)
+		if got := r.up.Published(); got != n {
+			t.Errorf("published %d, want %d", got, n)
+		}
+		if r.up.Broker() != br.URL() {
+			t.Errorf("broker in use %q", r.up.Broker())
+		}
+		// New records after the backlog flow too.
+		fill(t, store, 10)
+		sub.WaitFor(t, 10*time.Second, "records appended later", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), n+10) })
+	})
 }
 
 func TestStatusBirthAndOfflineOnStop(t *testing.T) {
-	br := testbroker.Start(t)
-	sub := testbroker.Subscribe(t, br.Addr(), "test/status")
-	store := openBuffer(t)
-	r := start(t, store, []string{br.URL()})
-	sub.WaitFor(t, 10*time.Second, "online status", func(m []testbroker.Message) bool {
-		return len(m) > 0 && string(m[len(m)-1].Payload) == `{"state":"online","version":"test"}`
-	})
-	r.stop(t)
-	sub.WaitFor(t, 10*time.Second, "offline status", func(m []testbroker.Message) bool {
-		return string(m[len(m)-1].Payload) == `{"state":"offline"}`
-	})
-	// Retained: a new subscriber sees offline.
-	late := testbroker.Subscribe(t, br.Addr(), "test/status")
-	late.WaitFor(t, 5*time.Second, "retained offline", func(m []testbroker.Message) bool {
-		return len(m) == 1 && m[0].Retain && string(m[0].Payload) == `{"state":"offline"}`
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/status")
+		store := openBuffer(t)
+		r := start(t, store, []string{br.URL()})
+		sub.WaitFor(t, 10*time.Second, "online status", func(m []testbroker.Message) bool {
+			return len(m) > 0 && string(m[len(m)-1].Payload) == `{"state":"online","version":"test"}`
+		})
+		r.stop(t)
+		sub.WaitFor(t, 10*time.Second, "offline status", func(m []testbroker.Message) bool {
+			return string(m[len(m)-1].Payload) == `{"state":"offline"}`
+		})
+		// Retained: a new subscriber sees offline.
+		late := testbroker.Subscribe(t, br.Addr(), "test/status")
+		late.WaitFor(t, 5*time.Second, "retained offline", func(m []testbroker.Message) bool {
+			return len(m) == 1 && m[0].Retain && string(m[0].Payload) == `{"state":"offline"}`
+		})
 	})
 }
 
 // TestWillOnLostConnection: when the connection drops without a goodbye,
 // the broker publishes the retained will; the uplink reconnects by itself.
 func TestWillOnLostConnection(t *testing.T) {
-	br := testbroker.Start(t)
-	sub := testbroker.Subscribe(t, br.Addr(), "test/status")
-	store := openBuffer(t)
-	r := start(t, store, []string{br.URL()})
-	sub.WaitFor(t, 10*time.Second, "online status", func(m []testbroker.Message) bool { return len(m) > 0 })
-	r.drop(t)
-	sub.WaitFor(t, 10*time.Second, "will after a lost connection", func(m []testbroker.Message) bool {
-		for _, x := range m {
-			if string(x.Payload) == `{"state":"offline"}` {
-				return true
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/status")
+		store := openBuffer(t)
+		r := start(t, store, []string{br.URL()})
+		sub.WaitFor(t, 10*time.Second, "online status", func(m []testbroker.Message) bool { return len(m) > 0 })
+		r.drop(t)
+		sub.WaitFor(t, 10*time.Second, "will after a lost connection", func(m []testbroker.Message) bool {
+			for _, x := range m {
+				if string(x.Payload) == `{"state":"offline"}` {
+					return true
+				}
 			}
-		}
-		return false
-	})
-	// And it comes back online by itself.
-	sub.WaitFor(t, 10*time.Second, "online again", func(m []testbroker.Message) bool {
-		return string(m[len(m)-1].Payload) == `{"state":"online","version":"test"}`
+			return false
+		})
+		// And it comes back online by itself.
+		sub.WaitFor(t, 10*time.Second, "online again", func(m []testbroker.Message) bool {
+			return string(m[len(m)-1].Payload) == `{"state":"online","version":"test"}`
+		})
 	})
 }
 
 // TestBrokerKilledAndRestarted: the broker dies mid-backlog; after it comes
 // back every record arrives, resends allowed, and the buffer drains.
 func TestBrokerKilledAndRestarted(t *testing.T) {
-	br := testbroker.Start(t)
-	store := openBuffer(t)
-	const n = 3000
-	fill(t, store, n)
-	sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-	start(t, store, []string{br.URL()}, func(c *Config) { c.MaxInflight = 4 })
-	sub.WaitFor(t, 20*time.Second, "some records", func(m []testbroker.Message) bool { return len(seqsOf(t, m)) >= 200 })
-	br.Kill()
-	before := store.Stats().Readings
-	if before == 0 {
-		t.Skip("the backlog drained before the broker was killed; nothing to test")
-	}
-	br.Restart()
-	sub2 := testbroker.Subscribe(t, br.Addr(), "test/#")
-	waitEmpty(t, store)
-	got := append(seqsOf(t, sub.Messages()), seqsOf(t, sub2.Messages())...)
-	if !covers(got, n) {
-		t.Fatalf("after the restart, not every seq 1..%d arrived (%d messages)", n, len(got))
-	}
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		store := openBuffer(t)
+		const n = 3000
+		fill(t, store, n)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+		start(t, store, []string{br.URL()}, func(c *Config) { c.MaxInflight = 4 })
+		sub.WaitFor(t, 20*time.Second, "some records", func(m []testbroker.Message) bool { return len(seqsOf(t, m)) >= 200 })
+		br.Kill()
+		before := store.Stats().Readings
+		if before == 0 {
+			t.Skip("the backlog drained before the broker was killed; nothing to test")
+		}
+		br.Restart()
+		sub2 := testbroker.Subscribe(t, br.Addr(), "test/#")
+		waitEmpty(t, store)
+		got := append(seqsOf(t, sub.Messages()), seqsOf(t, sub2.Messages())...)
+		if !covers(got, n) {
+			t.Fatalf("after the restart, not every seq 1..%d arrived (%d messages)", n, len(got))
+		}
+	})
 }
 
 // TestFailoverToNextBroker: the first address refuses, the second serves.
 func TestFailoverToNextBroker(t *testing.T) {
-	dead := fmt.Sprintf("tcp://127.0.0.1:%d", testbroker.FreePort(t))
-	br := testbroker.Start(t)
-	sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-	store := openBuffer(t)
-	fill(t, store, 100)
-	r := start(t, store, []string{dead, br.URL()})
-	sub.WaitFor(t, 10*time.Second, "records via the second broker", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 100) })
-	if r.up.Broker() != br.URL() {
-		t.Errorf("broker in use %q, want %q", r.up.Broker(), br.URL())
-	}
+	bothProtocols(t, func(t *testing.T) {
+		dead := fmt.Sprintf("tcp://127.0.0.1:%d", testbroker.FreePort(t))
+		br := testbroker.Start(t)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+		store := openBuffer(t)
+		fill(t, store, 100)
+		r := start(t, store, []string{dead, br.URL()})
+		sub.WaitFor(t, 10*time.Second, "records via the second broker", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 100) })
+		if r.up.Broker() != br.URL() {
+			t.Errorf("broker in use %q, want %q", r.up.Broker(), br.URL())
+		}
+	})
 }
 
 func TestQoS0AndQoS2(t *testing.T) {
-	for _, qos := range []byte{0, 2} {
-		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
-			br := testbroker.Start(t)
-			sub := testbroker.Subscribe(t, br.Addr(), "test/#")
-			store := openBuffer(t)
-			fill(t, store, 300)
-			start(t, store, []string{br.URL()}, func(c *Config) { c.QoS = qos })
-			msgs := sub.WaitFor(t, 20*time.Second, "all records", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 300) })
-			for i, s := range seqsOf(t, msgs) {
-				if s != uint64(i+1) {
-					t.Fatalf("message %d has seq %d", i, s)
+	bothProtocols(t, func(t *testing.T) {
+		for _, qos := range []byte{0, 2} {
+			t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
+				br := testbroker.Start(t)
+				sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+				store := openBuffer(t)
+				fill(t, store, 300)
+				start(t, store, []string{br.URL()}, func(c *Config) { c.QoS = qos })
+				msgs := sub.WaitFor(t, 20*time.Second, "all records", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 300) })
+				for i, s := range seqsOf(t, msgs) {
+					if s != uint64(i+1) {
+						t.Fatalf("message %d has seq %d", i, s)
+					}
 				}
-			}
-			waitEmpty(t, store)
-		})
-	}
+				waitEmpty(t, store)
+			})
+		}
+	})
 }

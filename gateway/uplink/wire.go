@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -98,9 +99,14 @@ type wireConn struct {
 	first   []byte
 	connack atomic.Pointer[packets.Connack]
 	// frames follows the packets the broker sends, so that one larger
-	// than we allowed in CONNECT ends the connection before paho reads
-	// it into memory; only the reading goroutine touches it.
+	// than we allowed in CONNECT ends the connection (or is cut out)
+	// before the client reads it into memory; in holds what it let
+	// through and the client has not read yet, readErr the error to give
+	// once in is empty. Only the reading goroutine touches them.
 	frames     frames
+	in         []byte
+	readErr    error
+	scratch    []byte         // the buffer of reads smaller than readSize
 	tooBig     error          // the refusal, once a packet was too large
 	onTooLarge func(error)    // told of it, once
 	bytesIn    *atomic.Uint64 // the uplink's count of bytes received
@@ -131,55 +137,115 @@ func newWireConn(c net.Conn, silence time.Duration, onHung func()) *wireConn {
 	return w
 }
 
+// Read gives the client what the broker sent, less the packets frames cut out.
 func (c *wireConn) Read(b []byte) (int, error) {
+	for len(c.in) == 0 {
+		if c.readErr != nil {
+			return 0, c.readErr
+		}
+		c.fill(b)
+	}
+	n := copy(b, c.in)
+	c.in = c.in[n:]
+	return n, nil
+}
+
+// fill reads once from the broker, using b as the buffer, and appends to
+// c.in what the client may read; an error is kept for when c.in is empty.
+func (c *wireConn) fill(b []byte) {
 	if c.tooBig != nil {
-		return 0, c.tooBig
+		c.readErr = c.tooBig
+		return
+	}
+	if len(b) < readSize {
+		// The clients read a packet's header a byte at a time: one
+		// system call each would also make skipping a huge packet slow.
+		if c.scratch == nil {
+			c.scratch = make([]byte, readSize)
+		}
+		b = c.scratch
 	}
 	n, err := c.Conn.Read(b)
-	if n > 0 {
-		c.lastRead.Store(time.Now().UnixNano())
-		c.read.Add(uint64(n))
-		if c.bytesIn != nil {
-			c.bytesIn.Add(uint64(n))
-		}
-		if size, ok := c.frames.feed(b[:n]); !ok {
-			// Not one byte of it reaches paho: the connection is lost.
-			c.tooBig = fmt.Errorf("the broker sent a packet of %d bytes, over the %d bytes allowed in CONNECT (Maximum Packet Size)", size, maxIncomingPacket)
-			if c.onTooLarge != nil {
-				c.onTooLarge(c.tooBig)
-			}
-			_ = c.Conn.Close()
-			return 0, c.tooBig
-		}
-		if c.connack.Load() == nil {
-			c.sniff(b[:n])
-		}
+	if errors.Is(err, net.ErrClosed) {
+		// paho.mqtt.golang takes "use of closed network connection" for
+		// its own Disconnect and would never report the loss.
+		err = errClosedHere
 	}
-	return n, err
+	c.readErr = err
+	if n == 0 {
+		return
+	}
+	c.lastRead.Store(time.Now().UnixNano())
+	c.read.Add(uint64(n))
+	if c.bytesIn != nil {
+		c.bytesIn.Add(uint64(n))
+	}
+	from := len(c.in)
+	var ok bool
+	var size int
+	if c.in, size, ok = c.frames.filter(c.in, b[:n]); !ok {
+		// Not one byte of it reaches the client: the connection is lost.
+		c.tooBig = fmt.Errorf("the broker sent a packet of %d bytes, over the %d bytes allowed in CONNECT (Maximum Packet Size)", size, maxIncomingPacket)
+		if c.onTooLarge != nil {
+			c.onTooLarge(c.tooBig)
+		}
+		_ = c.Conn.Close()
+		c.in, c.readErr = c.in[:from], c.tooBig
+		return
+	}
+	if c.connack.Load() == nil && len(c.in) > from {
+		c.sniff(c.in[from:])
+	}
 }
+
+// readSize is the least a wireConn reads from the socket at once.
+const readSize = 8 << 10
+
+// errClosedHere is what reading a connection the uplink closed returns:
+// it left the broker, found it silent, or refused what it sent.
+var errClosedHere = errors.New("connection closed by the gateway")
 
 // frames tracks packet boundaries in what the broker sends: the fixed
 // header of each packet (type byte, 1–4 bytes of remaining length), then
-// its body, skipped.
+// its body. A packet over maxIncomingPacket is refused; on MQTT 3.1.1,
+// which cannot announce a Maximum Packet Size, a PUBLISH at QoS 0 or 1 over
+// it is cut out of the stream instead (skip), so that a huge message on a
+// command topic costs neither memory nor the connection.
 type frames struct {
-	header []byte // the current packet's fixed header, while incomplete
+	header []byte // the current packet's fixed header, while incomplete: held back
 	body   int    // bytes of the current packet's body still to come
+	// skip, when set, takes the oversized PUBLISHes cut out; it gets the
+	// packet's size, QoS and the start of its body (topic and packet id).
+	skip     func(size int, qos byte, start []byte)
+	skipping bool   // the current packet's bytes are dropped
+	size     int    // the size of the packet being skipped
+	qos      byte   // its QoS
+	start    []byte // its first body bytes, until topic and packet id are known
 }
 
-// feed follows b; it reports false, with the packet's size, at a packet
-// larger than maxIncomingPacket (or a malformed length).
-func (f *frames) feed(b []byte) (size int, ok bool) {
+// filter follows b and appends to out what the client may read; ok is
+// false, with the packet's size, at a packet larger than maxIncomingPacket
+// that cannot be skipped (or a malformed length).
+func (f *frames) filter(out, b []byte) (_ []byte, size int, ok bool) {
 	for len(b) > 0 {
 		if f.body > 0 {
 			n := min(f.body, len(b))
+			if f.skipping {
+				f.capture(b[:n])
+			} else {
+				out = append(out, b[:n]...)
+			}
 			f.body, b = f.body-n, b[n:]
+			if f.body == 0 && f.skipping {
+				f.skipping = false
+			}
 			continue
 		}
 		f.header = append(f.header, b[0])
 		b = b[1:]
 		if len(f.header) < 2 || f.header[len(f.header)-1]&0x80 != 0 {
 			if len(f.header) == 5 {
-				return 0, false // a fifth length byte: not MQTT
+				return out, 0, false // a fifth length byte: not MQTT
 			}
 			continue
 		}
@@ -188,12 +254,47 @@ func (f *frames) feed(b []byte) (size int, ok bool) {
 			length |= int(x&0x7f) << shift
 			shift += 7
 		}
-		if size := len(f.header) + length; size > maxIncomingPacket {
-			return size, false
+		size := len(f.header) + length
+		qos := (f.header[0] >> 1) & 3
+		switch {
+		case size <= maxIncomingPacket:
+			out = append(out, f.header...)
+		case f.skip != nil && f.header[0]>>4 == packets.PUBLISH && qos < 2:
+			f.skipping, f.size, f.qos, f.start = true, size, qos, f.start[:0]
+		default:
+			return out, size, false
 		}
 		f.header, f.body = f.header[:0], length
 	}
-	return 0, true
+	return out, 0, true
+}
+
+// capture keeps the start of a skipped PUBLISH's body until its topic (and
+// packet id, at QoS 1) are known, then reports it, once.
+func (f *frames) capture(b []byte) {
+	if f.size == 0 {
+		return // reported
+	}
+	for len(b) > 0 && len(f.start) < f.need() {
+		take := min(f.need()-len(f.start), len(b))
+		f.start, b = append(f.start, b[:take]...), b[take:]
+	}
+	if len(f.start) >= f.need() {
+		f.skip(f.size, f.qos, f.start)
+		f.size = 0
+	}
+}
+
+// need is how many body bytes hold a PUBLISH's topic and packet id.
+func (f *frames) need() int {
+	if len(f.start) < 2 {
+		return 2
+	}
+	n := 2 + (int(f.start[0])<<8 | int(f.start[1]))
+	if f.qos > 0 {
+		n += 2
+	}
+	return n
 }
 
 // received returns how many bytes the broker has sent on this connection.

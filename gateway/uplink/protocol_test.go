@@ -1,0 +1,116 @@
+package uplink
+
+import (
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
+)
+
+// TestAutoFallsBackTo311: with protocol auto, a broker that refuses MQTT 5
+// (by closing, as Mosquitto 1.4 and RabbitMQ 3.10 do, or with 3.1.1's
+// return code 1) is dialled again at once in 3.1.1, the fallback is logged
+// once for the address, and every reading arrives; later connections to
+// that address go straight to 3.1.1.
+func TestAutoFallsBackTo311(t *testing.T) {
+	for _, how := range []struct {
+		name string
+		v5   testbroker.V5Refusal
+		did  string
+	}{
+		{"closed", testbroker.CloseOnV5, "closed the connection after an MQTT 5 CONNECT"},
+		{"return code 1", testbroker.RefuseV5, "CONNACK reason code 0x01"},
+	} {
+		t.Run(how.name, func(t *testing.T) {
+			br := testbroker.Start(t)
+			front := testbroker.StartV311Front(t, br.Addr(), how.v5)
+			sub := testbroker.Subscribe(t, br.Addr(), "test/#")
+			logs := &testlog.Sink{}
+			store := openBuffer(t)
+			fill(t, store, 50)
+			r := start(t, store, []string{front.URL()}, func(c *Config) {
+				c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			})
+			sub.WaitFor(t, 10*time.Second, "every reading over 3.1.1", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 50) })
+			if p := r.up.Protocol(); p != "3.1.1" {
+				t.Errorf("protocol %q, want 3.1.1", p)
+			}
+			r.drop(t) // a second connection: no MQTT 5 attempt this time
+			waitFor(t, 10*time.Second, "a second connection", func() bool { return r.up.Connects() >= 2 && r.up.Broker() != "" })
+			refused, accepted := front.Counts()
+			if refused != 1 || accepted != 2 {
+				t.Errorf("%d MQTT 5 CONNECTs refused, %d 3.1.1 taken: want 1 and 2", refused, accepted)
+			}
+			out := logs.String()
+			if n := strings.Count(out, "msg=mqtt_protocol_fallback"); n != 1 || !strings.Contains(out, how.did) {
+				t.Errorf("want one mqtt_protocol_fallback saying %q:\n%s", how.did, out)
+			}
+			if strings.Contains(out, "mqtt_connect_failed") {
+				t.Errorf("a fallback is not a failed attempt:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestForced5NamesTheKey: with protocol = "5", a broker that closes after
+// an MQTT 5 CONNECT is never spoken 3.1.1 to, and the log names the key
+// that would fix it instead of saying EOF.
+func TestForced5NamesTheKey(t *testing.T) {
+	br := testbroker.Start(t)
+	front := testbroker.StartV311Front(t, br.Addr(), testbroker.CloseOnV5)
+	logs := &testlog.Sink{}
+	start(t, openBuffer(t), []string{front.URL()}, func(c *Config) {
+		c.Protocol = MQTT5
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	waitFor(t, 10*time.Second, "a few refused attempts", func() bool { refused, _ := front.Counts(); return refused >= 3 })
+	if _, accepted := front.Counts(); accepted != 0 {
+		t.Errorf("%d connections in 3.1.1 with protocol = 5", accepted)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "msg=mqtt_connect_failed") || !strings.Contains(out, `mqtt.protocol = \"3.1.1\"`) || strings.Contains(out, "err=EOF") {
+		t.Errorf("want mqtt_connect_failed naming mqtt.protocol, not EOF:\n%s", out)
+	}
+}
+
+// TestMixedListFailsOverBothWays: a list of an MQTT 5 broker and a
+// 3.1.1-only one, protocol auto: the gateway fails over from the first to
+// the second (3.1.1) and back (5), and together they received every seq.
+func TestMixedListFailsOverBothWays(t *testing.T) {
+	v5 := testbroker.Start(t)
+	behind := testbroker.Start(t)
+	old := testbroker.StartV311Front(t, behind.Addr(), testbroker.CloseOnV5)
+	sub5 := testbroker.Subscribe(t, v5.Addr(), "test/data")
+	sub311 := testbroker.Subscribe(t, behind.Addr(), "test/data")
+	store := openBuffer(t)
+	r := start(t, store, []string{v5.URL(), old.URL()})
+	next := 0
+	feed := func(n int) {
+		for range n {
+			store.Append([]byte(strconv.Itoa(next)))
+			next++
+		}
+		if err := store.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	feed(100)
+	sub5.WaitFor(t, 10*time.Second, "the first 100 over MQTT 5", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 100) })
+	v5.Kill()
+	feed(100)
+	waitFor(t, 10*time.Second, "3.1.1 to the second broker", func() bool { return r.up.Protocol() == "3.1.1" })
+	waitEmpty(t, store)
+	v5.Restart()
+	sub5again := testbroker.Subscribe(t, v5.Addr(), "test/data")
+	old.Stop()
+	feed(100)
+	waitFor(t, 10*time.Second, "MQTT 5 to the first broker again", func() bool { return r.up.Protocol() == "5" })
+	waitEmpty(t, store)
+	if all := union(t, sub5, sub311, sub5again); !covers(all, 300) {
+		t.Errorf("the brokers together miss seqs of 1..300")
+	}
+}
