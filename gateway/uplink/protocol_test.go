@@ -114,3 +114,30 @@ func TestMixedListFailsOverBothWays(t *testing.T) {
 		t.Errorf("the brokers together miss seqs of 1..300")
 	}
 }
+
+// TestRabbitMQ: a real 3.1.1-only broker (RabbitMQ 3.10 and its MQTT
+// plugin, which closes an MQTT 5 CONNECT without a CONNACK). The default
+// protocol (auto) publishes into it, and nothing is lost across a restart
+// of RabbitMQ while readings keep coming.
+func TestRabbitMQ(t *testing.T) {
+	rmq := testbroker.StartRabbitMQ(t)
+	sub := testbroker.Subscribe311(t, rmq.Addr(), "test/data", "test-rabbitmq-consumer")
+	store := openBuffer(t)
+	logs := &testlog.Sink{}
+	r := start(t, store, []string{rmq.URL()}, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	fill(t, store, 200)
+	waitFor(t, 20*time.Second, "200 readings at RabbitMQ", func() bool { return covers(seqsOf(t, sub.Messages()), 200) })
+	if p := r.up.Protocol(); p != "3.1.1" {
+		t.Errorf("protocol %q, want 3.1.1", p)
+	}
+	if !strings.Contains(logs.String(), "msg=mqtt_protocol_fallback") {
+		t.Errorf("the fallback is not logged:\n%s", logs.String())
+	}
+	rmq.Stop()
+	fill(t, store, 200) // taken while RabbitMQ is away
+	rmq.Start()
+	waitFor(t, 60*time.Second, "400 readings across the restart", func() bool { return covers(seqsOf(t, sub.Messages()), 400) })
+	waitEmpty(t, store)
+}
