@@ -3,7 +3,8 @@
 
 Reads single readings ({prefix}/{gateway}/{device}) and batches
 ({prefix}/{gateway}/batch, plain, gzip or zstd as their content-encoding
-user property says), drops repeated seqs (delivery is at least once), and
+user property says or, over MQTT 3.1.1, which has no properties, as their
+first bytes show), drops repeated seqs (delivery is at least once), and
 applies report-by-exception messages as docs/CONFIG.md says: a full reading
 replaces the device's state, a partial one updates the points it carries.
 For each new reading it prints one JSON line: the device's state after it.
@@ -12,7 +13,7 @@ For each new reading it prints one JSON line: the device's state after it.
      "values":{…every point…},"errors":{…}}
 
 usage: consumer.py [--host 127.0.0.1] [--port 1883] [--prefix edgegw]
-                   [--gateway +] [--username U --password P]
+                   [--gateway +] [--username U --password P] [--mqtt 5|3.1.1]
 Debian: apt-get install python3-paho-mqtt python3-zstandard (paho-mqtt 1.6).
 """
 import argparse
@@ -40,9 +41,21 @@ MAX_DOC = 16 << 20  # a batch larger than this once decompressed is refused
 SEEN = 100_000      # seqs remembered per gateway to drop repeats
 
 
+def sniff(payload):
+    """The encoding a message's first bytes show (no content-encoding
+    property: MQTT 3.1.1, or a tool that drops properties)."""
+    if payload[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    if payload[:2] == b"\x1f\x8b":
+        return "gzip"
+    return ""
+
+
 def decode(payload, encoding):
     """The JSON document of a message, decompressed as its encoding says."""
-    if encoding in ("", None):
+    if encoding is None:
+        encoding = sniff(payload)
+    if encoding == "":
         return payload
     if encoding == "gzip":
         with gzip.GzipFile(fileobj=io.BytesIO(payload)) as f:
@@ -107,6 +120,7 @@ def main():
     ap.add_argument("--gateway", default="+", help="a gateway id, or + for all")
     ap.add_argument("--username")
     ap.add_argument("--password")
+    ap.add_argument("--mqtt", choices=("5", "3.1.1"), default="5", help="the MQTT version the broker speaks")
     args = ap.parse_args()
     consumer = Consumer(sys.stdout)
     depth = args.prefix.count("/") + 1
@@ -130,12 +144,15 @@ def main():
         except BAD_MESSAGE as e:
             print("consumer: %s: %s" % (msg.topic, e), file=sys.stderr, flush=True)
 
-    client = mqtt.Client(protocol=mqtt.MQTTv5)
+    v5 = args.mqtt == "5"
+    client = mqtt.Client(protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, clean_session=None if v5 else True)
     if args.username:
         client.username_pw_set(args.username, args.password)
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 0
+    props = None
+    if v5:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
     client.connect(args.host, args.port, keepalive=30, properties=props)
     try:
         client.loop_forever()

@@ -109,12 +109,18 @@ func (d *driftDriver) polls() int { d.mu.Lock(); defer d.mu.Unlock(); return d.n
 // TestReportByExceptionReconstructs: a consumer that applies the messages
 // of a report = "change" device, through a broker outage, knows every point
 // within its deadband at every poll; and the gateway sent a full reading
-// after reconnecting.
+// after reconnecting. Over MQTT 5 and 3.1.1.
 func TestReportByExceptionReconstructs(t *testing.T) {
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run(protocol, func(t *testing.T) { reportByExceptionReconstructs(t, protocol) })
+	}
+}
+
+func reportByExceptionReconstructs(t *testing.T, protocol string) {
 	br := testbroker.Start(t)
 	link := testbroker.NewFaultyLink(t, br.Addr())
 	path := filepath.Join(t.TempDir(), "sensors.toml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(rbeConfig, t.TempDir(), link.URL(), "", "")), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(rbeConfig, t.TempDir(), link.URL(), "protocol = \""+protocol+"\"", "")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := LoadConfig(path)

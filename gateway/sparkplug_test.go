@@ -14,8 +14,10 @@ import (
 	"edgegw/internal/testbroker"
 )
 
-// sparkplugMQTT makes rbeConfig's gateway a Sparkplug edge node.
+// sparkplugMQTT makes rbeConfig's gateway a Sparkplug edge node speaking
+// the MQTT version it is given.
 const sparkplugMQTT = `payload = "sparkplug"
+protocol = %q
 [sparkplug]
 group_id = "plant"`
 
@@ -26,14 +28,21 @@ group_id = "plant"`
 // first, seq without gaps, aliases from the DBIRTH, NDEATH with the
 // NBIRTH's bdSeq), the host's state holds every point within its deadband
 // at every committed poll, and the readings of the outage come late,
-// flagged historical, with the time they were read.
+// flagged historical, with the time they were read. Over MQTT 5 and 3.1.1
+// (the specification's 3.1.1 rules: clean session, NDEATH as the will).
 func TestSparkplugAcrossOutageAndKill(t *testing.T) {
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run(protocol, func(t *testing.T) { sparkplugAcrossOutageAndKill(t, protocol) })
+	}
+}
+
+func sparkplugAcrossOutageAndKill(t *testing.T, protocol string) {
 	judge := tahu.Start(t)
 	br := testbroker.Start(t)
 	link := testbroker.NewFaultyLink(t, br.Addr())
 	dir := t.TempDir()
 	cfgPath, truthPath := filepath.Join(dir, "sensors.toml"), filepath.Join(dir, "truth.jsonl")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(rbeConfig, filepath.Join(dir, "data"), link.URL(), sparkplugMQTT, pollsPoint)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(rbeConfig, filepath.Join(dir, "data"), link.URL(), fmt.Sprintf(sparkplugMQTT, protocol), pollsPoint)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	wire := testbroker.Subscribe(t, br.Addr(), "spBv1.0/#")
