@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"edgegw/internal/backoff"
@@ -122,11 +123,12 @@ const maxReferrals = 3
 
 // selector decides which address each connection attempt dials, in which
 // protocol, and how long it waits before. It is used from the uplink's one
-// connect goroutine (connectLoop) and needs no lock.
+// connect goroutine (connectLoop) and needs no lock but for protos.
 type selector struct {
 	urls     []*url.URL
 	order    Order
 	mode     Protocol            // Config.Protocol
+	protoMu  sync.Mutex          // guards protos: fail-back's probes read it
 	protos   map[string]Protocol // Auto: the protocol an address was found to speak
 	fellBack map[string]bool     // Auto: addresses whose fallback to 3.1.1 was logged
 	home     uint64              // spread: where this gateway starts, from its client id
@@ -385,11 +387,14 @@ func (s *selector) failBack(i int) {
 }
 
 // protocol is the one to speak to addr: the configured one, or with Auto
-// what addr was found to speak, MQTT 5 until then.
+// what addr was found to speak, MQTT 5 until then. Fail-back's probes ask
+// it too, from their own goroutine.
 func (s *selector) protocol(addr string) Protocol {
 	if s.mode != Auto {
 		return s.mode
 	}
+	s.protoMu.Lock()
+	defer s.protoMu.Unlock()
 	if p, ok := s.protos[addr]; ok {
 		return p
 	}
@@ -398,6 +403,8 @@ func (s *selector) protocol(addr string) Protocol {
 
 // remember makes p the protocol spoken to addr from now on (Auto).
 func (s *selector) remember(addr string, p Protocol) {
+	s.protoMu.Lock()
+	defer s.protoMu.Unlock()
 	if p == MQTT5 {
 		delete(s.protos, addr)
 		return

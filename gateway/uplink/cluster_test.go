@@ -83,8 +83,13 @@ func TestFailBack(t *testing.T) {
 
 // TestBusyBrokerBacksOffFurther: a broker that answers "server busy" (or
 // "connection rate exceeded") costs the gateway a longer wait before its
-// next attempt, even to another broker.
+// next attempt, even to another broker. Over 3.1.1 the refuser answers
+// return code 3, server unavailable, which is taken the same way.
 func TestBusyBrokerBacksOffFurther(t *testing.T) {
+	bothProtocols(t, testBusyBrokerBacksOffFurther)
+}
+
+func testBusyBrokerBacksOffFurther(t *testing.T) {
 	for _, code := range []byte{0x89, 0x9F} {
 		t.Run(fmt.Sprintf("0x%02x", code), func(t *testing.T) {
 			busy := testbroker.StartRefuser(t, code, "")

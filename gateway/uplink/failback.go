@@ -2,10 +2,13 @@ package uplink
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+	packets3 "github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Fail-back, in the Ordered mode: while connected to a broker other than the
@@ -107,43 +110,96 @@ func (u *Uplink) leaveFor(ctx context.Context, c *connection, i int, stable time
 }
 
 // probe asks the broker at cand for a session and ends it at once: it
-// answers when its CONNACK accepts. It sends no will and an empty client
-// id (the broker assigns one), so the gateway's own session elsewhere is
+// answers when its CONNACK accepts. It speaks the protocol the address is
+// known to speak (with Auto, 3.1.1 after a refused MQTT 5 probe), sends no
+// will and a client id of its own, so the gateway's session elsewhere is
 // untouched.
 func (u *Uplink) probe(ctx context.Context, cand candidate) error {
+	proto := u.sel.protocol(cand.addr)
+	err := u.probeIn(ctx, cand, proto)
+	var ce *connectError
+	if u.cfg.Protocol == Auto && proto == MQTT5 && errors.As(err, &ce) && ce.refusesProtocol() {
+		err = u.probeIn(ctx, cand, MQTT311)
+	}
+	return err
+}
+
+// probeIn probes cand in protocol proto.
+func (u *Uplink) probeIn(ctx context.Context, cand candidate, proto Protocol) error {
 	conn, err := dial(ctx, cand, u.cfg.TLS, u.cfg.ConnectTimeout)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close() }() // a probe: nothing to lose
 	_ = conn.SetDeadline(time.Now().Add(u.cfg.ConnectTimeout))
+	if proto == MQTT311 {
+		err = probe311(conn, u.cfg.ClientID+"-probe", u.cfg.Username, u.cfg.Password)
+	} else {
+		err = probe5(conn, u.cfg.Username, u.cfg.Password)
+	}
+	if err == nil {
+		_, _ = conn.Write(disconnectPacket)
+	}
+	return err
+}
+
+// probe5 sends an MQTT 5 CONNECT with an empty client id (the broker
+// assigns one) and reads the CONNACK.
+func probe5(conn net.Conn, username string, password []byte) error {
 	cp := packets.NewControlPacket(packets.CONNECT)
 	connect := cp.Content.(*packets.Connect)
 	connect.ProtocolName, connect.ProtocolVersion, connect.CleanStart = "MQTT", 5, true
-	if u.cfg.Username != "" {
-		connect.UsernameFlag, connect.Username = true, u.cfg.Username
+	if username != "" {
+		connect.UsernameFlag, connect.Username = true, username
 	}
-	if len(u.cfg.Password) > 0 {
-		connect.PasswordFlag, connect.Password = true, u.cfg.Password
+	if len(password) > 0 {
+		connect.PasswordFlag, connect.Password = true, password
 	}
 	if _, err := cp.WriteTo(conn); err != nil {
 		return err
 	}
 	resp, err := packets.ReadPacket(conn)
 	if err != nil {
-		return err
+		return &connectError{proto: MQTT5, closed: true, err: err}
 	}
 	ack, ok := resp.Content.(*packets.Connack)
 	if !ok {
 		return fmt.Errorf("probe: %s instead of CONNACK", resp.PacketType())
 	}
-	_, _ = conn.Write(disconnectPacket)
 	if ack.ReasonCode >= 0x80 {
-		return fmt.Errorf("probe: CONNACK reason code 0x%02x", ack.ReasonCode)
+		return &connectError{proto: MQTT5, answered: true, code: ack.ReasonCode}
 	}
 	return nil
 }
 
-// disconnectPacket is an MQTT v5 DISCONNECT with reason "normal
-// disconnection": the broker discards the will.
+// probe311 sends an MQTT 3.1.1 CONNECT (a client id of its own: some 3.1.1
+// brokers refuse an empty one) and reads the CONNACK.
+func probe311(conn net.Conn, clientID, username string, password []byte) error {
+	cp := packets3.NewControlPacket(packets3.Connect).(*packets3.ConnectPacket)
+	cp.ProtocolName, cp.ProtocolVersion, cp.CleanSession, cp.ClientIdentifier = "MQTT", 4, true, clientID
+	if username != "" {
+		cp.UsernameFlag, cp.Username = true, username
+	}
+	if len(password) > 0 {
+		cp.PasswordFlag, cp.Password = true, password
+	}
+	if err := cp.Write(conn); err != nil {
+		return err
+	}
+	resp, err := packets3.ReadPacket(conn)
+	if err != nil {
+		return &connectError{proto: MQTT311, closed: true, err: err}
+	}
+	ack, ok := resp.(*packets3.ConnackPacket)
+	if !ok {
+		return fmt.Errorf("probe: %s instead of CONNACK", resp.String())
+	}
+	if ack.ReturnCode != 0 {
+		return &connectError{proto: MQTT311, answered: true, code: ack.ReturnCode}
+	}
+	return nil
+}
+
+// disconnectPacket is a DISCONNECT, the same two bytes in MQTT 3.1.1 and in
+// MQTT 5 (reason "normal disconnection" left out): the broker discards the will.
 var disconnectPacket = []byte{packets.DISCONNECT << 4, 0}

@@ -141,3 +141,32 @@ func TestRabbitMQ(t *testing.T) {
 	waitFor(t, 60*time.Second, "400 readings across the restart", func() bool { return covers(seqsOf(t, sub.Messages()), 400) })
 	waitEmpty(t, store)
 }
+
+// TestFailBackTo311Broker: the first broker of the list speaks 3.1.1 only;
+// after a failover to an MQTT 5 broker, fail-back's probes of the first
+// speak 3.1.1 (the front never sees another MQTT 5 CONNECT) and the
+// gateway returns to it in 3.1.1 once it is back.
+func TestFailBackTo311Broker(t *testing.T) {
+	behind, other := testbroker.Start(t), testbroker.Start(t)
+	old := testbroker.StartV311Front(t, behind.Addr(), testbroker.CloseOnV5)
+	store := openBuffer(t)
+	fill(t, store, 50)
+	r := start(t, store, []string{old.URL(), other.URL()}, func(c *Config) {
+		c.FailbackAfter = time.Second
+		c.Reconnect.Window = 100 * time.Millisecond
+	})
+	waitFor(t, 10*time.Second, "3.1.1 to the first broker", func() bool { return r.up.Protocol() == "3.1.1" })
+	waitEmpty(t, store)
+	behind.Kill()
+	waitFor(t, 10*time.Second, "the move to the MQTT 5 broker", func() bool { return r.up.Broker() == other.URL() && r.up.Protocol() == "5" })
+	behind.Restart()
+	waitFor(t, 15*time.Second, "the return to the first broker", func() bool { return r.up.Broker() == old.URL() })
+	if p := r.up.Protocol(); p != "3.1.1" {
+		t.Errorf("back on the first broker in %q, want 3.1.1", p)
+	}
+	if refused, _ := old.Counts(); refused != 1 {
+		t.Errorf("the 3.1.1-only broker saw %d MQTT 5 CONNECTs, want only the first", refused)
+	}
+	fill(t, store, 50)
+	waitEmpty(t, store)
+}

@@ -1,6 +1,7 @@
 package testbroker
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"testing"
@@ -90,10 +91,19 @@ func start(t testing.TB, serve func(net.Conn)) *Refuser {
 }
 
 // answer reads a CONNECT and answers it with a CONNACK; it reports
-// whether it did.
+// whether it did. An MQTT 3.1.1 CONNECT gets a 3.1.1 CONNACK with the
+// return code of the same meaning (v311Code).
 func answer(c net.Conn, code byte, ref string) bool {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	cp, err := packets.ReadPacket(c)
+	raw, level, ok := readConnect(c)
+	if !ok {
+		return false
+	}
+	if level == 4 {
+		_, err := c.Write([]byte{0x20, 2, 0, v311Code(code)})
+		return err == nil
+	}
+	cp, err := packets.ReadPacket(bytes.NewReader(raw))
 	if err != nil || cp.Type != packets.CONNECT {
 		return false
 	}
@@ -103,6 +113,25 @@ func answer(c net.Conn, code byte, ref string) bool {
 	ca.Properties = &packets.Properties{ServerReference: ref}
 	_, err = ack.WriteTo(c)
 	return err == nil
+}
+
+// v311Code is the MQTT 3.1.1 CONNACK return code that says what an MQTT 5
+// reason code says, as near as 3.1.1 can: busy, rate exceeded, use another
+// server and the like are all 3 (server unavailable).
+func v311Code(code byte) byte {
+	switch code {
+	case 0:
+		return 0
+	case 0x84:
+		return 1 // unacceptable protocol version
+	case 0x85:
+		return 2 // identifier rejected
+	case 0x86:
+		return 4 // bad user name or password
+	case 0x87:
+		return 5 // not authorized
+	}
+	return 3
 }
 
 // Addr is host:port of the refuser.
