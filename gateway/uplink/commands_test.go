@@ -266,6 +266,9 @@ func TestCommandFloodIsBounded(t *testing.T) {
 		sub.WaitFor(t, 10*time.Second, "the waiting commands' results", func(m []testbroker.Message) bool {
 			return len(m)-before >= maxCommands
 		})
+		// A slot is free once its result is acknowledged, a moment after
+		// the subscriber saw it.
+		waitFor(t, 10*time.Second, "the slots of the answered commands free", func() bool { return len(r.up.commandSlot) == 0 })
 		before = len(sub.Messages())
 		sub.Publish(t, "test/dev/set/after", []byte("7"))
 		if res := resultOn(t, sub, before, "test/dev/set/after/result"); string(res.Payload) != `{"ok":true,"value":7}` {

@@ -58,6 +58,7 @@ func (u *Uplink) connectLoop(ctx context.Context) {
 		case <-c.link.done():
 			u.onConnectionDown()
 		case <-ctx.Done():
+			c.left.Store(true)
 			c.wire.leave()
 			<-c.link.done()
 			u.mu.Lock()
@@ -192,6 +193,9 @@ func isTimeout(err error) bool {
 }
 
 func (u *Uplink) onConnectionUp(c *connection) {
+	if l := u.learnedLimit(c.cand.addr); l > 0 && (c.maxPacket == 0 || l < c.maxPacket) {
+		c.maxPacket = l
+	}
 	if c.limits.maxQoS < c.qos {
 		// A publish above the broker's maximum would be refused by the
 		// client itself: nothing would ever be published.
@@ -236,6 +240,7 @@ func (u *Uplink) onConnectionDown() {
 	c, to, abandoned := u.conn, u.failingBack, u.abandoned
 	u.conn, u.abandoned = nil, nil
 	if c != nil {
+		c.lostAt = time.Now()
 		close(c.down)
 	}
 	u.mu.Unlock()

@@ -99,6 +99,7 @@ func (u *Uplink) leaveFor(ctx context.Context, c *connection, i int, stable time
 	u.failingBack = i
 	u.mu.Unlock()
 	u.log.Info("mqtt_failback", "from", c.cand.String(), "to", u.urls[i].String(), "reachable_for", stable.Round(time.Second))
+	c.left.Store(true)
 	close(c.leaving)
 	select {
 	case <-c.settled:

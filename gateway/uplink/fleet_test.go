@@ -32,6 +32,7 @@ var (
 	fleetHAProxy  = flag.Bool("fleet.haproxy", false, "fleet simulator: dial one haproxy front (roundrobin) over the brokers")
 	fleetFailback = flag.Duration("fleet.failback", 10*time.Second, "fleet simulator: failback_after in the ordered mode")
 	fleetEvery    = flag.Duration("fleet.every", 2*time.Second, "fleet simulator: each uplink takes a reading this often")
+	fleetProtocol = flag.String("fleet.protocol", "auto", "fleet simulator: the MQTT version, auto, 5 or 3.1.1")
 	fleetWindow   = flag.Duration("fleet.window", 0, "fleet simulator: first-reconnect window; 0 the default, -1ns none (the behaviour before the cluster issue)")
 )
 
@@ -236,8 +237,12 @@ func startFleet(ctx context.Context, n int, urls []string, order Order) []*membe
 	for i := range n {
 		id := fmt.Sprintf("edgegw-fleet-%05d", i)
 		m := &member{id: id, store: newMemStore(), done: make(chan error, 1)}
+		proto, err := ParseProtocol(*fleetProtocol)
+		if err != nil {
+			panic(err)
+		}
 		m.up = New(Config{
-			Brokers: urls, Order: order, FailbackAfter: *fleetFailback, Reconnect: Reconnect{Window: *fleetWindow},
+			Brokers: urls, Order: order, Protocol: proto, FailbackAfter: *fleetFailback, Reconnect: Reconnect{Window: *fleetWindow},
 			ClientID: id, QoS: 1, KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second, MaxInflight: 16,
 			StatusTopic: "fleet-status/" + id, Version: "fleet",
 			Compose: func(dst []byte, rec buffer.Record) (string, []byte, error) {

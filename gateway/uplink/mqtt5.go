@@ -161,22 +161,34 @@ func toPaho(p *publication) *paho.Publish {
 }
 
 // packetSize is the size of p on the wire in protocol proto, as a broker's
-// Maximum Packet Size counts it: the whole packet, fixed header included.
+// Maximum Packet Size counts it: the whole packet, fixed header included,
+// with MQTT 5's properties as toPaho sets them.
 func packetSize(p *publication, proto Protocol) int {
-	n := 0
-	if proto == MQTT311 {
-		n = 2 + len(p.Topic) + len(p.Payload)
-		if p.QoS > 0 {
-			n += 2
-		}
-	} else {
-		for _, b := range toPaho(p).Packet().Buffers() {
-			n += len(b)
-		}
+	n := 2 + len(p.Topic) + len(p.Payload)
+	if p.QoS > 0 {
+		n += 2 // packet id
 	}
-	header := 2 // type and flags, one byte of remaining length
-	for rest := n >> 7; rest > 0; rest >>= 7 {
-		header++
+	if proto != MQTT311 {
+		props := 0
+		if p.ContentType != "" {
+			props += 1 + 2 + len(p.ContentType)
+		}
+		if len(p.Correlation) > 0 {
+			props += 1 + 2 + len(p.Correlation)
+		}
+		if p.Encoding != "" {
+			props += 1 + 2 + len(batch.EncodingProperty) + 2 + len(p.Encoding)
+		}
+		n += varintLen(props) + props
 	}
-	return header + n
+	return 1 + varintLen(n) + n
+}
+
+// varintLen is the length of n as an MQTT variable byte integer.
+func varintLen(n int) int {
+	l := 1
+	for n >>= 7; n > 0; n >>= 7 {
+		l++
+	}
+	return l
 }

@@ -412,8 +412,9 @@ func (p *pass) session(rec buffer.Record) (topic string, payload []byte, err err
 // transmit publishes pub, which holds the records seqs, in the window slot
 // taken for it, and returns when it is on the wire.
 func (p *pass) transmit(pub *publication, seqs []uint64) (over bool, err error) {
+	size := packetSize(pub, p.c.proto)
 	if p.u.pacer != nil {
-		p.u.pacer.charge(packetSize(pub, p.c.proto), len(seqs))
+		p.u.pacer.charge(size, len(seqs))
 	}
 	if p.c.qos == 0 {
 		// QoS 0 publishes are written (or queued in order) before publish returns.
@@ -427,6 +428,7 @@ func (p *pass) transmit(pub *publication, seqs []uint64) (over bool, err error) 
 		return false, nil
 	}
 	written := make(chan struct{})
+	p.c.outcomes.sending(seqs[0], size, len(seqs))
 	p.wg.Add(1)
 	go p.publish(pub, seqs, written)
 	select {
@@ -444,6 +446,7 @@ func (p *pass) publish(pub *publication, seqs []uint64, written chan struct{}) {
 	defer p.wg.Done()
 	defer func() { <-p.window }()
 	code, reason, err := p.c.link.publish(p.pctx, pub, written)
+	p.c.outcomes.done(seqs[0], err == nil && code < 0x80)
 	switch {
 	case code >= 0x80 && permanentRejection[code]:
 		p.u.reject(p.c, seqs, code, reason)

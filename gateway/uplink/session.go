@@ -140,6 +140,7 @@ func (u *Uplink) abandon(c *connection) {
 	u.wireMu.Lock()
 	defer u.wireMu.Unlock() // no record between the death and the DISCONNECT
 	u.endSession(c)
+	c.left.Store(true)
 	u.mu.Lock()
 	u.abandoned = c
 	u.mu.Unlock()

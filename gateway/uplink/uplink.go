@@ -137,13 +137,15 @@ type Uplink struct {
 	connects    uint64
 	rejected    uint64
 	tooLarge    uint64
-	replies     sync.WaitGroup  // commands accepted and not yet answered
-	results     chan reply      // answered commands, for the reply worker
-	commandSlot chan struct{}   // one per accepted command not yet answered
-	flooded     atomic.Bool     // a command was dropped since one was last accepted
-	droppedCmds atomic.Uint64   // commands dropped: too many waiting
-	watchers    sync.WaitGroup  // fail-back watchers
-	runCtx      context.Context // Run's: the watchers end with it
+	learned     map[string]uint32 // packet limits learned per address (closer.go)
+	closes      closes            // the publish loop's: losses on one message in a row
+	replies     sync.WaitGroup    // commands accepted and not yet answered
+	results     chan reply        // answered commands, for the reply worker
+	commandSlot chan struct{}     // one per accepted command not yet answered
+	flooded     atomic.Bool       // a command was dropped since one was last accepted
+	droppedCmds atomic.Uint64     // commands dropped: too many waiting
+	watchers    sync.WaitGroup    // fail-back watchers
+	runCtx      context.Context   // Run's: the watchers end with it
 
 	// bytesIn counts the bytes received from brokers, all connections.
 	bytesIn atomic.Uint64
@@ -180,6 +182,12 @@ type connection struct {
 	settled chan struct{}
 	// born says the Session began here: records may go.
 	born atomic.Bool
+	// left says the uplink ended the connection itself (fail-back, the
+	// Session's word, stop): its loss says nothing about the broker.
+	left atomic.Bool
+	// outcomes is what its publishes showed about packet sizes (closer.go).
+	outcomes outcomes
+	lostAt   time.Time // when it was lost; set before down closes
 }
 
 // New returns an Uplink; it does nothing until Run.
@@ -194,7 +202,7 @@ func New(cfg Config, store Store) *Uplink {
 		cfg.Backoff = DefaultBackoff
 	}
 	return &Uplink{cfg: cfg, store: store, log: cfg.Logger, changed: make(chan struct{}, 1),
-		rand: rand.Float64, failingBack: -1,
+		rand: rand.Float64, failingBack: -1, learned: map[string]uint32{},
 		results: make(chan reply, maxCommands), commandSlot: make(chan struct{}, maxCommands)}
 }
 
@@ -325,6 +333,11 @@ func (u *Uplink) publishLoop(ctx context.Context) {
 		u.drain(ctx, c)
 		if ctx.Err() != nil {
 			return
+		}
+		select {
+		case <-c.down:
+			u.learnLimit(c)
+		default:
 		}
 		select {
 		case <-c.leaving:

@@ -138,9 +138,9 @@ func Subscribe311(t testing.TB, addr, filter, clientID string) *Subscriber311 {
 		s.msgs = append(s.msgs, Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...), Retain: m.Retained()})
 		s.mu.Unlock()
 	}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://"+addr).SetClientID(clientID).SetProtocolVersion(4).
-		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(500*time.Millisecond).
-		SetConnectTimeout(5*time.Second).SetDefaultPublishHandler(handler).
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).SetProtocolVersion(4).
+		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(500 * time.Millisecond).
+		SetConnectTimeout(5 * time.Second).SetDefaultPublishHandler(handler).
 		SetOnConnectHandler(func(c mqtt.Client) { c.Subscribe(filter, 1, nil) }) // again after a restart
 	s.cli = mqtt.NewClient(opts)
 	if tok := s.cli.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
