@@ -16,6 +16,9 @@ go test -run '^$' -bench 'BenchmarkDrain|BenchmarkMemory1M' -benchtime 1x -timeo
 go test -run '^$' -bench BenchmarkFlashWear -benchtime 1x ./buffer
 echo "== uplink: drain vs bare paho, failover"
 go test -run '^$' -bench 'BenchmarkDrainToBroker|BenchmarkFailover' -benchtime 1x -timeout 30m ./gateway/uplink
+echo "== MQTT 3.1.1: fallback to the first reading, heap per uplink in a fleet"
+go test -run '^$' -bench BenchmarkFallback -benchtime 20x ./gateway/uplink
+PROTOCOL=3.1.1 ORDERS=spread scripts/bench/fleet.sh 1000
 echo "== on the device: RSS with 50 devices, start to READY"
 scripts/bench/rss.sh
 echo "== bandwidth: every_poll vs report by exception (SDM630, 1 s polls)"
