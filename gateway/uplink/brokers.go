@@ -313,19 +313,33 @@ func (s *selector) failed(f failure) {
 	}
 }
 
+// errInsecureReference refuses a Server Reference that would take a TLS
+// connection to plain TCP, where the CONNECT carries the password in clear.
+var errInsecureReference = errors.New("the reference would move a TLS connection to plain TCP: not followed")
+
 // refer makes a Server Reference the next address tried, unless too many
-// were followed in a row; it reports whether it will be followed.
-func (s *selector) refer(current *url.URL, reference string) (*url.URL, bool) {
+// were followed in a row; it reports whether it will be followed, and why
+// not when it is refused. A reference keeps TLS: the next dial checks the
+// certificate against the referred name, as for a configured broker.
+func (s *selector) refer(current *url.URL, reference string) (*url.URL, bool, error) {
 	if s.referrals >= maxReferrals {
-		return nil, false
+		return nil, false, nil
 	}
 	u, ok := parseReference(current, reference)
 	if !ok {
-		return nil, false
+		return nil, false, nil
+	}
+	if secure(current.Scheme) && !secure(u.Scheme) {
+		return u, false, errInsecureReference
 	}
 	s.referrals++
 	s.referral = u
-	return u, true
+	return u, true, nil
+}
+
+// secure reports whether a broker URL's scheme dials TLS.
+func secure(scheme string) bool {
+	return scheme == "tls" || scheme == "ssl" || scheme == "mqtts"
 }
 
 // parseReference reads an MQTT v5 Server Reference: the form is left to

@@ -201,8 +201,13 @@ func TestServerReference(t *testing.T) {
 		}
 	}
 	s := newSelector([]*url.URL{cur}, Ordered, Auto, "x", nil, time.Second, steps)
+	// A TLS connection is never referred to plain TCP, where the password
+	// would go in clear.
+	if _, ok, err := s.refer(cur, "tcp://evil.test:1883"); ok || !errors.Is(err, errInsecureReference) {
+		t.Errorf("tls to tcp followed: %v, %v", ok, err)
+	}
 	for i := range maxReferrals + 1 {
-		if _, ok := s.refer(cur, "b.test"); ok != (i < maxReferrals) {
+		if _, ok, _ := s.refer(cur, "b.test"); ok != (i < maxReferrals) {
 			t.Errorf("referral %d followed: %v", i+1, ok)
 		}
 	}

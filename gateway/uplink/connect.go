@@ -80,9 +80,7 @@ func (u *Uplink) connect(ctx context.Context) *connection {
 	u.referral = ""
 	u.mu.Unlock()
 	if ref != "" && u.attempt.url != nil {
-		if to, ok := u.sel.refer(u.attempt.url, ref); ok {
-			u.log.Info("mqtt_server_reference", "broker", u.attempt.String(), "to", to.String())
-		}
+		u.followReference(ref, false)
 	}
 	target := u.sel.next(ctx)
 	proto := u.sel.protocol(target.addr)
@@ -302,9 +300,7 @@ func (u *Uplink) onConnectError(err error) {
 			how = busy
 		case ce.proto == MQTT5 && (ce.code == 0x9C || ce.code == 0x9D): // use another server, server moved
 			if w := u.attemptWire; w != nil {
-				if ref, ok := u.sel.refer(u.attempt.url, w.serverReference()); ok {
-					u.log.Info("mqtt_server_reference", "broker", broker, "to", ref.String(), "permanent", ce.code == 0x9D)
-				}
+				u.followReference(w.serverReference(), ce.code == 0x9D)
 			}
 		}
 	case how == 0:
@@ -333,4 +329,17 @@ func (u *Uplink) onConnectError(err error) {
 	}
 	u.log.Warn("mqtt_connect_failed", "broker", broker, "address", u.attempt.addr, "protocol", u.attemptProto.String(), "err", err,
 		"hint", hint)
+}
+
+// followReference makes a broker's Server Reference the next address, if
+// it may be followed, and logs what was decided.
+func (u *Uplink) followReference(ref string, permanent bool) {
+	to, ok, err := u.sel.refer(u.attempt.url, ref)
+	switch {
+	case err != nil:
+		u.log.Warn("mqtt_server_reference_refused", "broker", u.attempt.String(), "to", to.String(), "err", err,
+			"hint", "a broker may refer a TLS client only to another TLS address")
+	case ok:
+		u.log.Info("mqtt_server_reference", "broker", u.attempt.String(), "to", to.String(), "permanent", permanent)
+	}
 }

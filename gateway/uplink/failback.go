@@ -1,9 +1,11 @@
 package uplink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -159,7 +161,11 @@ func probe5(conn net.Conn, username string, password []byte) error {
 	if _, err := cp.WriteTo(conn); err != nil {
 		return err
 	}
-	resp, err := packets.ReadPacket(conn)
+	raw, err := readReply(conn)
+	if err != nil {
+		return &connectError{proto: MQTT5, closed: true, err: err}
+	}
+	resp, err := packets.ReadPacket(bytes.NewReader(raw))
 	if err != nil {
 		return &connectError{proto: MQTT5, closed: true, err: err}
 	}
@@ -187,7 +193,11 @@ func probe311(conn net.Conn, clientID, username string, password []byte) error {
 	if err := cp.Write(conn); err != nil {
 		return err
 	}
-	resp, err := packets3.ReadPacket(conn)
+	raw, err := readReply(conn)
+	if err != nil {
+		return &connectError{proto: MQTT311, closed: true, err: err}
+	}
+	resp, err := packets3.ReadPacket(bytes.NewReader(raw))
 	if err != nil {
 		return &connectError{proto: MQTT311, closed: true, err: err}
 	}
@@ -199,6 +209,43 @@ func probe311(conn net.Conn, clientID, username string, password []byte) error {
 		return &connectError{proto: MQTT311, answered: true, code: ack.ReturnCode}
 	}
 	return nil
+}
+
+// maxReply bounds a probe's reply: a CONNACK is a few bytes, a few hundred
+// with MQTT 5 properties. A broker declaring a larger packet is refused
+// before anything is allocated for it.
+const maxReply = 4 << 10
+
+// readReply reads one packet of at most maxReply bytes, whole.
+func readReply(r io.Reader) ([]byte, error) {
+	head := make([]byte, 1, 5)
+	if _, err := io.ReadFull(r, head); err != nil {
+		return nil, err
+	}
+	length, shift := 0, 0
+	for {
+		var b [1]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return nil, err
+		}
+		head = append(head, b[0])
+		length |= int(b[0]&0x7f) << shift
+		shift += 7
+		if b[0]&0x80 == 0 {
+			break
+		}
+		if len(head) == 5 {
+			return nil, errors.New("probe: malformed remaining length")
+		}
+	}
+	if len(head)+length > maxReply {
+		return nil, fmt.Errorf("probe: a reply of %d bytes, over the %d a CONNACK may have", len(head)+length, maxReply)
+	}
+	packet := append(head, make([]byte, length)...)
+	if _, err := io.ReadFull(r, packet[len(head):]); err != nil {
+		return nil, err
+	}
+	return packet, nil
 }
 
 // disconnectPacket is a DISCONNECT, the same two bytes in MQTT 3.1.1 and in
