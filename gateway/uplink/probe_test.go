@@ -27,7 +27,7 @@ func TestProbeRefusesAHugeReply(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				_, _ = c.Read(make([]byte, 512))                // the CONNECT
+				_, _ = c.Read(make([]byte, 512))                     // the CONNECT
 				_, _ = c.Write([]byte{0x20, 0xff, 0xff, 0xff, 0x7f}) // a CONNACK of 256 MiB
 				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 				_, _ = io.Copy(io.Discard, c)
