@@ -206,7 +206,9 @@ func TestSparkplugPrimaryHostCommandsFailover(t *testing.T) {
 
 	// Offline on A: NDEATH there, and the node births on B.
 	hostA.state(false, t0+1000)
-	hostA.await("the NDEATH on A", func(h *tahu.Host) bool { return !h.Online() && h.Deaths == 1 })
+	// An intentional disconnect: the NDEATH, then MQTT 5 DISCONNECT 0x04,
+	// on which the broker publishes the will, the same death again.
+	hostA.await("the NDEATH on A, and its will", func(h *tahu.Host) bool { return !h.Online() && h.Deaths == 1 && h.RepeatedDeaths == 1 })
 	hostB.await("the session on B", func(h *tahu.Host) bool { return h.Births == 1 && len(h.Data) > 0 })
 	awaitLog("sparkplug_primary_host_offline")
 
@@ -227,7 +229,9 @@ func TestSparkplugPrimaryHostCommandsFailover(t *testing.T) {
 	if err := gw.Wait(); err != nil {
 		t.Fatalf("edgegw run did not stop cleanly: %v\n%s", err, out.String())
 	}
-	hostB.await("the NDEATH of the clean stop on B", func(h *tahu.Host) bool { return !h.Online() && h.Deaths == 1 })
+	hostB.await("the NDEATH of the clean stop on B, and its will", func(h *tahu.Host) bool {
+		return !h.Online() && h.Deaths == 1 && h.RepeatedDeaths == 1
+	})
 	if hostB.follows.StaleDeaths != 0 || hostA.follows.StaleDeaths != 0 {
 		t.Errorf("stale NDEATHs: %d on A, %d on B", hostA.follows.StaleDeaths, hostB.follows.StaleDeaths)
 	}

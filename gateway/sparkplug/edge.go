@@ -126,10 +126,10 @@ func writeFileSync(path string, data []byte) error {
 
 // Filters are the node's and its devices' commands, and the primary
 // host's STATE when one is awaited.
-func (e *Edge) Filters() []string {
-	f := []string{e.node.Topic(NCmd, ""), e.node.Topic(DCmd, "+")}
+func (e *Edge) Filters() []uplink.Filter {
+	f := []uplink.Filter{{Topic: e.node.Topic(NCmd, ""), Commands: true}, {Topic: e.node.Topic(DCmd, "+"), Commands: true}}
 	if e.host != "" {
-		f = append(f, e.stateTopic())
+		f = append(f, uplink.Filter{Topic: e.stateTopic()})
 	}
 	return f
 }

@@ -59,7 +59,7 @@ func (u *Uplink) connectLoop(ctx context.Context) {
 			u.onConnectionDown()
 		case <-ctx.Done():
 			c.left.Store(true)
-			c.wire.leave()
+			u.disconnect(c)
 			<-c.link.done()
 			u.mu.Lock()
 			u.conn = nil

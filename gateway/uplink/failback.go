@@ -109,7 +109,13 @@ func (u *Uplink) leaveFor(ctx context.Context, c *connection, i int, stable time
 	case <-ctx.Done():
 	case <-time.After(u.cfg.ConnectTimeout): // acks that do not come are resent there
 	}
-	c.wire.leave()
+	if u.cfg.Session != nil {
+		// An intentional disconnect of an edge node publishes its death.
+		u.wireMu.Lock()
+		u.endSession(c)
+		u.wireMu.Unlock()
+	}
+	u.disconnect(c)
 }
 
 // probe asks the broker at cand for a session and ends it at once: it

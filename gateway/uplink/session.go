@@ -18,7 +18,7 @@ type Session interface {
 	// Connected says the broker accepted the last CONNECT: its will is registered.
 	Connected()
 	// Filters are subscribed (QoS 1) on each connection.
-	Filters() []string
+	Filters() []Filter
 	// Ready says whether the session may begin: a primary host it waits
 	// for is online.
 	Ready() bool
@@ -34,6 +34,16 @@ type Session interface {
 	Received(topic string, payload []byte) Received
 	// End is the message published before a clean disconnect (its death).
 	End() (Message, error)
+}
+
+// Filter is a topic filter a Session subscribes to.
+type Filter struct {
+	Topic string
+	// Commands says what comes on it is executed: a retained message on
+	// it is not (MQTT 5 asks the broker not to send one: Retain Handling
+	// 2; on 3.1.1 it is refused when it comes), or it would run again at
+	// every reconnect.
+	Commands bool
 }
 
 // Message is one message a Session publishes.
@@ -58,6 +68,10 @@ type Received struct {
 // subscribed, and the Session ignores a topic it does not know.
 func (u *Uplink) onSession(p inbound) {
 	r := u.cfg.Session.Received(p.Topic, p.Payload)
+	if p.Retain && (len(r.Commands) > 0 || r.Rebirth) {
+		u.log.Warn("mqtt_command_ignored", "topic", p.Topic, "reason", "retained command messages are not executed")
+		r.Commands, r.Rebirth = nil, false
+	}
 	for _, cmd := range r.Commands {
 		cmd.Expires = u.expires(p) // command_ttl, as for the JSON commands
 		u.command(cmd, reply{})
@@ -111,7 +125,9 @@ func (u *Uplink) begin(ctx context.Context, c *connection) bool {
 	}
 	if err != nil {
 		u.log.Warn("sparkplug_birth_failed", "broker", c.url, "err", err)
-		c.wire.leave() // no data may go without its births: start over
+		// No data may go without its births: start over. No DISCONNECT:
+		// the broker publishes the will, the death of any birth that went.
+		c.abort()
 		return false
 	}
 	c.born.Store(true)
@@ -128,7 +144,7 @@ func (u *Uplink) rebirth(c *connection) {
 	}
 	if err != nil {
 		u.log.Warn("sparkplug_rebirth_failed", "broker", c.url, "err", err)
-		c.wire.leave()
+		c.abort()
 		return
 	}
 	u.log.Info("sparkplug_rebirth", "broker", c.url)
@@ -146,7 +162,7 @@ func (u *Uplink) abandon(c *connection) {
 	u.mu.Unlock()
 	u.log.Warn("sparkplug_primary_host_offline", "broker", c.url,
 		"hint", "the primary host application is offline on this broker: leaving it for the next")
-	c.wire.leave()
+	u.disconnect(c)
 }
 
 // publishAll publishes msgs at QoS 0, in order; each is written when
@@ -195,3 +211,25 @@ func (u *Uplink) sayGoodbye(c *connection) {
 		u.log.Warn("mqtt_offline_status_failed", "err", err)
 	}
 }
+
+// disconnect ends c on purpose, after its goodbye was said: a Session's
+// edge node sends DISCONNECT 0x04 on MQTT 5 (with will: the broker
+// publishes the NDEATH too, as the Sparkplug specification asks), anyone
+// else a normal DISCONNECT (the broker drops the will), as 3.1.1 always does.
+func (u *Uplink) disconnect(c *connection) {
+	if u.cfg.Session != nil && c.proto == MQTT5 {
+		c.wire.leaveWith(disconnectWithWill)
+		return
+	}
+	c.wire.leave()
+}
+
+// abort closes c without DISCONNECT: the broker publishes the will.
+func (c *connection) abort() {
+	c.left.Store(true)
+	_ = c.wire.Close()
+}
+
+// disconnectWithWill is an MQTT 5 DISCONNECT with reason 0x04, "disconnect
+// with will message".
+var disconnectWithWill = []byte{0xE0, 1, 0x04}

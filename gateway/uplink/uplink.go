@@ -360,8 +360,17 @@ func (u *Uplink) birth(ctx context.Context, c *connection) bool {
 	pctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
 	defer cancel()
 	if s := u.cfg.Session; s != nil {
-		if err := c.link.subscribe(pctx, s.Filters(), false); err != nil {
-			u.log.Warn("mqtt_subscribe_failed", "broker", c.url, "filter", strings.Join(s.Filters(), " "), "err", err)
+		if err := u.subscribeSession(pctx, c, s.Filters()); err != nil {
+			// Births without the command subscription, or a wait for a
+			// STATE that cannot come: leave for the next broker.
+			u.log.Warn("mqtt_subscribe_failed", "broker", c.url, "err", err,
+				"hint", "the edge node needs its command and STATE subscriptions (check the broker's ACL): leaving for the next broker")
+			u.mu.Lock()
+			u.abandoned = c
+			u.mu.Unlock()
+			c.left.Store(true)
+			c.wire.leave() // nothing was born: the will may go
+			return false
 		}
 		return u.begin(ctx, c)
 	}
@@ -405,4 +414,29 @@ func (u *Uplink) acked(seqs ...uint64) {
 	u.mu.Lock()
 	u.published += uint64(len(seqs))
 	u.mu.Unlock()
+}
+
+// subscribeSession subscribes to a Session's filters: those of commands
+// without their retained messages (MQTT 5), the others with them (STATE).
+func (u *Uplink) subscribeSession(ctx context.Context, c *connection, filters []Filter) error {
+	var cmds, rest []string
+	for _, f := range filters {
+		if f.Commands {
+			cmds = append(cmds, f.Topic)
+		} else {
+			rest = append(rest, f.Topic)
+		}
+	}
+	for _, group := range []struct {
+		topics     []string
+		noRetained bool
+	}{{cmds, true}, {rest, false}} {
+		if len(group.topics) == 0 {
+			continue
+		}
+		if err := c.link.subscribe(ctx, group.topics, group.noRetained); err != nil {
+			return fmt.Errorf("%s: %w", strings.Join(group.topics, " "), err)
+		}
+	}
+	return nil
 }

@@ -348,9 +348,12 @@ func (c *wireConn) serverReference() string {
 // the client is writing, so the broker drops the will, then the connection
 // closes and the client sees it lost. The two bytes are the same DISCONNECT
 // in MQTT 5 (reason 0x00 left out) and 3.1.1.
-func (c *wireConn) leave() {
+func (c *wireConn) leave() { c.leaveWith(disconnectPacket) }
+
+// leaveWith is leave with the DISCONNECT packet given.
+func (c *wireConn) leaveWith(disconnect []byte) {
 	c.mu.Lock()
-	_, _ = c.enqueue(disconnectPacket)
+	_, _ = c.enqueue(disconnect)
 	c.qmu.Lock()
 	if c.err == nil {
 		c.err = net.ErrClosed // nothing of paho's after the DISCONNECT

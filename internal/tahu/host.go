@@ -22,8 +22,11 @@ type Host struct {
 	born    map[string]bool
 
 	// Births counts NBIRTHs, Deaths the NDEATHs that ended a session,
-	// StaleDeaths those with another bdSeq (a session long gone).
-	Births, Deaths, StaleDeaths int
+	// RepeatedDeaths those that repeat the death of the session just ended
+	// (an intentional MQTT 5 disconnect publishes the NDEATH, then
+	// DISCONNECT 0x04 has the broker publish the will too), StaleDeaths
+	// those with another bdSeq (a session long gone).
+	Births, Deaths, RepeatedDeaths, StaleDeaths int
 	// DeviceBirths and DeviceDeaths count DBIRTHs and DDEATHs.
 	DeviceBirths, DeviceDeaths int
 	// BdSeqs are the bdSeqs of the NBIRTHs, in order.
@@ -74,6 +77,10 @@ func (h *Host) Apply(topic string, payload []byte) error {
 		}
 		if len(p.Metrics) != 1 || p.Metrics[0].Name != "bdSeq" {
 			return fmt.Errorf("NDEATH without its bdSeq metric: %+v", p.Metrics)
+		}
+		if !h.online && h.Deaths > 0 && p.Metrics[0].Value == h.bdSeq {
+			h.RepeatedDeaths++
+			return nil
 		}
 		if !h.online || p.Metrics[0].Value != h.bdSeq {
 			h.StaleDeaths++
