@@ -10,12 +10,22 @@ import (
 )
 
 // silence is how long a broker may send nothing before its connection is
-// given up: a keepalive, in which the client pings, plus a grace for the answer.
-func silence(keepAlive time.Duration) time.Duration {
+// given up: a keepalive, after which the client pings, plus a grace for the
+// answer. paho.mqtt.golang (3.1.1) looks whether to ping only every
+// keepalive/4, or every 5 s above 10 s, so its ping may come that much later.
+func silence(keepAlive time.Duration, proto Protocol) time.Duration {
 	if keepAlive <= 0 {
 		return 0
 	}
-	return keepAlive + min(keepAlive/4, 5*time.Second)
+	grace := min(keepAlive/4, 5*time.Second)
+	if proto == MQTT311 {
+		check := keepAlive / 4
+		if keepAlive > 10*time.Second {
+			check = 5 * time.Second
+		}
+		grace += check
+	}
+	return keepAlive + grace
 }
 
 // parseBrokers reads the broker URLs.
@@ -122,8 +132,9 @@ func (u *Uplink) attemptOn(ctx context.Context, target candidate, proto Protocol
 		return nil, err
 	}
 	broker := target.String()
-	w := newWireConn(conn, silence(u.cfg.KeepAlive), func() {
-		u.log.Warn("mqtt_broker_unresponsive", "broker", broker, "silent_for", silence(u.cfg.KeepAlive))
+	quiet := silence(u.cfg.KeepAlive, proto)
+	w := newWireConn(conn, quiet, func() {
+		u.log.Warn("mqtt_broker_unresponsive", "broker", broker, "silent_for", quiet)
 	})
 	w.bytesIn = &u.bytesIn
 	w.onTooLarge = func(err error) {

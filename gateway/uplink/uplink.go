@@ -327,6 +327,7 @@ func (u *Uplink) publishLoop(ctx context.Context) {
 			case <-c.down:
 			case <-c.leaving:
 			case <-ctx.Done():
+				return
 			}
 			continue
 		}
@@ -360,7 +361,7 @@ func (u *Uplink) birth(ctx context.Context, c *connection) bool {
 	pctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
 	defer cancel()
 	if s := u.cfg.Session; s != nil {
-		if err := u.subscribeSession(pctx, c, s.Filters()); err != nil {
+		if err := u.subscribeSession(pctx, c, s.Filters()); err != nil && ctx.Err() == nil {
 			// Births without the command subscription, or a wait for a
 			// STATE that cannot come: leave for the next broker.
 			u.log.Warn("mqtt_subscribe_failed", "broker", c.url, "err", err,

@@ -15,6 +15,7 @@ import (
 
 	"edgegw/buffer"
 	"edgegw/internal/testbroker"
+	"edgegw/internal/testlog"
 )
 
 // compose publishes record data to test/{seq} with the seq in the payload.
@@ -309,6 +310,27 @@ func TestQoS0AndQoS2(t *testing.T) {
 				}
 				waitEmpty(t, store)
 			})
+		}
+	})
+}
+
+// TestIdleConnectionStays: an idle connection to a live broker is kept for
+// many keepalives: the client's pings (paho.mqtt.golang looks whether to
+// ping only every keepalive/4) always come before the silence watchdog
+// gives the broker up.
+func TestIdleConnectionStays(t *testing.T) {
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		logs := &testlog.Sink{}
+		r := start(t, openBuffer(t), []string{br.URL()}, func(c *Config) {
+			c.KeepAlive = time.Second
+			c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		})
+		waitFor(t, 5*time.Second, "connected", func() bool { return r.up.Broker() != "" })
+		window := time.NewTimer(5 * time.Second)
+		<-window.C // an observation window of five keepalives
+		if n := r.up.Connects(); n != 1 || strings.Contains(logs.String(), "mqtt_broker_unresponsive") {
+			t.Errorf("%d connections in five idle keepalives:\n%s", n, logs.String())
 		}
 	})
 }
