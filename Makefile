@@ -75,13 +75,7 @@ proto:
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./buffer -run TestCrashStates -crash.states 20000 -timeout 30m
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzParseConfig -fuzztime $(FUZZTIME)
-	$(GO) test ./drivers/modbus -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
-	$(GO) test ./drivers/modbus -run '^$$' -fuzz FuzzLineFrame -fuzztime $(FUZZTIME)
-	$(GO) test ./drivers/modbus/simulator -run '^$$' -fuzz FuzzRequests -fuzztime $(FUZZTIME)
-	$(GO) test ./drivers/serial -run '^$$' -fuzz FuzzFraming -fuzztime $(FUZZTIME)
-	$(GO) test ./drivers/serial -run '^$$' -fuzz FuzzParsers -fuzztime $(FUZZTIME)
-	$(GO) test ./gateway/batch -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 ## bench: the figures of docs/BENCHMARKS.md
 bench:
