@@ -43,7 +43,9 @@ type Edge struct {
 	backlog    uint64 // records up to this seq are sent late: historical
 	devices    map[string]*deviceState
 	hostOnline bool
-	hostTS     int64 // the newest STATE's timestamp on this connection
+	broker     string           // the broker of the connection
+	hostTS     map[string]int64 // the newest STATE's timestamp, per broker
+	unknown    map[string]bool  // device.point dropped as not in the births (logged)
 }
 
 // deviceState is what the host was told of one device.
@@ -59,7 +61,7 @@ func NewEdge(node Node, plan *Plan, host, dataDir string, log *slog.Logger) *Edg
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Edge{node: node, plan: plan, host: host, bdSeqFile: filepath.Join(dataDir, "sparkplug-bdseq"),
-		now: time.Now, log: log, devices: map[string]*deviceState{}}
+		now: time.Now, log: log, devices: map[string]*deviceState{}, hostTS: map[string]int64{}, unknown: map[string]bool{}}
 	for _, d := range plan.Devices {
 		e.devices[d.Name] = &deviceState{known: map[string]Known{}}
 	}
@@ -92,12 +94,13 @@ func (e *Edge) Will() (uplink.Message, error) {
 
 // Connected keeps the bdSeq of the will the broker just registered. The
 // primary host must say again, on this connection, that it is online: its
-// STATE here is the one that counts, whatever its time beside another
-// broker's.
-func (e *Edge) Connected() {
+// STATE on this broker is the one that counts, whatever its time beside
+// another broker's; the newest time seen on this broker is kept, so a
+// stale retained STATE there is ignored on a reconnect too.
+func (e *Edge) Connected(broker string) {
 	e.mu.Lock()
 	v := e.bdSeq
-	e.hostOnline, e.hostTS = false, 0
+	e.hostOnline, e.broker = false, broker
 	e.mu.Unlock()
 	if err := writeFileSync(e.bdSeqFile, []byte(strconv.FormatUint(v, 10)+"\n")); err != nil {
 		e.log.Warn("sparkplug_bdseq_not_saved", "file", e.bdSeqFile, "err", err,
@@ -217,6 +220,7 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 	if !ok {
 		return nil, fmt.Errorf("sparkplug: device %q is not in the births (removed from the config?)", name)
 	}
+	e.dropUnknown(d, &r)
 	// Checked before anything is numbered or known: a reading refused
 	// here leaves no gap in the seqs and no value a DBIRTH cannot carry.
 	metrics, err := d.Data(r, rec.Seq <= e.backlog)
@@ -235,7 +239,7 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 			return nil, nil // the host knows
 		}
 		st.born = false
-		dd, err := e.session.DeviceDeath(r.TS)
+		dd, err := e.session.DeviceDeath(e.now())
 		if err != nil {
 			return nil, err
 		}
@@ -256,6 +260,34 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 		return nil, err
 	}
 	return append(msgs, uplink.Message{Topic: e.node.Topic(DData, d.Name), Payload: data}), nil
+}
+
+// dropUnknown removes from r the points d's births do not have (a point
+// removed from the config while its readings waited on flash): the rest of
+// the reading goes. Logged once per point.
+func (e *Edge) dropUnknown(d *Device, r *reading) {
+	for name := range r.Values {
+		if _, ok := d.Metric(name); !ok {
+			delete(r.Values, name)
+			e.unknownPoint(d.Name, name)
+		}
+	}
+	for name := range r.Errors {
+		if _, ok := d.Metric(name); !ok {
+			delete(r.Errors, name)
+			e.unknownPoint(d.Name, name)
+		}
+	}
+}
+
+func (e *Edge) unknownPoint(device, point string) {
+	key := device + "." + point
+	if e.unknown[key] {
+		return
+	}
+	e.unknown[key] = true
+	e.log.Warn("sparkplug_point_dropped", "device", device, "point", point,
+		"hint", "readings taken before a reload carry a point the births no longer have: it is left out, the rest of each reading goes (logged once)")
 }
 
 // End is the NDEATH of the session, published before a clean disconnect.
@@ -384,10 +416,10 @@ func (e *Edge) state(payload []byte) uplink.Received {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if *s.Timestamp < e.hostTS {
+	if *s.Timestamp < e.hostTS[e.broker] {
 		return uplink.Received{}
 	}
-	e.hostTS = *s.Timestamp
+	e.hostTS[e.broker] = *s.Timestamp
 	was := e.hostOnline
 	e.hostOnline = *s.Online
 	switch {

@@ -3,6 +3,7 @@ package sparkplug
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"edgegw/buffer"
 	"edgegw/gateway/uplink"
@@ -35,7 +36,7 @@ func TestEdgeDeviceDeathAndBirth(t *testing.T) {
 	if err != nil || will.Topic != "spBv1.0/g/NDEATH/n" { // the uplink sends it at QoS 1, not retained
 		t.Fatalf("will %+v, %v", will, err)
 	}
-	e.Connected()
+	e.Connected("tcp://a:1883")
 	send(e.Begin(2))
 	record := func(seq uint64, body string) buffer.Record {
 		return buffer.Record{Seq: seq, Data: []byte("probe\n" + body[1:])}
@@ -124,5 +125,57 @@ func TestEdgeCommands(t *testing.T) {
 	}
 	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":false,"timestamp":300}`)); !r.Offline || e.Ready() {
 		t.Fatal("offline STATE not followed")
+	}
+}
+
+// TestEdgeKeepsReadingsOfRemovedPoints: a reading that waited on flash
+// while a point was removed from the config goes without that point (the
+// rest of the device's backlog is not lost); a stale STATE on a broker is
+// ignored on a reconnect to it.
+func TestEdgeKeepsReadingsOfRemovedPoints(t *testing.T) {
+	judge := tahu.Start(t)
+	host := tahu.NewHost(judge, "g", "n")
+	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "scada", t.TempDir(), nil)
+	published := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	e.now = func() time.Time { return published }
+	apply := func(msgs []uplink.Message, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if err := host.Apply(m.Topic, m.Payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := e.Will(); err != nil {
+		t.Fatal(err)
+	}
+	e.Connected("tcp://a:1883")
+	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":true,"timestamp":2000}`)); !r.Online {
+		t.Fatal("the host's STATE is not taken")
+	}
+	apply(e.Begin(0))
+	apply(e.Compose(buffer.Record{Seq: 1, Data: []byte(`probe
+"ts":"2026-11-24T10:00:01Z","device":"probe","values":{"humidity":40,"removed":1},"errors":{"gone":"timeout"}}`)}))
+	last := host.Data[len(host.Data)-1]
+	if len(last.Metrics) != 1 || last.Metrics[0].Name != "humidity" {
+		t.Errorf("DDATA %+v: want humidity alone", last.Metrics)
+	}
+	apply(e.Compose(buffer.Record{Seq: 2, Data: []byte(`probe
+"ts":"2026-11-24T10:00:02Z","device":"probe","values":{},"errors":{"humidity":"timeout"}}`)}))
+	if host.DeviceDeaths != 1 {
+		t.Fatalf("%d DDEATHs, want 1", host.DeviceDeaths)
+	}
+	// A reconnect to the same broker: its retained offline STATE, older
+	// than the online one seen there, is stale.
+	e.Connected("tcp://a:1883")
+	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":false,"timestamp":1000}`)); r.Offline {
+		t.Error("a stale STATE on a reconnect to the same broker was obeyed")
+	}
+	e.Connected("tcp://b:1883") // another broker: its own times
+	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":false,"timestamp":1000}`)); !r.Offline {
+		t.Error("another broker's STATE was taken for stale")
 	}
 }

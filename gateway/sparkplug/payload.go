@@ -36,20 +36,23 @@ func ms(t time.Time) *uint64 {
 
 // NodeDeath is the NDEATH payload for a will: the bdSeq, no seq.
 func NodeDeath(bdSeq uint64, now time.Time) ([]byte, error) {
-	return marshal(&spb.Payload{Timestamp: ms(now), Metrics: []*spb.Payload_Metric{bdSeqMetric(bdSeq)}})
+	return marshal(&spb.Payload{Timestamp: ms(now), Metrics: []*spb.Payload_Metric{bdSeqMetric(bdSeq, now)}})
 }
 
-func bdSeqMetric(bdSeq uint64) *spb.Payload_Metric {
-	return &spb.Payload_Metric{Name: proto.String(BdSeqMetric), Datatype: dt(spb.DataType_Int64),
+func bdSeqMetric(bdSeq uint64, now time.Time) *spb.Payload_Metric {
+	return &spb.Payload_Metric{Name: proto.String(BdSeqMetric), Timestamp: ms(now), Datatype: dt(spb.DataType_Int64),
 		Value: &spb.Payload_Metric_LongValue{LongValue: bdSeq}}
 }
 
 // NodeBirth is the NBIRTH payload, which starts the session at seq 0.
+// Every metric of a birth carries a timestamp (the specification's
+// payloads-name-birth-data-requirement).
 func (s *Session) NodeBirth(now time.Time) ([]byte, error) {
 	s.seq = 0
 	return marshal(&spb.Payload{Timestamp: ms(now), Seq: s.next(), Metrics: []*spb.Payload_Metric{
-		bdSeqMetric(s.BdSeq),
-		{Name: proto.String(RebirthMetric), Datatype: dt(spb.DataType_Boolean), Value: &spb.Payload_Metric_BooleanValue{BooleanValue: false}},
+		bdSeqMetric(s.BdSeq, now),
+		{Name: proto.String(RebirthMetric), Timestamp: ms(now), Datatype: dt(spb.DataType_Boolean),
+			Value: &spb.Payload_Metric_BooleanValue{BooleanValue: false}},
 	}})
 }
 
@@ -78,16 +81,16 @@ func (s *Session) DeviceBirth(d *Device, known map[string]Known, now time.Time) 
 			}
 			pm.Timestamp = ms(k.TS)
 		} else {
-			pm.IsNull = proto.Bool(true)
+			pm.IsNull, pm.Timestamp = proto.Bool(true), ms(now) // null as of the birth
 		}
 		metrics = append(metrics, pm)
 	}
 	return marshal(&spb.Payload{Timestamp: ms(now), Seq: s.next(), Metrics: metrics})
 }
 
-// DeviceDeath is the DDEATH payload: the device stopped answering at when.
-func (s *Session) DeviceDeath(when time.Time) ([]byte, error) {
-	return marshal(&spb.Payload{Timestamp: ms(when), Seq: s.next()})
+// DeviceDeath is the DDEATH payload, published at now.
+func (s *Session) DeviceDeath(now time.Time) ([]byte, error) {
+	return marshal(&spb.Payload{Timestamp: ms(now), Seq: s.next()})
 }
 
 // Data is the metrics of a reading of d (the JSON of docs/MQTT.md) as

@@ -217,7 +217,7 @@ func (u *Uplink) onConnectionUp(c *connection) {
 	}
 	u.sel.connected()
 	if s := u.cfg.Session; s != nil {
-		s.Connected()
+		s.Connected(c.url)
 	}
 	if u.cfg.OnConnect != nil {
 		u.cfg.OnConnect()

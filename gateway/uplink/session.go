@@ -15,8 +15,9 @@ import (
 type Session interface {
 	// Will is the will of the next CONNECT (published at QoS 1, not retained).
 	Will() (Message, error)
-	// Connected says the broker accepted the last CONNECT: its will is registered.
-	Connected()
+	// Connected says the broker (its URL) accepted the last CONNECT: its
+	// will is registered.
+	Connected(broker string)
 	// Filters are subscribed (QoS 1) on each connection.
 	Filters() []Filter
 	// Ready says whether the session may begin: a primary host it waits

@@ -66,7 +66,7 @@ func (s *recordingSession) willsMade() int {
 	return s.wills
 }
 
-func (*recordingSession) Connected() {}
+func (*recordingSession) Connected(string) {}
 func (*recordingSession) Filters() []Filter {
 	return []Filter{{Topic: "test/cmd", Commands: true}, {Topic: "test/state"}}
 }

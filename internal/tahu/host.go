@@ -68,6 +68,14 @@ func (h *Host) Apply(topic string, payload []byte) error {
 	if p.Timestamp == "" {
 		return fmt.Errorf("%s: no payload timestamp", topic)
 	}
+	if typ == "NBIRTH" || typ == "DBIRTH" || typ == "DDATA" {
+		// payloads-name-birth-data-requirement: every metric of these.
+		for _, m := range p.Metrics {
+			if m.Timestamp == "" {
+				return fmt.Errorf("%s: metric %q (alias %v) without a timestamp", topic, m.Name, m.Alias)
+			}
+		}
+	}
 	switch typ {
 	case "NBIRTH":
 		return h.nbirth(p)
