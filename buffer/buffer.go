@@ -72,6 +72,10 @@ const (
 	// DropCorrupt counts records that were committed but cannot be read
 	// back: a damaged batch of the log or page of the file.
 	DropCorrupt = "corrupt"
+	// DropPowerCut counts the readings of a commit a power cut tore: taken
+	// within commit_interval of the cut, never on flash (the window the
+	// contract allows).
+	DropPowerCut = "power_cut"
 )
 
 // ackCheckpoint is how many acknowledgements of records in bbolt make a

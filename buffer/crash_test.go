@@ -3,6 +3,7 @@ package buffer
 import (
 	"flag"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"edgegw/internal/faultfs"
+	"edgegw/internal/testlog"
 )
 
 var crashStates = flag.Int("crash.states", 600, "power-cut states TestCrashStates opens (make fuzz raises it)")
@@ -130,7 +132,7 @@ func TestCrashStates(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(3, 5))
 	kinds := []faultfs.Survivors{faultfs.None, faultfs.All, faultfs.Prefix, faultfs.Subset}
-	violations := 0
+	violations, tornTails := 0, 0
 	for i := range *crashStates {
 		n := rng.IntN(len(ops) + 1)
 		if i < 2*(len(ops)+1) && *crashStates >= 2*(len(ops)+1) {
@@ -150,7 +152,9 @@ func TestCrashStates(t *testing.T) {
 		if err := faultfs.WriteState(dir, faultfs.CrashState(ops, n, keep, rng)); err != nil {
 			t.Fatal(err)
 		}
-		if problem := checkCrashState(filepath.Join(dir, "buffer.db"), data, ackedEver, last); problem != "" {
+		problem, torn := checkCrashState(filepath.Join(dir, "buffer.db"), data, ackedEver, last)
+		tornTails += torn
+		if problem != "" {
 			violations++
 			if violations <= 5 {
 				t.Errorf("state %d (cut after %d of %d operations, %v survive): %s", i, n, len(ops), keep, problem)
@@ -161,23 +165,53 @@ func TestCrashStates(t *testing.T) {
 	if violations > 0 {
 		t.Errorf("%d of %d states violate the promise", violations, *crashStates)
 	}
-	t.Logf("%d power-cut states opened and checked", *crashStates)
+	t.Logf("%d power-cut states opened twice and checked; %d had a torn commit at the log's end, reported once as such", *crashStates, tornTails)
 }
 
-// checkCrashState opens the buffer at path and says what is wrong, "" if nothing.
-func checkCrashState(path string, data map[uint64]string, ackedEver map[uint64]struct{}, last crashMark) string {
-	b, err := Open(path, Options{})
+// checkCrashState opens the buffer at path twice and says what is wrong,
+// "" if nothing, and whether the first start found a torn commit. The
+// first start may report the commit a cut tore (as such, never as damage:
+// the workload damages nothing); the second, after a close without a new
+// commit, must report and count nothing, and number above the first.
+func checkCrashState(path string, data map[uint64]string, ackedEver map[uint64]struct{}, last crashMark) (string, int) {
+	first := &testlog.Sink{}
+	b, err := Open(path, Options{Logger: slog.New(slog.NewTextHandler(first, nil))})
 	if err != nil {
-		return fmt.Sprintf("open: %v", err)
+		return fmt.Sprintf("first open: %v", err), 0
+	}
+	firstLast := b.Stats().LastSeq
+	if err := b.Close(); err != nil {
+		return fmt.Sprintf("first close: %v", err), 0
+	}
+	var problems []string
+	torn := strings.Count(first.String(), "msg=buffer_commit_torn")
+	if strings.Contains(first.String(), "msg=buffer_readings_lost") || strings.Contains(first.String(), "msg=buffer_dropping_oldest") {
+		problems = append(problems, "a cut's torn commit reported as damage: "+first.String())
+	}
+	second := &testlog.Sink{}
+	b, err = Open(path, Options{Logger: slog.New(slog.NewTextHandler(second, nil))})
+	if err != nil {
+		return fmt.Sprintf("second open: %v", err), torn
+	}
+	for _, again := range []string{"buffer_commit_torn", "buffer_readings_lost", "buffer_seqs_skipped", "buffer_dropping_oldest"} {
+		if strings.Contains(second.String(), "msg="+again) {
+			problems = append(problems, "the second start reports again: "+second.String())
+			break
+		}
+	}
+	if d := b.Stats().Dropped; len(d) > 0 && sumDropped(d) > 0 {
+		problems = append(problems, fmt.Sprintf("the second start counts drops again: %v", d))
+	}
+	if b.Stats().LastSeq < firstLast {
+		problems = append(problems, fmt.Sprintf("the second start's last seq %d is below the first's %d: a seq would be reused", b.Stats().LastSeq, firstLast))
 	}
 	recs, err := b.Next(0, 1<<20, nil)
 	if err != nil {
 		b.Close()
-		return fmt.Sprintf("next: %v", err)
+		return fmt.Sprintf("next: %v", err), torn
 	}
 	st := b.Stats()
 	present := map[uint64]bool{}
-	var problems []string
 	for _, r := range recs {
 		present[r.Seq] = true
 		if want, ok := data[r.Seq]; !ok || want != string(r.Data) {
@@ -204,8 +238,8 @@ func checkCrashState(path string, data map[uint64]string, ackedEver map[uint64]s
 	if err := b.Commit(); err != nil {
 		problems = append(problems, fmt.Sprintf("commit after reopen: %v", err))
 	}
-	if next := b.Stats().LastSeq; next <= last.committed || present[next] {
-		problems = append(problems, fmt.Sprintf("the next reading got seq %d (committed up to %d)", next, last.committed))
+	if next := b.Stats().LastSeq; next <= last.committed || next <= firstLast || present[next] {
+		problems = append(problems, fmt.Sprintf("the next reading got seq %d (committed up to %d, first start's last %d)", next, last.committed, firstLast))
 	}
 	if err := b.Close(); err != nil {
 		problems = append(problems, fmt.Sprintf("close: %v", err))
@@ -217,5 +251,13 @@ func checkCrashState(path string, data map[uint64]string, ackedEver map[uint64]s
 	if len(problems) > 3 {
 		problems = append(problems[:3], fmt.Sprintf("and %d more", len(problems)-3))
 	}
-	return strings.Join(problems, "; ")
+	return strings.Join(problems, "; "), torn
+}
+
+func sumDropped(d map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range d {
+		n += v
+	}
+	return n
 }

@@ -111,10 +111,15 @@ func (b *Buffer) open() error {
 		b.ackLog = b.ackLog[:0] // they are in the log already
 	}
 	b.noteMissing(rep.lost, st.last, existed, walCreated, salvaged)
+	b.noteTorn(rep.torn)
 	if err := b.seqs.reserve(b.lastSeq); err != nil {
 		return b.abandon(fmt.Errorf("%w: %w", ErrUnavailable, err))
 	}
-	if adopt {
+	// What was reported is stepped over once: a checkpoint takes the log's
+	// readings into bbolt with a seq counter above the lost ones and starts
+	// the log over, so the next start finds neither the torn batch nor the
+	// damage again. Until it has returned, the next start reports the same.
+	if adopt || rep.torn.n > 0 || len(rep.lost) > 0 {
 		if err := b.Checkpoint(); err != nil {
 			return b.abandon(fmt.Errorf("%w: %w", ErrUnavailable, err))
 		}
@@ -210,10 +215,24 @@ func (b *Buffer) abandon(err error) error {
 	return err
 }
 
-// noteLost counts n records lost in r and logs the range.
-func (b *Buffer) noteLost(r seqRange, n int, where string, now time.Time) {
+// noteLost counts n records lost in r to damage and logs the range. It is
+// no episode of drops: nothing is being dropped, something was found gone.
+func (b *Buffer) noteLost(r seqRange, n int, where string, _ time.Time) {
 	b.log.Error("buffer_readings_lost", "path", b.path, "first_seq", r.first, "last_seq", r.last, "count", n, "cause", where)
-	b.noteDrops(DropCorrupt, seqRange{n: n, first: r.first, last: r.last}, now)
+	b.dropped[DropCorrupt] += uint64(n)
+}
+
+// noteTorn reports the commit a power cut interrupted: the readings of the
+// log's last batch, taken within commit_interval of the cut, were never on
+// flash. Its seqs are skipped, never given to other readings.
+func (b *Buffer) noteTorn(r seqRange) {
+	if r.n == 0 {
+		return
+	}
+	b.log.Warn("buffer_commit_torn", "path", b.path, "first_seq", r.first, "last_seq", r.last, "count", r.n,
+		"cause", "the last commit before a power loss (or a reset) was being written: these readings, taken in the last commit_interval, were not on flash yet",
+		"hint", "the loss the power-cut window allows; if the gateway did not lose power, the newest batch of the log was damaged since")
+	b.dropped[DropPowerCut] += uint64(r.n)
 }
 
 // boltOptions bounds the memory map: a Pi Zero has 512 MB of RAM, and 32-bit

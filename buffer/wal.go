@@ -157,7 +157,12 @@ type replayed struct {
 	acks   []seqRange
 	clock  int64      // the latest batch's clock
 	maxSeq uint64     // the highest seq any batch claims (records or damaged)
-	lost   []seqRange // seqs above dbLast that batches held but cannot be read
+	lost   []seqRange // seqs above dbLast that batches held but cannot be read: damage inside the log
+	// torn is the last batch of the log when its header is whole and its
+	// body is not, n 0 when none: the commit a power cut interrupted
+	// (its sync never returned), or, which the log cannot tell apart,
+	// damage to the newest batch since.
+	torn seqRange
 	// onlyStale: every batch read was left by the previous epoch and holds
 	// nothing above dbLast: the log can start over.
 	onlyStale bool
@@ -183,6 +188,13 @@ func (w *wal) replay(dbEpoch, dbLast uint64) (replayed, error) {
 	}
 	res := replayed{maxSeq: dbLast, onlyStale: true}
 	off, end := int64(0), int64(0)
+	// A torn batch is the power cut's only while no batch follows it.
+	inside := func() {
+		if res.torn.n > 0 {
+			res.lost = append(res.lost, res.torn)
+			res.torn = seqRange{}
+		}
+	}
 	for off < int64(len(data)) {
 		b, ok := decodeBatch(data, off, true)
 		if !ok || !accept(b.epoch) {
@@ -194,6 +206,7 @@ func (w *wal) replay(dbEpoch, dbLast uint64) (replayed, error) {
 			if !found {
 				break
 			}
+			inside()
 			if next.first > res.maxSeq+1 {
 				res.lost = append(res.lost, seqRange{n: int(next.first - res.maxSeq - 1), first: res.maxSeq + 1, last: next.first - 1})
 			}
@@ -205,12 +218,13 @@ func (w *wal) replay(dbEpoch, dbLast uint64) (replayed, error) {
 		if b.epoch == dbEpoch || b.first+uint64(b.count) > dbLast+1 {
 			res.onlyStale = false
 		}
+		inside()
 		res.acks = append(res.acks, b.acks...)
 		res.clock = max(res.clock, b.clock)
 		if b.count > 0 {
 			last := b.first + uint64(b.count) - 1
 			if lo := max(b.first, res.maxSeq+1); !b.bodyOK && lo <= last {
-				res.lost = append(res.lost, seqRange{n: int(last - lo + 1), first: lo, last: last})
+				res.torn = seqRange{n: int(last - lo + 1), first: lo, last: last}
 			}
 			for _, r := range b.recs {
 				if r.seq > res.maxSeq {

@@ -39,6 +39,9 @@ func TestWALReplayStopsAtTornOrStaleBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 		lost = rep.lost
+		if rep.torn.n > 0 {
+			lost = append(lost, rep.torn)
+		}
 		s := ""
 		for _, r := range rep.recs {
 			s += fmt.Sprintf("%d=%s ", r.seq, r.data)

@@ -100,7 +100,7 @@ var (
 	descReadings       = prometheus.NewDesc("edgegw_readings_total", "Readings taken, by device.", []string{"device"}, nil)
 	descReadErrors     = prometheus.NewDesc("edgegw_read_errors_total", "Points that failed a poll, by device.", []string{"device"}, nil)
 	descPublished      = prometheus.NewDesc("edgegw_published_total", "Readings acknowledged by a broker.", nil, nil)
-	descDropped        = prometheus.NewDesc("edgegw_dropped_total", "Readings dropped, by reason: max_bytes, max_age, disk_error, corrupt (lost to a damaged buffer file), rejected (refused by the broker for good), too_large (over the broker's maximum packet size).", []string{"reason"}, nil)
+	descDropped        = prometheus.NewDesc("edgegw_dropped_total", "Readings dropped, by reason: max_bytes, max_age, disk_error, corrupt (lost to a damaged buffer file), power_cut (the commit a power cut tore, within commit_interval of it), rejected (refused by the broker for good), too_large (over the broker's maximum packet size).", []string{"reason"}, nil)
 	descCmdsDropped    = prometheus.NewDesc("edgegw_commands_dropped_total", "Commands dropped unanswered because too many were waiting for their buses (a flood on the set topics).", nil, nil)
 	descRequests       = prometheus.NewDesc("edgegw_bus_requests_total", "Requests to a device on its bus.", []string{"device"}, nil)
 	descRequestErrors  = prometheus.NewDesc("edgegw_bus_request_errors_total", "Failed requests, by kind: timeout (no reply), exception (refused), transport (broken reply or port).", []string{"device", "kind"}, nil)
@@ -131,7 +131,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, descBufferFile, float64(st.FileSize))
 		gauge(ch, descBufferPending, float64(st.Pending))
 		gauge(ch, descBufferOldest, st.OldestAge.Seconds())
-		for _, reason := range []string{buffer.DropMaxBytes, buffer.DropMaxAge, buffer.DropDiskError, buffer.DropCorrupt} {
+		for _, reason := range []string{buffer.DropMaxBytes, buffer.DropMaxAge, buffer.DropDiskError, buffer.DropCorrupt, buffer.DropPowerCut} {
 			counter(ch, descDropped, float64(st.Dropped[reason]), reason)
 		}
 	}

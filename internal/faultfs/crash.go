@@ -7,8 +7,12 @@ import (
 	"slices"
 )
 
-// Torn writes persist whole sectors of this size.
-const sectorSize = 512
+// Torn writes persist whole units of one of these sizes: a sector, or a
+// flash page as an SD card or an ext4 block writes it.
+const (
+	sectorSize = 512
+	pageSize   = 4096
+)
 
 // Survivors says which unsynced operations a simulated power cut keeps.
 type Survivors int
@@ -20,10 +24,10 @@ const (
 	// All: everything written, as if the cut came just after.
 	All
 	// Prefix: of each file, its unsynced writes up to a random one, that
-	// one torn at a sector; of the directory, a prefix of its changes.
+	// one torn (tear); of the directory, a prefix of its changes.
 	Prefix
 	// Subset: of each file, a random subset of its unsynced writes in
-	// order, the last one kept torn at a sector; of the directory, a prefix.
+	// order, the last one kept torn (tear); of the directory, a prefix.
 	Subset
 )
 
@@ -128,26 +132,53 @@ func (in *inode) survive(keep Survivors, rng *rand.Rand) []byte {
 	}
 	for j, i := range kept {
 		p := in.pending[i]
-		length := len(p.Data)
 		if keep != All && j == len(kept)-1 && p.Kind == Write {
-			length = tear(p, rng)
+			data = tear(data, p, rng)
+			continue
 		}
-		data = apply(data, p, length)
+		data = apply(data, p, len(p.Data))
 	}
 	return data
 }
 
-// tear returns how much of write p reaches the disk when the power goes
-// while it is written: whole sectors from its start, maybe all, maybe none.
-func tear(p Op, rng *rand.Rand) int {
-	var cuts []int
+// tear applies what of write p reaches the disk when the power goes while
+// it is written: whole units (sectors or 4 KiB pages, at random) of it,
+// either from its start (maybe all, maybe none) or any subset of them, as
+// a device that reorders its writes leaves them.
+func tear(data []byte, p Op, rng *rand.Rand) []byte {
+	unit := int64(sectorSize)
+	if rng.IntN(2) == 0 {
+		unit = pageSize
+	}
+	var cuts []int // where units start within p.Data, and its end
 	for c := 0; c < len(p.Data); c++ {
-		if (p.Off+int64(c))%sectorSize == 0 {
+		if c == 0 || (p.Off+int64(c))%unit == 0 {
 			cuts = append(cuts, c)
 		}
 	}
 	cuts = append(cuts, len(p.Data))
-	return cuts[rng.IntN(len(cuts))]
+	units := len(cuts) - 1
+	keep := make([]bool, units)
+	if rng.IntN(2) == 0 {
+		for u := range rng.IntN(units + 1) { // a prefix
+			keep[u] = true
+		}
+	} else {
+		for u := range keep { // any subset
+			keep[u] = rng.IntN(2) == 0
+		}
+	}
+	for u, k := range keep {
+		if !k {
+			continue
+		}
+		lo, hi := p.Off+int64(cuts[u]), p.Off+int64(cuts[u+1])
+		if hi > int64(len(data)) {
+			data = append(data, make([]byte, hi-int64(len(data)))...)
+		}
+		copy(data[lo:hi], p.Data[cuts[u]:cuts[u+1]])
+	}
+	return data
 }
 
 func apply(data []byte, op Op, length int) []byte {
