@@ -26,6 +26,7 @@ import (
 
 	"edgegw/board"
 	"edgegw/buffer"
+	"edgegw/drivers"
 	"edgegw/gateway/batch"
 	"edgegw/gateway/config"
 	"edgegw/gateway/sparkplug"
@@ -283,6 +284,9 @@ type gateway struct {
 	// connects counts connections to brokers, across uplink restarts:
 	// devices with report = "change" send a full reading after each.
 	connects atomic.Uint64
+	// edge is the Sparkplug edge node of the uplink, nil without one: the
+	// pollers tell it each reading as polled, for its births.
+	edge atomic.Pointer[sparkplug.Edge]
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -320,7 +324,7 @@ func (f *fleet) stop() {
 // devices that were there before.
 func (g *gateway) startFleet(ctx context.Context, cfg *config.Config, prev *fleet) {
 	fctx, cancel := context.WithCancel(ctx)
-	f := &fleet{pollers: newPollers(cfg, g.opts.Open, g.buf, g.log, g.connects.Load), byDevice: map[string]*poller{}, cancel: cancel}
+	f := &fleet{pollers: newPollers(cfg, g.opts.Open, g.buf, g.log, g.connects.Load, g.observe), byDevice: map[string]*poller{}, cancel: cancel}
 	for _, p := range f.pollers {
 		for _, d := range p.devices {
 			f.byDevice[d.Name] = p
@@ -374,7 +378,7 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 			}
 			p.submit(command{Command: cmd, done: done})
 		},
-		Session: g.session(cfg),
+		Session: g.sessionFor(cfg),
 		Logger:  g.log.With("component", "uplink"),
 	}, g.buf)
 	uctx, cancel := context.WithCancel(ctx)
@@ -389,16 +393,26 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 	g.mu.Unlock()
 }
 
-// session is the uplink's Session for cfg: a Sparkplug edge node with
-// payload = "sparkplug", else none.
-func (g *gateway) session(cfg *config.Config) uplink.Session {
+// sessionFor is the uplink's Session for cfg: a Sparkplug edge node with
+// payload = "sparkplug", else none; it is also the one the pollers observe.
+func (g *gateway) sessionFor(cfg *config.Config) uplink.Session {
 	if cfg.MQTT.Payload != config.PayloadSparkplug {
+		g.edge.Store(nil)
 		return nil
 	}
 	s := cfg.Sparkplug
 	plan := sparkplug.NewPlan(cfg.Devices, func(d config.Device) string { return defaultPointType(cfg, d) })
-	return sparkplug.NewEdge(sparkplug.Node{Group: s.GroupID, ID: s.EdgeNodeID}, plan, s.PrimaryHostID,
+	e := sparkplug.NewEdge(sparkplug.Node{Group: s.GroupID, ID: s.EdgeNodeID}, plan, s.PrimaryHostID,
 		cfg.Gateway.DataDir, g.log.With("component", "sparkplug"))
+	g.edge.Store(e)
+	return e
+}
+
+// observe tells the edge node, if any, a reading as polled.
+func (g *gateway) observe(r *drivers.Reading) {
+	if e := g.edge.Load(); e != nil {
+		e.Observe(r)
+	}
 }
 
 // batching is the uplink's part of [mqtt]'s batch keys.
@@ -494,11 +508,14 @@ func (g *gateway) notify(state string) {
 	}
 }
 
-func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logger, connects func() uint64) []*poller {
+func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logger, connects func() uint64, observe func(*drivers.Reading)) []*poller {
+	if cfg.MQTT.Payload != config.PayloadSparkplug {
+		observe = nil // nobody to tell: no call per poll
+	}
 	var ps []*poller
 	for _, bus := range cfg.Buses {
 		p := &poller{bus: bus, open: open, out: out, log: log, stats: map[string]*DeviceStats{}, now: time.Now,
-			cmds: make(chan command, 16), connects: connects, exceptions: map[string]*exception{}}
+			cmds: make(chan command, 16), connects: connects, observe: observe, exceptions: map[string]*exception{}}
 		for _, d := range cfg.Devices {
 			if d.Bus == bus.Name {
 				p.devices = append(p.devices, d)

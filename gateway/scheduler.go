@@ -64,6 +64,9 @@ type poller struct {
 	// after each of which they send a full reading.
 	exceptions map[string]*exception
 	connects   func() uint64
+	// observe, when set, is told every reading as polled, whole (the
+	// Sparkplug edge node's births carry the newest values).
+	observe func(*drivers.Reading)
 	// driver is the open driver, for its statistics.
 	driver atomic.Pointer[drivers.Driver]
 	// beat is when the loop last showed it is not stuck: every second
@@ -188,6 +191,9 @@ func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r 
 	st := p.stats[dev.Name]
 	st.Readings.Add(1)
 	st.ReadErrors.Add(uint64(len(r.Errors)))
+	if p.observe != nil {
+		p.observe(r)
+	}
 	if ex := p.exceptions[dev.Name]; ex != nil {
 		full, send := ex.filter(r, p.connects())
 		if !send {

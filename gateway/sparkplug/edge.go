@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"edgegw/buffer"
+	"edgegw/drivers"
 	"edgegw/gateway/sparkplug/spb"
 	"edgegw/gateway/uplink"
 )
@@ -48,10 +49,24 @@ type Edge struct {
 	unknown    map[string]bool  // device.point dropped as not in the births (logged)
 }
 
-// deviceState is what the host was told of one device.
+// deviceState is what the host was told of one device, and what was
+// polled of it since.
 type deviceState struct {
 	known map[string]Known
 	born  bool // its DBIRTH went in this session, and no DDEATH since
+	// latest is when the newest reading composed was taken: an older one
+	// is history, composed as such without touching known or born.
+	latest time.Time
+	// observed is each point as last polled, ahead of what was composed
+	// (the buffer and the uplink are behind the bus): births carry it.
+	observed map[string]observation
+}
+
+// observation is a point as last polled: its value or its error.
+type observation struct {
+	value drivers.Value
+	err   string
+	ts    time.Time
 }
 
 // NewEdge returns the edge node node with plan's devices; host is the
@@ -63,7 +78,7 @@ func NewEdge(node Node, plan *Plan, host, dataDir string, log *slog.Logger) *Edg
 	e := &Edge{node: node, plan: plan, host: host, bdSeqFile: filepath.Join(dataDir, "sparkplug-bdseq"),
 		now: time.Now, log: log, devices: map[string]*deviceState{}, hostTS: map[string]int64{}, unknown: map[string]bool{}}
 	for _, d := range plan.Devices {
-		e.devices[d.Name] = &deviceState{known: map[string]Known{}}
+		e.devices[d.Name] = &deviceState{known: map[string]Known{}, observed: map[string]observation{}}
 	}
 	if b, err := os.ReadFile(e.bdSeqFile); err == nil {
 		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 8); err == nil {
@@ -145,6 +160,51 @@ func (e *Edge) Ready() bool {
 	return e.host == "" || e.hostOnline
 }
 
+// Observe takes a device's reading as polled, before it is buffered: the
+// births that follow carry each metric's newest value (the specification:
+// a birth holds current values), whatever the uplink has composed yet. It
+// is called on every poll, from the bus's goroutine.
+func (e *Edge) Observe(r *drivers.Reading) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st, ok := e.devices[r.Device]
+	if !ok {
+		return
+	}
+	for _, v := range r.Values {
+		st.observed[v.Point] = observation{value: v, ts: r.Time}
+	}
+	for _, pe := range r.Errors {
+		st.observed[pe.Point] = observation{err: pe.Err, ts: r.Time}
+	}
+}
+
+// current is what a birth says of d now: per point, the newer of what
+// was composed and what was polled. A polled value the metric's type
+// cannot hold (Compose would refuse its reading) is left out.
+func (st *deviceState) current(d *Device) map[string]Known {
+	now := make(map[string]Known, len(st.known)+len(st.observed))
+	for p, k := range st.known {
+		now[p] = k
+	}
+	for _, m := range d.Metrics {
+		o, ok := st.observed[m.Name]
+		if k, composed := now[m.Name]; !ok || composed && !o.ts.After(k.TS) {
+			continue
+		}
+		if o.err != "" {
+			now[m.Name] = Known{TS: o.ts, Err: o.err}
+			continue
+		}
+		raw := o.value.AppendJSON(nil)
+		if setValue(&spb.Payload_Metric{}, m.Type, raw) != nil {
+			continue
+		}
+		now[m.Name] = Known{Value: raw, TS: o.ts}
+	}
+	return now
+}
+
 // Begin starts a session: seq 0 at the NBIRTH, then a DBIRTH for every
 // device with what is known of it, and a DDEATH after it for a device
 // known to have stopped answering.
@@ -172,13 +232,14 @@ func (e *Edge) births() ([]uplink.Message, error) {
 	msgs := []uplink.Message{{Topic: e.node.Topic(NBirth, ""), Payload: nb}}
 	for _, d := range e.plan.Devices {
 		st := e.devices[d.Name]
-		db, err := e.session.DeviceBirth(d, st.known, now)
+		current := st.current(d)
+		db, err := e.session.DeviceBirth(d, current, now)
 		if err != nil {
 			return nil, err
 		}
 		msgs = append(msgs, uplink.Message{Topic: e.node.Topic(DBirth, d.Name), Payload: db})
 		st.born = true
-		if st.dead(d) {
+		if dead(d, current) {
 			dd, err := e.session.DeviceDeath(now)
 			if err != nil {
 				return nil, err
@@ -190,11 +251,11 @@ func (e *Edge) births() ([]uplink.Message, error) {
 	return msgs, nil
 }
 
-// dead says whether every point of d is known to be in error: the device
+// dead says whether every point of d is in error in known: the device
 // stopped answering.
-func (st *deviceState) dead(d *Device) bool {
+func dead(d *Device, known map[string]Known) bool {
 	for _, m := range d.Metrics {
-		if k, ok := st.known[m.Name]; !ok || k.Err == "" {
+		if k, ok := known[m.Name]; !ok || k.Err == "" {
 			return false
 		}
 	}
@@ -228,27 +289,33 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 		return nil, err
 	}
 	st := e.devices[d.Name]
+	now := e.now()
+	if r.TS.Before(st.latest) {
+		// Older than what the host was told (the backlog after live
+		// readings, with max_rate): history, whatever it says.
+		return e.history(d, st, metrics, now)
+	}
+	st.latest = r.TS
 	for p, v := range r.Values {
 		st.known[p] = Known{Value: v, TS: r.TS}
 	}
 	for p, msg := range r.Errors {
 		st.known[p] = Known{TS: r.TS, Err: msg}
 	}
-	if len(r.Values) == 0 && st.dead(d) {
+	if len(r.Values) == 0 && dead(d, st.known) {
 		if !st.born {
 			return nil, nil // the host knows
 		}
 		st.born = false
-		dd, err := e.session.DeviceDeath(e.now())
+		dd, err := e.session.DeviceDeath(now)
 		if err != nil {
 			return nil, err
 		}
 		return []uplink.Message{{Topic: e.node.Topic(DDeath, d.Name), Payload: dd}}, nil
 	}
 	var msgs []uplink.Message
-	now := e.now()
 	if !st.born {
-		db, err := e.session.DeviceBirth(d, st.known, now)
+		db, err := e.session.DeviceBirth(d, st.current(d), now)
 		if err != nil {
 			return nil, err
 		}
@@ -260,6 +327,38 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 		return nil, err
 	}
 	return append(msgs, uplink.Message{Topic: e.node.Topic(DData, d.Name), Payload: data}), nil
+}
+
+// history composes an old reading of d as historical DDATA, leaving what
+// the host knows of d alone: an old "device silent" is no DDEATH of a
+// device that answers now. A device that is dead now is born for it (with
+// what is current: null) and dies again after it, so the DDATA follows a
+// DBIRTH as the specification wants.
+func (e *Edge) history(d *Device, st *deviceState, metrics []*spb.Payload_Metric, now time.Time) ([]uplink.Message, error) {
+	for _, m := range metrics {
+		m.IsHistorical = proto.Bool(true)
+	}
+	var msgs []uplink.Message
+	if !st.born {
+		db, err := e.session.DeviceBirth(d, st.current(d), now)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, uplink.Message{Topic: e.node.Topic(DBirth, d.Name), Payload: db})
+	}
+	data, err := e.session.DeviceData(metrics, now)
+	if err != nil {
+		return nil, err
+	}
+	msgs = append(msgs, uplink.Message{Topic: e.node.Topic(DData, d.Name), Payload: data})
+	if !st.born {
+		dd, err := e.session.DeviceDeath(now)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, uplink.Message{Topic: e.node.Topic(DDeath, d.Name), Payload: dd})
+	}
+	return msgs, nil
 }
 
 // dropUnknown removes from r the points d's births do not have (a point

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"edgegw/buffer"
+	"edgegw/drivers"
 	"edgegw/gateway/uplink"
 	"edgegw/internal/tahu"
 )
@@ -177,5 +178,73 @@ func TestEdgeKeepsReadingsOfRemovedPoints(t *testing.T) {
 	e.Connected("tcp://b:1883") // another broker: its own times
 	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":false,"timestamp":1000}`)); !r.Offline {
 		t.Error("another broker's STATE was taken for stale")
+	}
+}
+
+// TestEdgeBirthsCarryCurrentValues: a DBIRTH carries each metric's newest
+// value as polled, not the last one composed (the uplink and the buffer
+// are behind the bus); an old reading composed after newer ones (the
+// backlog under max_rate) is history: historical DDATA, no DDEATH for an
+// old "device silent", and the current state untouched.
+func TestEdgeBirthsCarryCurrentValues(t *testing.T) {
+	judge := tahu.Start(t)
+	host := tahu.NewHost(judge, "g", "n")
+	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "", t.TempDir(), nil)
+	apply := func(msgs []uplink.Message, err error) []uplink.Message {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if err := host.Apply(m.Topic, m.Payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return msgs
+	}
+	humidityOf := func(msgs []uplink.Message) string {
+		t.Helper()
+		for _, m := range msgs {
+			if m.Topic != "spBv1.0/g/DBIRTH/n/probe" {
+				continue
+			}
+			p, err := judge.Decode(m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, mt := range p.Metrics {
+				if mt.Name == "humidity" {
+					return fmt.Sprint(mt.Value)
+				}
+			}
+		}
+		t.Fatal("no DBIRTH of probe")
+		return ""
+	}
+	at := func(s int) time.Time { return time.Date(2026, 11, 24, 10, 0, s, 0, time.UTC) }
+	e.Observe(&drivers.Reading{Device: "probe", Time: at(30), Values: []drivers.Value{{Point: "humidity", Kind: drivers.KindFloat, F: 55}}})
+	if _, err := e.Will(); err != nil {
+		t.Fatal(err)
+	}
+	e.Connected("tcp://a:1883")
+	if got := humidityOf(apply(e.Begin(3))); got != "55" {
+		t.Errorf("DBIRTH humidity %s, want the polled 55", got)
+	}
+	record := func(seq uint64, s int, values, errs string) buffer.Record {
+		return buffer.Record{Seq: seq, Data: []byte(fmt.Sprintf("probe\n\"ts\":\"%s\",\"device\":\"probe\",\"values\":{%s},\"errors\":{%s}}",
+			at(s).Format(time.RFC3339), values, errs))}
+	}
+	apply(e.Compose(record(4, 31, `"humidity":56`, ``))) // live
+	// The backlog after it: an old silent reading, then an old value.
+	msgs := apply(e.Compose(record(2, 10, ``, `"humidity":"timeout"`)))
+	apply(e.Compose(record(3, 20, `"humidity":41`, ``)))
+	if host.DeviceDeaths != 0 {
+		t.Errorf("an old silent reading killed a device that answers: %d DDEATHs", host.DeviceDeaths)
+	}
+	if len(msgs) != 1 || !host.Data[len(host.Data)-2].Metrics[0].IsHistorical {
+		t.Errorf("old readings not composed as history: %d messages", len(msgs))
+	}
+	if got := humidityOf(apply(e.Rebirth())); got != "56" {
+		t.Errorf("after the backlog the DBIRTH says %s, want the newest 56", got)
 	}
 }

@@ -208,8 +208,10 @@ func batchesSplitAtTheBrokersMaximumPacket(t *testing.T) {
 			waitEmpty(t, store)
 			msgs := sub.Messages()
 			d := decodeAll(t, msgs, withCLI)
-			if !inOrderOnce(d.all(), 400) {
-				t.Fatalf("seqs %v", d.all())
+			// Over 3.1.1 the limit is learned from closes: what went just
+			// before one may come again (consumers dedupe on seq).
+			if seqs := d.all(); testProtocol(t) == MQTT5 && !inOrderOnce(seqs, 400) || !covers(seqs, 400) {
+				t.Fatalf("seqs %v", seqs)
 			}
 			biggest := 0
 			for _, m := range msgs {

@@ -100,9 +100,10 @@ func readingLargerThanTheBrokersMaximumPacket(t *testing.T) {
 	}
 	least, most := uint64(1), uint64(1)
 	if testProtocol(t) == MQTT311 {
-		// closesToLearn closes on seq 5, and a first one or two before the
-		// acknowledgements of seqs 1-4 came back.
-		least, most = 1+closesToLearn, 3+closesToLearn
+		// closesToLearn closes on seq 5, and on a loaded machine a few more
+		// where the acknowledgements of seqs 1-4 had not come back yet:
+		// bounded, not a loop.
+		least, most = 1+closesToLearn, 1+3*closesToLearn
 		if !strings.Contains(logs.String(), "msg=mqtt_packet_limit_learned") {
 			t.Errorf("the learned limit is not logged:\n%s", logs.String())
 		}
