@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -34,13 +35,16 @@ func isDamage(err error) bool {
 
 // safeTx runs fn, turning a panic of bbolt into an error: a panic on a
 // damaged page is damage; a memory fault (an I/O error under the file's
-// memory map raises SIGBUS) is an I/O error, not damage.
+// memory map raises SIGBUS) is an I/O error, not damage. A segmentation
+// fault is a pointer that bbolt followed on a damaged page (a new file
+// whose first write a power cut tore): damage. The runtime tells the two
+// apart only in its message, SIGSEGV's being "invalid memory address".
 func safeTx(fn func() error) (err error) {
 	old := debug.SetPanicOnFault(true)
 	defer debug.SetPanicOnFault(old)
 	defer func() {
 		if r := recover(); r != nil {
-			if _, fault := r.(interface{ Addr() uintptr }); fault {
+			if f, fault := r.(interface{ Addr() uintptr }); fault && !strings.Contains(fmt.Sprint(f), "invalid memory address") {
 				err = fmt.Errorf("I/O fault under the file's memory map: %v", r)
 				return
 			}
