@@ -355,7 +355,7 @@ func (g *gateway) startUplink(ctx context.Context, cfg *config.Config) {
 		ClientID:       cfg.MQTT.ClientID,
 		Username:       cfg.MQTT.Username,
 		Password:       cfg.Secrets.Password,
-		QoS:            byte(cfg.MQTT.QoS),
+		QoS:            dataQoS(cfg),
 		KeepAlive:      cfg.MQTT.KeepAlive.D(),
 		ConnectTimeout: cfg.MQTT.ConnectTimeout.D(),
 		MaxInflight:    cfg.MQTT.MaxInflight,
@@ -406,6 +406,16 @@ func (g *gateway) sessionFor(cfg *config.Config) uplink.Session {
 		cfg.Gateway.DataDir, g.log.With("component", "sparkplug"))
 	g.edge.Store(e)
 	return e
+}
+
+// dataQoS is the QoS of the records: mqtt.qos, or under Sparkplug
+// sparkplug.data_qos (its births and deaths have the QoS the
+// specification gives them).
+func dataQoS(cfg *config.Config) byte {
+	if cfg.MQTT.Payload == config.PayloadSparkplug {
+		return byte(cfg.Sparkplug.DataQoS)
+	}
+	return byte(cfg.MQTT.QoS)
 }
 
 // observe tells the edge node, if any, a reading as polled.

@@ -151,6 +151,9 @@ type Sparkplug struct {
 	// PrimaryHostID, when set, names the host application whose STATE
 	// the gateway waits for before it publishes.
 	PrimaryHostID string `toml:"primary_host_id"`
+	// DataQoS is the QoS of DDATA and DDEATH, 0 (the specification's) or
+	// 1; a reading leaves flash only once the broker is known to have it.
+	DataQoS int `toml:"data_qos"`
 }
 
 // Status is the [status] table.

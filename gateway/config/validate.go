@@ -220,6 +220,7 @@ func (v *validator) sparkplug() {
 	v.sparkplugID("sparkplug.group_id", s.GroupID, true)
 	v.sparkplugID("sparkplug.edge_node_id", s.EdgeNodeID, true)
 	v.sparkplugID("sparkplug.primary_host_id", s.PrimaryHostID, false)
+	v.intRange("sparkplug.data_qos", s.DataQoS, 0, 1)
 }
 
 // sparkplugID checks a Sparkplug id: any UTF-8 but the MQTT topic

@@ -111,6 +111,9 @@ func (p *pass) inOrder() error {
 			return err
 		}
 		if len(recs) == 0 {
+			if over, err := p.confirm(); over {
+				return err
+			}
 			if over, err := p.idle(committed); over {
 				return err
 			}
@@ -164,6 +167,9 @@ func (p *pass) paced() error {
 			continue
 		}
 		if back >= boundary {
+			if over, err := p.confirm(); over {
+				return err
+			}
 			if over, err := p.idle(committed); over {
 				return err
 			}
@@ -237,6 +243,37 @@ type pass struct {
 	failOnce sync.Once
 	window   chan struct{}
 	batch    *batcher // nil: each record alone
+	// unconfirmed are the seqs published at QoS 0 since the last barrier.
+	unconfirmed []uint64
+}
+
+// confirm acknowledges the records published at QoS 0 since the last
+// time, once a barrier (a PINGREQ after them, wire.go) is answered: the
+// broker has read them. At most MaxInflight wait for it, and none past an
+// idle moment.
+func (p *pass) confirm() (over bool, err error) {
+	if len(p.unconfirmed) == 0 {
+		return false, nil
+	}
+	pong, err := p.c.wire.barrier()
+	if err != nil {
+		p.fail(p.unconfirmed[0], err)
+		return true, errRetry
+	}
+	for {
+		select {
+		case <-pong:
+			p.u.acked(p.unconfirmed...)
+			p.unconfirmed = p.unconfirmed[:0]
+			return false, nil
+		case <-p.over:
+			return true, nil // sent again on the next connection
+		case <-p.failed:
+			return true, errRetry
+		case <-p.u.beatTick:
+			p.u.heartbeat()
+		}
+	}
 }
 
 // settle waits until every publish in flight is answered (the window is
@@ -417,14 +454,19 @@ func (p *pass) transmit(pub *publication, seqs []uint64) (over bool, err error) 
 		p.u.pacer.charge(size, len(seqs))
 	}
 	if p.c.qos == 0 {
-		// QoS 0 publishes are written (or queued in order) before publish returns.
+		// QoS 0 publishes are written (or queued in order) before publish
+		// returns; they leave the store once a barrier shows the broker
+		// read them (confirm).
 		_, _, err := p.c.link.publish(p.ctx, pub, nil)
 		<-p.window
 		if err != nil {
 			p.fail(seqs[0], err)
 			return true, errRetry
 		}
-		p.u.acked(seqs...)
+		p.unconfirmed = append(p.unconfirmed, seqs...)
+		if len(p.unconfirmed) >= p.u.cfg.MaxInflight {
+			return p.confirm()
+		}
 		return false, nil
 	}
 	written := make(chan struct{})

@@ -1,7 +1,8 @@
 // Package uplink publishes the buffer's records to MQTT brokers.
 //
 // It promises: a record is acknowledged to the store only after the broker
-// acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2; written for QoS 0);
+// acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2; for QoS 0 the PINGRESP of a
+// PINGREQ written after it: the broker has read it);
 // records go out oldest first, in seq order, at most MaxInflight unacknowledged
 // at once; after every (re)connect, to the same broker or another, every
 // unacknowledged record is sent again from the store, because the store and

@@ -334,3 +334,27 @@ func TestIdleConnectionStays(t *testing.T) {
 		}
 	})
 }
+
+// TestQoS0LeavesFlashOnceTheBrokerHasIt: readings published at QoS 0 stay
+// on flash until a PINGREQ written after them is answered, which a broker
+// does only once it has read them: a hung broker's socket takes the bytes,
+// and they are not lost with it.
+func TestQoS0LeavesFlashOnceTheBrokerHasIt(t *testing.T) {
+	bothProtocols(t, func(t *testing.T) {
+		br := testbroker.Start(t)
+		sub := testbroker.Subscribe(t, br.Addr(), "test/data")
+		store := openBuffer(t)
+		r := start(t, store, []string{br.URL()}, func(c *Config) { c.QoS, c.KeepAlive = 0, 30*time.Second })
+		waitFor(t, 10*time.Second, "connected", func() bool { return r.up.Broker() != "" })
+		br.Stop() // the broker hangs: its socket still takes what is written
+		fill(t, store, 20)
+		window := time.NewTimer(time.Second)
+		<-window.C // an observation window: the uplink writes all 20 into the socket
+		if n := store.Stats().Readings; n != 20 {
+			t.Errorf("%d readings on flash while the broker hangs, want all 20", n)
+		}
+		br.Continue()
+		waitEmpty(t, store)
+		sub.WaitFor(t, 10*time.Second, "every reading", func(m []testbroker.Message) bool { return covers(seqsOf(t, m), 20) })
+	})
+}

@@ -115,8 +115,12 @@ type wireConn struct {
 	locked bool
 	packet []byte
 
-	qmu     sync.Mutex
-	queue   []byte
+	qmu   sync.Mutex
+	queue []byte
+	// pings are the PINGREQs on the wire not answered yet, in order: nil
+	// for the client's own, a channel for a barrier's (closed, and the
+	// PINGRESP kept from the client, when it is answered).
+	pings   []chan struct{}
 	err     error         // the first write error; the connection is closed then
 	wake    chan struct{} // the flusher has work
 	stopped chan struct{} // the flusher has exited
@@ -129,6 +133,7 @@ type wireConn struct {
 func newWireConn(c net.Conn, silence time.Duration, onHung func()) *wireConn {
 	w := &wireConn{Conn: c, silence: silence, onHung: onHung,
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}), done: make(chan struct{})}
+	w.frames.pong = w.pong
 	w.lastRead.Store(time.Now().UnixNano())
 	go w.flush()
 	if silence > 0 {
@@ -217,10 +222,13 @@ type frames struct {
 	// skip, when set, takes the oversized PUBLISHes cut out; it gets the
 	// packet's size, QoS and the start of its body (topic and packet id).
 	skip     func(size int, qos byte, start []byte)
-	skipping bool   // the current packet's bytes are dropped
-	size     int    // the size of the packet being skipped
-	qos      byte   // its QoS
-	start    []byte // its first body bytes, until topic and packet id are known
+	skipping bool // the current packet's bytes are dropped
+	// pong, when set, is told of each PINGRESP and says whether to keep it
+	// from the client (a barrier's).
+	pong  func() bool
+	size  int    // the size of the packet being skipped
+	qos   byte   // its QoS
+	start []byte // its first body bytes, until topic and packet id are known
 }
 
 // filter follows b and appends to out what the client may read; ok is
@@ -257,6 +265,8 @@ func (f *frames) filter(out, b []byte) (_ []byte, size int, ok bool) {
 		size := len(f.header) + length
 		qos := (f.header[0] >> 1) & 3
 		switch {
+		case f.header[0] == 0xD0 && length == 0 && f.pong != nil && f.pong():
+			// A barrier's PINGRESP: not the client's.
 		case size <= maxIncomingPacket:
 			out = append(out, f.header...)
 		case f.skip != nil && f.header[0]>>4 == packets.PUBLISH && qos < 2:
@@ -412,6 +422,9 @@ func (c *wireConn) enqueue(b []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	if len(b) == 2 && b[0] == pingreq[0] && b[1] == 0 {
+		c.pings = append(c.pings, nil) // the client's keepalive
+	}
 	c.queue = append(c.queue, b...)
 	select {
 	case c.wake <- struct{}{}:
@@ -464,6 +477,49 @@ func (c *wireConn) Close() error {
 		}
 	}
 	return c.Conn.Close()
+}
+
+// pingreq is an MQTT PINGREQ, the same in 3.1.1 and 5.
+var pingreq = []byte{0xC0, 0}
+
+// barrier writes a PINGREQ after every packet queued before it, and
+// returns a channel closed when the broker answers it. A broker reads a
+// connection's packets in order and answers a PINGREQ once it has read
+// it: the PINGRESP says it has read every packet before, the QoS 0
+// PUBLISHes among them. The PINGRESP is not passed to the client.
+func (c *wireConn) barrier() (<-chan struct{}, error) {
+	c.mu.Lock() // between two of the client's packets
+	defer c.mu.Unlock()
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.err != nil {
+		return nil, c.err
+	}
+	pong := make(chan struct{})
+	c.pings = append(c.pings, pong)
+	c.queue = append(c.queue, pingreq...)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return pong, nil
+}
+
+// pong takes a PINGRESP: it reports whether it answers a barrier (which
+// it then releases) rather than the client.
+func (c *wireConn) pong() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if len(c.pings) == 0 {
+		return false
+	}
+	head := c.pings[0]
+	c.pings = c.pings[1:]
+	if head == nil {
+		return false
+	}
+	close(head)
+	return true
 }
 
 // publishID returns the packet id of a QoS 1 or 2 PUBLISH packet.
