@@ -44,9 +44,12 @@ type Edge struct {
 	backlog    uint64 // records up to this seq are sent late: historical
 	devices    map[string]*deviceState
 	hostOnline bool
-	broker     string           // the broker of the connection
-	hostTS     map[string]int64 // the newest STATE's timestamp, per broker
-	unknown    map[string]bool  // device.point dropped as not in the births (logged)
+	// fits says whether a message can go to the broker of the session
+	// (uplink.Session's Begin); nil: any.
+	fits    func(topic string, payload int) bool
+	broker  string           // the broker of the connection
+	hostTS  map[string]int64 // the newest STATE's timestamp, per broker
+	unknown map[string]bool  // what was logged once: device.point not in the births, birth:device too large
 }
 
 // deviceState is what the host was told of one device, and what was
@@ -208,11 +211,21 @@ func (st *deviceState) current(d *Device) map[string]Known {
 // Begin starts a session: seq 0 at the NBIRTH, then a DBIRTH for every
 // device with what is known of it, and a DDEATH after it for a device
 // known to have stopped answering.
-func (e *Edge) Begin(backlog uint64) ([]uplink.Message, error) {
+func (e *Edge) Begin(backlog uint64, fits func(topic string, payload int) bool) ([]uplink.Message, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.backlog = backlog
+	e.backlog, e.fits = backlog, fits
 	return e.births()
+}
+
+// fit reports whether a message can go to the broker; one that cannot has
+// its seq given back (numbered is the last message built).
+func (e *Edge) fit(topic string, payload []byte) bool {
+	if e.fits == nil || e.fits(topic, len(payload)) {
+		return true
+	}
+	e.session.unnumber()
+	return false
 }
 
 // Rebirth sends the births again, as an NCMD Node Control/Rebirth asks.
@@ -230,12 +243,25 @@ func (e *Edge) births() ([]uplink.Message, error) {
 		return nil, err
 	}
 	msgs := []uplink.Message{{Topic: e.node.Topic(NBirth, ""), Payload: nb}}
+	if !e.fit(e.node.Topic(NBirth, ""), nb) {
+		return nil, fmt.Errorf("sparkplug: the NBIRTH of %d bytes is larger than the broker's maximum packet size", len(nb))
+	}
 	for _, d := range e.plan.Devices {
 		st := e.devices[d.Name]
 		current := st.current(d)
 		db, err := e.session.DeviceBirth(d, current, now)
 		if err != nil {
 			return nil, err
+		}
+		if !e.fit(e.node.Topic(DBirth, d.Name), db) {
+			// Not born here: its readings are refused as too large.
+			st.born = false
+			if !e.unknown["birth:"+d.Name] { // logged once
+				e.unknown["birth:"+d.Name] = true
+				e.log.Error("sparkplug_birth_too_large", "device", d.Name, "bytes", len(db),
+					"hint", "the device's DBIRTH is larger than the broker's maximum packet size: it is not born on this broker and its readings are dropped as too_large; raise the broker's limit or split the device")
+			}
+			continue
 		}
 		msgs = append(msgs, uplink.Message{Topic: e.node.Topic(DBirth, d.Name), Payload: db})
 		st.born = true
@@ -319,13 +345,22 @@ func (e *Edge) Compose(rec buffer.Record) ([]uplink.Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !e.fit(e.node.Topic(DBirth, d.Name), db) {
+			return nil, uplink.ErrTooLarge
+		}
 		msgs = append(msgs, uplink.Message{Topic: e.node.Topic(DBirth, d.Name), Payload: db})
-		st.born = true
 	}
 	data, err := e.session.DeviceData(metrics, now)
 	if err != nil {
 		return nil, err
 	}
+	if !e.fit(e.node.Topic(DData, d.Name), data) {
+		if len(msgs) > 0 {
+			e.session.unnumber() // the DBIRTH does not go either
+		}
+		return nil, uplink.ErrTooLarge
+	}
+	st.born = true
 	return append(msgs, uplink.Message{Topic: e.node.Topic(DData, d.Name), Payload: data}), nil
 }
 
@@ -357,6 +392,14 @@ func (e *Edge) history(d *Device, st *deviceState, metrics []*spb.Payload_Metric
 			return nil, err
 		}
 		msgs = append(msgs, uplink.Message{Topic: e.node.Topic(DDeath, d.Name), Payload: dd})
+	}
+	for _, m := range msgs {
+		if e.fits != nil && !e.fits(m.Topic, len(m.Payload)) {
+			for range msgs {
+				e.session.unnumber() // none of them goes: no gap
+			}
+			return nil, uplink.ErrTooLarge
+		}
 	}
 	return msgs, nil
 }

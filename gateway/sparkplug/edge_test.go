@@ -1,7 +1,9 @@
 package sparkplug
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +40,7 @@ func TestEdgeDeviceDeathAndBirth(t *testing.T) {
 		t.Fatalf("will %+v, %v", will, err)
 	}
 	e.Connected("tcp://a:1883")
-	send(e.Begin(2))
+	send(e.Begin(2, nil))
 	record := func(seq uint64, body string) buffer.Record {
 		return buffer.Record{Seq: seq, Data: []byte("probe\n" + body[1:])}
 	}
@@ -157,7 +159,7 @@ func TestEdgeKeepsReadingsOfRemovedPoints(t *testing.T) {
 	if r := e.Received("spBv1.0/STATE/scada", []byte(`{"online":true,"timestamp":2000}`)); !r.Online {
 		t.Fatal("the host's STATE is not taken")
 	}
-	apply(e.Begin(0))
+	apply(e.Begin(0, nil))
 	apply(e.Compose(buffer.Record{Seq: 1, Data: []byte(`probe
 "ts":"2026-11-24T10:00:01Z","device":"probe","values":{"humidity":40,"removed":1},"errors":{"gone":"timeout"}}`)}))
 	last := host.Data[len(host.Data)-1]
@@ -227,7 +229,7 @@ func TestEdgeBirthsCarryCurrentValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Connected("tcp://a:1883")
-	if got := humidityOf(apply(e.Begin(3))); got != "55" {
+	if got := humidityOf(apply(e.Begin(3, nil))); got != "55" {
 		t.Errorf("DBIRTH humidity %s, want the polled 55", got)
 	}
 	record := func(seq uint64, s int, values, errs string) buffer.Record {
@@ -246,5 +248,46 @@ func TestEdgeBirthsCarryCurrentValues(t *testing.T) {
 	}
 	if got := humidityOf(apply(e.Rebirth())); got != "56" {
 		t.Errorf("after the backlog the DBIRTH says %s, want the newest 56", got)
+	}
+}
+
+// TestEdgeNumbersNothingTooLarge: against a broker's Maximum Packet Size,
+// a DBIRTH that cannot go leaves its device unborn, a reading whose DDATA
+// (or DBIRTH) cannot go is refused as too large, and neither takes a seq:
+// the host sees no gap.
+func TestEdgeNumbersNothingTooLarge(t *testing.T) {
+	judge := tahu.Start(t)
+	host := tahu.NewHost(judge, "g", "n")
+	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "", t.TempDir(), nil)
+	fits := func(topic string, _ int) bool { return !strings.HasSuffix(topic, "/meter") } // the meter's messages never fit
+	apply := func(msgs []uplink.Message, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if strings.HasSuffix(m.Topic, "/meter") {
+				t.Fatalf("a message that does not fit: %s", m.Topic)
+			}
+			if err := host.Apply(m.Topic, m.Payload); err != nil {
+				t.Fatal(err) // a seq gap among them
+			}
+		}
+	}
+	if _, err := e.Will(); err != nil {
+		t.Fatal(err)
+	}
+	e.Connected("tcp://a:1883")
+	apply(e.Begin(0, fits))
+	meter := buffer.Record{Seq: 1, Data: []byte(`meter
+"ts":"2026-11-24T10:00:01Z","device":"meter","values":{"voltage":230.5},"errors":{}}`)}
+	if _, err := e.Compose(meter); !errors.Is(err, uplink.ErrTooLarge) {
+		t.Fatalf("a reading whose messages cannot go: %v, want ErrTooLarge", err)
+	}
+	apply(e.Compose(buffer.Record{Seq: 2, Data: []byte(`probe
+"ts":"2026-11-24T10:00:02Z","device":"probe","values":{"humidity":40},"errors":{}}`)}))
+	apply(e.Rebirth())
+	if len(host.Data) != 1 {
+		t.Errorf("%d DDATA, want the probe's one", len(host.Data))
 	}
 }

@@ -29,6 +29,10 @@ func (s *Session) next() *uint64 {
 	return &v
 }
 
+// unnumber gives back the seq of the last message numbered, which will not
+// be published: the host must see no gap.
+func (s *Session) unnumber() { s.seq-- }
+
 func ms(t time.Time) *uint64 {
 	v := uint64(t.UnixMilli())
 	return &v

@@ -165,23 +165,40 @@ func toPaho(p *publication) *paho.Publish {
 // with MQTT 5's properties as toPaho sets them.
 func packetSize(p *publication, proto Protocol) int {
 	n := 2 + len(p.Topic) + len(p.Payload)
+	if proto != MQTT311 {
+		n += propertiesSize(p)
+	}
 	if p.QoS > 0 {
 		n += 2 // packet id
 	}
+	return 1 + varintLen(n) + n
+}
+
+// packetSizeOf is packetSize of a PUBLISH without properties.
+func packetSizeOf(topic string, payload int, qos byte, proto Protocol) int {
+	n := 2 + len(topic) + payload
 	if proto != MQTT311 {
-		props := 0
-		if p.ContentType != "" {
-			props += 1 + 2 + len(p.ContentType)
-		}
-		if len(p.Correlation) > 0 {
-			props += 1 + 2 + len(p.Correlation)
-		}
-		if p.Encoding != "" {
-			props += 1 + 2 + len(batch.EncodingProperty) + 2 + len(p.Encoding)
-		}
-		n += varintLen(props) + props
+		n++ // no properties
+	}
+	if qos > 0 {
+		n += 2 // packet id
 	}
 	return 1 + varintLen(n) + n
+}
+
+// propertiesSize is the size of p's MQTT 5 properties, their length included.
+func propertiesSize(p *publication) int {
+	props := 0
+	if p.ContentType != "" {
+		props += 1 + 2 + len(p.ContentType)
+	}
+	if len(p.Correlation) > 0 {
+		props += 1 + 2 + len(p.Correlation)
+	}
+	if p.Encoding != "" {
+		props += 1 + 2 + len(batch.EncodingProperty) + 2 + len(p.Encoding)
+	}
+	return varintLen(props) + props
 }
 
 // varintLen is the length of n as an MQTT variable byte integer.

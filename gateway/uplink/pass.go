@@ -431,6 +431,11 @@ func (p *pass) sendOne(rec buffer.Record) (over bool, err error) {
 // before it; it returns rec's, or no topic when there is none (rec acked).
 func (p *pass) session(rec buffer.Record) (topic string, payload []byte, err error) {
 	msgs, err := p.u.cfg.Session.Compose(rec)
+	if errors.Is(err, ErrTooLarge) {
+		p.u.drop(p.c, []uint64{rec.Seq}, &p.u.tooLarge, "mqtt_reading_too_large", "broker_maximum", p.c.maxPacket,
+			"hint", "the reading is dropped: its Sparkplug message is larger than the broker's maximum packet size; raise the broker's limit or send fewer points per device")
+		return "", nil, nil
+	}
 	if err != nil {
 		return "", nil, err
 	}

@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"context"
+	"errors"
 
 	"edgegw/buffer"
 )
@@ -24,8 +25,12 @@ type Session interface {
 	// for is online.
 	Ready() bool
 	// Begin returns the messages that start a session on a new connection
-	// (births). Records up to backlog were committed before it.
-	Begin(backlog uint64) ([]Message, error)
+	// (births). Records up to backlog were committed before it. fits says
+	// whether a message of that topic and payload size can go to this
+	// broker (its Maximum Packet Size): the Session numbers nothing that
+	// cannot, here and in Rebirth and Compose on the same connection, and
+	// Compose refuses such a record with ErrTooLarge.
+	Begin(backlog uint64, fits func(topic string, payload int) bool) ([]Message, error)
 	// Rebirth returns the births again, on the same connection.
 	Rebirth() ([]Message, error)
 	// Compose returns the messages for rec: the last carries it, those
@@ -46,6 +51,11 @@ type Filter struct {
 	// every reconnect.
 	Commands bool
 }
+
+// ErrTooLarge is what a Session's Compose returns for a record whose
+// message can never go to the broker in use: it is dropped and counted
+// too_large, without taking a seq.
+var ErrTooLarge = errors.New("uplink: the message is larger than the broker's maximum packet size")
 
 // Message is one message a Session publishes.
 type Message struct {
@@ -120,7 +130,7 @@ func (u *Uplink) begin(ctx context.Context, c *connection) bool {
 	}
 	u.wireMu.Lock()
 	defer u.wireMu.Unlock()
-	msgs, err := s.Begin(u.store.LastSeq())
+	msgs, err := s.Begin(u.store.LastSeq(), c.fits)
 	if err == nil {
 		err = u.publishAll(ctx, c, msgs)
 	}
@@ -234,3 +244,13 @@ func (c *connection) abort() {
 // disconnectWithWill is an MQTT 5 DISCONNECT with reason 0x04, "disconnect
 // with will message".
 var disconnectWithWill = []byte{0xE0, 1, 0x04}
+
+// fits reports whether a message of topic with a payload of n bytes can go
+// on c: no larger than the broker's Maximum Packet Size (counted at QoS 1,
+// the larger).
+func (c *connection) fits(topic string, n int) bool {
+	if c.maxPacket == 0 {
+		return true
+	}
+	return packetSizeOf(topic, n, 1, c.proto) <= int(c.maxPacket)
+}

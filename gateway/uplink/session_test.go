@@ -71,10 +71,10 @@ func (*recordingSession) Filters() []Filter {
 	return []Filter{{Topic: "test/cmd", Commands: true}, {Topic: "test/state"}}
 }
 func (*recordingSession) Ready() bool { return true }
-func (*recordingSession) Begin(uint64) ([]Message, error) {
+func (*recordingSession) Begin(uint64, func(string, int) bool) ([]Message, error) {
 	return []Message{{Topic: "test/birth", Payload: []byte("born")}}, nil
 }
-func (s *recordingSession) Rebirth() ([]Message, error) { return s.Begin(0) }
+func (s *recordingSession) Rebirth() ([]Message, error) { return s.Begin(0, nil) }
 func (*recordingSession) Compose(rec buffer.Record) ([]Message, error) {
 	return []Message{{Topic: "test/data", Payload: fmt.Appendf(nil, `{"seq":%d}`, rec.Seq)}}, nil
 }
@@ -156,9 +156,9 @@ type beginRecorder struct {
 	began *bool
 }
 
-func (b beginRecorder) Begin(backlog uint64) ([]Message, error) {
+func (b beginRecorder) Begin(backlog uint64, fits func(string, int) bool) ([]Message, error) {
 	*b.began = true
-	return b.recordingSession.Begin(backlog)
+	return b.recordingSession.Begin(backlog, fits)
 }
 
 // TestSessionWillsOnlyForSentConnects: a will (with Sparkplug, a bdSeq) is
