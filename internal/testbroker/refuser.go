@@ -68,6 +68,19 @@ func start(t testing.TB, serve func(net.Conn)) *Refuser {
 	r := &Refuser{l: l}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { l.Close(); wg.Wait() })
+	accept(l, &wg, func(c net.Conn) {
+		defer c.Close()
+		serve(c)
+		r.mu.Lock()
+		r.at = append(r.at, time.Now())
+		r.mu.Unlock()
+	})
+	return r
+}
+
+// accept serves every connection l accepts on a goroutine of its own,
+// counted in wg, until l is closed.
+func accept(l net.Listener, wg *sync.WaitGroup, serve func(net.Conn)) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -79,15 +92,10 @@ func start(t testing.TB, serve func(net.Conn)) *Refuser {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
 				serve(c)
-				r.mu.Lock()
-				r.at = append(r.at, time.Now())
-				r.mu.Unlock()
 			}()
 		}
 	}()
-	return r
 }
 
 // answer reads a CONNECT and answers it with a CONNACK; it reports

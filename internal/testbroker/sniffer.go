@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	packets3 "github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/eclipse/paho.golang/packets"
+	packets3 "github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Packet is one MQTT packet a client sent, as a Sniffer saw it on the
@@ -21,13 +21,13 @@ type Packet struct {
 	At    time.Time
 	Kind  string // CONNECT, PUBLISH, SUBSCRIBE, DISCONNECT, other
 	// CONNECT
-	CleanStart       bool
-	SessionExpiry    uint32
-	Will             bool
-	WillTopic        string
-	WillQoS          byte
-	WillRetain       bool
-	WillPayload      []byte
+	CleanStart    bool
+	SessionExpiry uint32
+	Will          bool
+	WillTopic     string
+	WillQoS       byte
+	WillRetain    bool
+	WillPayload   []byte
 	// PUBLISH
 	Topic   string
 	QoS     byte
@@ -69,18 +69,7 @@ func StartSniffer(t testing.TB, backend string) *Sniffer {
 		s.mu.Unlock()
 		wg.Wait()
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); s.serve(c) }()
-		}
-	}()
+	accept(l, &wg, s.serve)
 	return s
 }
 

@@ -47,25 +47,13 @@ func StartV311Front(t testing.TB, backend string, how V5Refusal) *V311Front {
 	f := &V311Front{l: l, backend: backend, how: how, conns: map[net.Conn]bool{}}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { f.Stop(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			if !f.track(c) {
-				c.Close()
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				f.serve(c)
-			}()
+	accept(l, &wg, func(c net.Conn) {
+		if !f.track(c) {
+			c.Close()
+			return
 		}
-	}()
+		f.serve(c)
+	})
 	return f
 }
 
