@@ -27,13 +27,13 @@ package buffer
 
 import (
 	"context"
+	"edgegw/internal/beat"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -215,17 +215,28 @@ type Buffer struct {
 	checkpointFailures int
 	checkpointRetry    time.Time
 	commitErr          error // of the last commit; nil when it worked
-	beat               atomic.Int64
-	damage             error // damage found while running; Run stops
-	reopenErr          error // bbolt could not be reopened; Run stops
+	beat               beat.Beat
+	// work wakes Run: something waits in RAM for a commit (an append, an
+	// acknowledgement). Run arms its commit timer only then.
+	work      chan struct{}
+	damage    error // damage found while running; Run stops
+	reopenErr error // bbolt could not be reopened; Run stops
 	// afterDBRead, when set (tests), runs in Next between reading bbolt
 	// and reading the log's tail.
 	afterDBRead func()
 }
 
-// Heartbeat returns when Run last went round its loop: a commit that hangs
-// (a dying SD card can block fsync for good) stops it.
-func (b *Buffer) Heartbeat() time.Time { return time.Unix(0, b.beat.Load()) }
+// Heartbeat returns when Run was last known alive: now while it waits, the
+// start of a commit that hangs (a dying SD card can block fsync for good).
+func (b *Buffer) Heartbeat() time.Time { return b.beat.Last() }
+
+// wake tells Run something waits for a commit; it never blocks.
+func (b *Buffer) wake() {
+	select {
+	case b.work <- struct{}{}:
+	default:
+	}
+}
 
 // Err returns why the last commit failed, nil when it worked: readings are
 // waiting in RAM meanwhile.
@@ -249,6 +260,7 @@ func (b *Buffer) Append(data []byte) error {
 	}
 	b.pending = append(b.pending, pendingRecord{stamp: stamp, data: data})
 	b.pendingBytes += recordSize(data)
+	b.wake()
 	return nil
 }
 
@@ -258,6 +270,7 @@ func (b *Buffer) Ack(seq uint64) {
 	b.mu.Lock()
 	b.ackLocked(seq)
 	b.mu.Unlock()
+	b.wake()
 }
 
 // ackLocked records an acknowledgement. b.mu is held.
@@ -405,27 +418,54 @@ func (b *Buffer) oldestLocked() int64 {
 	return 0
 }
 
+// waiting reports whether anything waits in RAM for a commit.
+func (b *Buffer) waiting() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.pending) > 0 || len(b.ackLog) > 0
+}
+
 // ErrStopped is returned by Run when the buffer cannot go on: its file
 // could not be reopened, or damage was found. The gateway must stop (and
 // be restarted) rather than keep readings in RAM that nothing commits.
 var ErrStopped = errors.New("buffer: stopped")
 
-// Run commits appends and acks every commit interval until ctx ends, then
-// commits once more. A failing disk is logged once when it starts failing
-// and once when it recovers; records wait in RAM meanwhile. Run returns
-// early, with an error wrapping ErrStopped, only when the buffer cannot go on.
+// Run commits appends and acks within a commit interval of the first of
+// them, until ctx ends, then commits once more; with nothing waiting it
+// sleeps (no timer). A failing disk is logged once when it starts failing
+// and once when it recovers; records wait in RAM meanwhile, and the commit
+// is tried again every interval. Run returns early, with an error wrapping
+// ErrStopped, only when the buffer cannot go on.
 func (b *Buffer) Run(ctx context.Context) error {
-	t := time.NewTicker(b.opts.CommitInterval)
-	defer t.Stop()
+	t := time.NewTimer(b.opts.CommitInterval)
+	t.Stop()
+	armed := false
+	// MaxAge is checked (at a commit) at least this often, whatever comes.
+	age := time.NewTicker(min(b.opts.MaxAge/16, time.Minute))
+	defer age.Stop()
 	failures := 0
 	for {
-		b.beat.Store(time.Now().UnixNano())
+		b.beat.Rest()
 		select {
 		case <-ctx.Done():
+			b.beat.Work()
 			return b.Commit()
+		case <-b.work:
+			if !armed {
+				t.Reset(b.opts.CommitInterval)
+				armed = true
+			}
+			continue
 		case <-t.C:
+			armed = false
+		case <-age.C:
 		}
+		b.beat.Work()
 		err := b.Commit()
+		if err != nil || b.waiting() {
+			t.Reset(b.opts.CommitInterval) // again, or what came meanwhile
+			armed = true
+		}
 		switch {
 		case errors.Is(err, ErrClosed):
 			return fmt.Errorf("%w: closed while running", ErrStopped)

@@ -5,6 +5,7 @@ import (
 	"edgegw/gateway/config"
 	"edgegw/gateway/status"
 	"edgegw/gateway/uplink"
+	"edgegw/internal/beat"
 
 	"context"
 	"errors"
@@ -69,9 +70,9 @@ type poller struct {
 	observe func(*drivers.Reading)
 	// driver is the open driver, for its statistics.
 	driver atomic.Pointer[drivers.Driver]
-	// beat is when the loop last showed it is not stuck: every second
-	// while it waits, after every poll and write.
-	beat atomic.Int64
+	// beat is the loop's sign of life: it works during a poll or a write
+	// and rests while it waits for the next, with no ticker.
+	beat beat.Beat
 }
 
 // busStats returns the open driver's request counters, if it keeps any.
@@ -86,11 +87,10 @@ func (p *poller) busStats() []drivers.BusStats {
 
 // liveness is the poller's sign of life: its heartbeat may pause for the
 // longest a round of polls may take with every request timing out on every
-// try (at most 16 requests per device), plus the second between idle
-// beats and as much again for scheduling.
+// try (at most 16 requests per device), plus two seconds for scheduling.
 func (p *poller) liveness() status.Liveness {
 	perRequest := p.bus.Timeout.D() * time.Duration(p.bus.Retries+1)
-	return status.Liveness{Name: "bus " + p.bus.Name, Last: time.Unix(0, p.beat.Load()),
+	return status.Liveness{Name: "bus " + p.bus.Name, Last: p.beat.Last(),
 		Limit: 16*perRequest*time.Duration(len(p.devices)) + 2*time.Second}
 }
 
@@ -113,9 +113,7 @@ func (p *poller) Run(ctx context.Context) error {
 	var entry []byte
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	beat := time.NewTicker(time.Second)
-	defer beat.Stop()
-	p.beat.Store(p.now().UnixNano())
+	p.beat.Work()
 	for {
 		next := 0
 		for i := range due {
@@ -123,8 +121,7 @@ func (p *poller) Run(ctx context.Context) error {
 				next = i
 			}
 		}
-		p.beat.Store(p.now().UnixNano())
-		switch p.idle(ctx, due[next].Sub(p.now()), timer, beat, func(cmd command) {
+		switch p.idle(ctx, due[next].Sub(p.now()), timer, func(cmd command) {
 			cmd.done(p.write(ctx, conn.drv, conn.openErr, cmd))
 		}) {
 		case stopped:
@@ -218,9 +215,11 @@ const (
 	stopped                         // ctx ended
 )
 
-// idle waits up to wait for the next poll, beating the heartbeat every
-// tick, and runs at most one command that arrives meanwhile.
-func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer, beat *time.Ticker, run func(command)) idleOutcome {
+// idle waits up to wait for the next poll, resting meanwhile, and runs at
+// most one command that arrives meanwhile; the loop works again when it
+// returns.
+func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer, run func(command)) idleOutcome {
+	defer p.beat.Work()
 	if wait <= 0 {
 		if ctx.Err() != nil {
 			return stopped
@@ -228,19 +227,17 @@ func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer
 		return pollDue
 	}
 	timer.Reset(wait)
-	for {
-		select {
-		case <-ctx.Done():
-			return stopped
-		case cmd := <-p.cmds:
-			timer.Stop()
-			run(cmd)
-			return wroteCommand
-		case <-beat.C:
-			p.beat.Store(p.now().UnixNano())
-		case <-timer.C:
-			return pollDue
-		}
+	p.beat.Rest()
+	select {
+	case <-ctx.Done():
+		return stopped
+	case cmd := <-p.cmds:
+		timer.Stop()
+		p.beat.Work()
+		run(cmd)
+		return wroteCommand
+	case <-timer.C:
+		return pollDue
 	}
 }
 

@@ -39,18 +39,18 @@ func (u *Uplink) drain(ctx context.Context, c *connection) {
 			return
 		}
 		timer := time.NewTimer(u.cfg.Backoff(attempt + 1))
+		u.rest()
 	backoff:
 		for {
 			select {
 			case <-over:
 				timer.Stop()
 				return
-			case <-u.beatTick:
-				u.heartbeat()
 			case <-timer.C:
 				break backoff
 			}
 		}
+		u.heartbeat()
 	}
 }
 
@@ -211,6 +211,8 @@ func (p *pass) awaitPacer(committed <-chan struct{}) (paid, over bool, err error
 // await waits until timer fires (fired) or records are committed (not
 // fired), with heartbeats meanwhile; over when the pass ends first.
 func (p *pass) await(timer <-chan time.Time, committed <-chan struct{}) (fired, over bool, err error) {
+	p.u.rest()
+	defer p.u.heartbeat()
 	for {
 		select {
 		case <-timer:
@@ -221,8 +223,6 @@ func (p *pass) await(timer <-chan time.Time, committed <-chan struct{}) (fired, 
 			return false, true, nil
 		case <-p.failed:
 			return false, true, errRetry
-		case <-p.u.beatTick:
-			p.u.heartbeat()
 		}
 	}
 }
@@ -260,6 +260,8 @@ func (p *pass) confirm() (over bool, err error) {
 		p.fail(p.unconfirmed[0], err)
 		return true, errRetry
 	}
+	p.u.rest()
+	defer p.u.heartbeat()
 	for {
 		select {
 		case <-pong:
@@ -270,8 +272,6 @@ func (p *pass) confirm() (over bool, err error) {
 			return true, nil // sent again on the next connection
 		case <-p.failed:
 			return true, errRetry
-		case <-p.u.beatTick:
-			p.u.heartbeat()
 		}
 	}
 }
@@ -296,19 +296,22 @@ func (p *pass) settle() {
 
 // idle waits for records to be committed, or a beat.
 func (p *pass) idle(committed <-chan struct{}) (over bool, err error) {
+	p.u.rest()
+	defer p.u.heartbeat()
 	select {
 	case <-p.over:
 		return true, nil
 	case <-p.failed:
 		return true, errRetry
 	case <-committed:
-	case <-p.u.beatTick:
 	}
 	return false, nil
 }
 
 // acquire waits for room in the window.
 func (p *pass) acquire() (over bool, err error) {
+	p.u.rest()
+	defer p.u.heartbeat()
 	for {
 		select {
 		case p.window <- struct{}{}:
@@ -317,8 +320,6 @@ func (p *pass) acquire() (over bool, err error) {
 			return true, nil
 		case <-p.failed:
 			return true, errRetry
-		case <-p.u.beatTick: // waiting for acks is not being stuck
-			p.u.heartbeat()
 		}
 	}
 }

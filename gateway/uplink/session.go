@@ -116,6 +116,7 @@ func (u *Uplink) begin(ctx context.Context, c *connection) bool {
 			u.log.Info("sparkplug_waiting_for_primary_host", "broker", c.url,
 				"hint", "readings stay on flash until the primary host application says it is online (its STATE message)")
 		}
+		u.rest()
 		select {
 		case <-ctx.Done():
 			return false
@@ -124,10 +125,9 @@ func (u *Uplink) begin(ctx context.Context, c *connection) bool {
 		case <-c.leaving:
 			return false
 		case <-u.changed:
-		case <-u.beatTick:
-			u.heartbeat()
 		}
 	}
+	u.heartbeat()
 	u.wireMu.Lock()
 	defer u.wireMu.Unlock()
 	msgs, err := s.Begin(u.store.LastSeq(), c.fits)

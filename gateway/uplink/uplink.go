@@ -28,6 +28,7 @@ import (
 
 	"edgegw/buffer"
 	"edgegw/internal/backoff"
+	"edgegw/internal/beat"
 )
 
 // Store is what the uplink drains: the flash buffer.
@@ -151,20 +152,22 @@ type Uplink struct {
 	// bytesIn counts the bytes received from brokers, all connections.
 	bytesIn atomic.Uint64
 
-	// beat is when the publish loop last showed it is not stuck (unix
-	// nanos); it beats on every tick of beatTick while waiting.
-	beat     atomic.Int64
-	beatTick <-chan time.Time
+	// beat is the publish loop's sign of life: it rests while it waits
+	// for an event (an ack, a commit, a connection), with no ticker.
+	beat beat.Beat
 	// connectFailures counts failed attempts since the last connection;
 	// only the connect goroutine touches it.
 	connectFailures int
 }
 
-// Heartbeat returns when the publish loop last showed it is not stuck: it
-// beats at least every second while it runs, waiting or working.
-func (u *Uplink) Heartbeat() time.Time { return time.Unix(0, u.beat.Load()) }
+// Heartbeat returns when the publish loop was last known alive: now while
+// it waits for an event, else when it last went to work.
+func (u *Uplink) Heartbeat() time.Time { return u.beat.Last() }
 
-func (u *Uplink) heartbeat() { u.beat.Store(time.Now().UnixNano()) }
+func (u *Uplink) heartbeat() { u.beat.Work() }
+
+// rest says the publish loop waits for an event (in a select).
+func (u *Uplink) rest() { u.beat.Rest() }
 
 // connection is one live connection to one broker.
 type connection struct {
@@ -288,9 +291,6 @@ func (u *Uplink) Run(ctx context.Context) error {
 	go func() { u.connectLoop(connCtx); close(connDone) }()
 	repliesDone := make(chan struct{})
 	go func() { u.replyWorker(); close(repliesDone) }()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	u.beatTick = tick.C
 	u.heartbeat()
 	u.publishLoop(ctx)
 
@@ -315,11 +315,11 @@ func (u *Uplink) publishLoop(ctx context.Context) {
 		u.heartbeat()
 		c := u.current()
 		if c == nil {
+			u.rest()
 			select {
 			case <-ctx.Done():
 				return
 			case <-u.changed:
-			case <-u.beatTick:
 			}
 			continue
 		}

@@ -373,22 +373,27 @@ func (c *wireConn) leaveWith(disconnect []byte) {
 	_ = c.Close()
 }
 
-// watch closes the connection when the broker has been silent too long. paho
-// pings after a keepalive without traffic, so a live broker is never silent
-// for much longer; paho itself would notice only a keepalive later.
+// watch closes the connection when the broker has been silent too long.
+// The client pings after a keepalive without traffic, so a live broker is
+// never silent for much longer; the client itself would notice only a
+// keepalive later. One timer, set for when the silence would run out since
+// the last read: on a live connection it fires about once a keepalive.
 func (c *wireConn) watch() {
-	t := time.NewTicker(min(max(c.silence/20, 50*time.Millisecond), 500*time.Millisecond))
+	t := time.NewTimer(c.silence)
 	defer t.Stop()
 	for {
 		select {
 		case <-c.done:
 			return
 		case <-t.C:
-			if time.Since(time.Unix(0, c.lastRead.Load())) > c.silence {
-				c.onHung()
-				_ = c.Conn.Close() // paho's reader fails: connection lost
-				return
+			quiet := time.Since(time.Unix(0, c.lastRead.Load()))
+			if quiet <= c.silence {
+				t.Reset(c.silence - quiet + time.Millisecond)
+				continue
 			}
+			c.onHung()
+			_ = c.Conn.Close() // the client's reader fails: connection lost
+			return
 		}
 	}
 }
