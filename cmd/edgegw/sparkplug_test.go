@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -180,12 +181,18 @@ func sparkplugPrimaryHostCommandsFailover(t *testing.T, protocol string) {
 		}
 	}
 
-	// Waiting for the primary host: readings stay on flash.
+	// Waiting for the primary host: readings stay on flash, whatever
+	// another host says.
 	awaitLog("sparkplug_waiting_for_primary_host")
+	hostA.sub.PublishMessage(t, &paho.Publish{Topic: "spBv1.0/STATE/scada_WRONG", QoS: 1, Retain: true,
+		Payload: fmt.Appendf(nil, `{"online":true,"timestamp":%d}`, time.Now().UnixMilli())})
+	window := time.NewTimer(500 * time.Millisecond)
+	<-window.C // an observation window: no birth may come
 	if n := hostA.nodeMessages(); n != 0 {
 		t.Fatalf("%d messages before the primary host said it is online", n)
 	}
 	t0 := time.Now().UnixMilli()
+	onlineAt := time.Now()
 	hostA.state(true, t0)
 	hostB.state(true, t0)
 	hostA.await("NBIRTH, DBIRTH and DDATA", func(h *tahu.Host) bool { return h.Births == 1 && len(h.Data) > 0 })
@@ -215,6 +222,7 @@ func sparkplugPrimaryHostCommandsFailover(t *testing.T, protocol string) {
 	hostA.await("a rebirth after the stale STATE", func(h *tahu.Host) bool { return h.Births == 3 })
 
 	// Offline on A: NDEATH there, and the node births on B.
+	offlineAt := time.Now()
 	hostA.state(false, t0+1000)
 	// An intentional disconnect: the NDEATH, then MQTT 5 DISCONNECT 0x04,
 	// on which the broker publishes the will, the same death again (3.1.1
@@ -269,6 +277,61 @@ func sparkplugPrimaryHostCommandsFailover(t *testing.T, protocol string) {
 		}
 	}
 	t.Logf("MQTT %s: %d TCK assertions judged on the wire, %d pass", protocol, len(tck.Results()), passed)
+	primaryHost(t, wireA.Packets(), wireB.Packets(), onlineAt, offlineAt)
+}
+
+// primaryHost judges, on what the node sent to each broker, the TCK's
+// PrimaryHost and MultipleBroker assertions of this test's steps: no birth
+// before the host's STATE said online (another host's online STATE is not
+// it), the STATE subscribed on every broker, on the host's offline STATE
+// the NDEATH there and births on the next broker, and none on the first
+// again while the node is on the next.
+func primaryHost(t *testing.T, a, b []testbroker.Packet, onlineAt, offlineAt time.Time) {
+	t.Helper()
+	births := func(ps []testbroker.Packet, topic string) (first, last time.Time, n int) {
+		for _, p := range ps {
+			if p.Kind == "PUBLISH" && p.Topic == topic {
+				if n == 0 {
+					first = p.At
+				}
+				last, n = p.At, n+1
+			}
+		}
+		return first, last, n
+	}
+	const nbirth, ndeath, state = "spBv1.0/plant/NBIRTH/line4", "spBv1.0/plant/NDEATH/line4", "spBv1.0/STATE/scada"
+	firstA, lastA, _ := births(a, nbirth)
+	firstB, _, nB := births(b, nbirth)
+	deathA, _, nDeathA := births(a, ndeath)
+	subscribed := func(ps []testbroker.Packet) bool {
+		for _, p := range ps {
+			if p.Kind == "SUBSCRIBE" && slices.Contains(p.Filters, state) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		ids []string
+		ok  bool
+		why string
+	}{
+		{[]string{"message-flow-edge-node-birth-publish-phid-wait", "message-flow-edge-node-birth-publish-phid-wait-online",
+			"operational-behavior-edge-node-birth-sequence-wait"}, firstA.After(onlineAt), "an NBIRTH before the host's online STATE"},
+		{[]string{"message-flow-edge-node-birth-publish-phid-wait-id"}, firstA.After(onlineAt), "an NBIRTH on another host's STATE"},
+		{[]string{"operational-behavior-primary-application-state-with-multiple-servers-state-subs"}, subscribed(a) && subscribed(b), "the STATE topic not subscribed on every broker"},
+		{[]string{"operational-behavior-edge-node-termination-host-offline"}, nDeathA > 0 && deathA.After(offlineAt), "no NDEATH on the host's offline STATE"},
+		{[]string{"operational-behavior-primary-application-state-with-multiple-servers-walk", "operational-behavior-edge-node-termination-host-offline-reconnect"},
+			nB > 0 && firstB.After(deathA), "no births on the next broker after the NDEATH"},
+		{[]string{"operational-behavior-primary-application-state-with-multiple-servers-single-server"}, !lastA.After(deathA), "an NBIRTH on the first broker after leaving it"},
+	} {
+		for _, id := range c.ids {
+			t.Logf("tck|%s|PrimaryHost/MultipleBroker|%s|%v", id, c.why, c.ok)
+			if !c.ok {
+				t.Errorf("tck-id %s: %s", id, c.why)
+			}
+		}
+	}
 }
 
 // knownDeviations are the TCK assertions edgegw does not follow, on
