@@ -198,6 +198,7 @@ func sparkplugPrimaryHostCommandsFailover(t *testing.T, protocol string) {
 	hostA.await("NBIRTH, DBIRTH and DDATA", func(h *tahu.Host) bool { return h.Births == 1 && len(h.Data) > 0 })
 
 	// Rebirth on NCMD: same bdSeq, seq from 0, births again.
+	rebirthAt := time.Now()
 	hostA.command("spBv1.0/plant/NCMD/line4", map[string]any{"name": "Node Control/Rebirth", "type": "Boolean", "value": true})
 	hostA.await("the rebirth", func(h *tahu.Host) bool { return h.Births == 2 })
 	if b := hostA.follows.BdSeqs; b[0] != b[1] {
@@ -278,6 +279,30 @@ func sparkplugPrimaryHostCommandsFailover(t *testing.T, protocol string) {
 	}
 	t.Logf("MQTT %s: %d TCK assertions judged on the wire, %d pass", protocol, len(tck.Results()), passed)
 	primaryHost(t, wireA.Packets(), wireB.Packets(), onlineAt, offlineAt)
+	receiveCommand(t, wireA.Packets(), rebirthAt)
+}
+
+// receiveCommand judges the TCK's ReceiveCommand assertions on what the
+// node sent after the host's NCMD Rebirth: a whole birth sequence, NBIRTH
+// then the device's DBIRTH, with the bdSeq of the connection's will.
+func receiveCommand(t *testing.T, a []testbroker.Packet, rebirthAt time.Time) {
+	t.Helper()
+	var nbirth, dbirth bool
+	for _, p := range a {
+		if p.Kind != "PUBLISH" || p.At.Before(rebirthAt) {
+			continue
+		}
+		switch p.Topic {
+		case "spBv1.0/plant/NBIRTH/line4":
+			nbirth = true
+		case "spBv1.0/plant/DBIRTH/line4/plc":
+			dbirth = dbirth || nbirth
+		}
+	}
+	t.Logf("tck|operational-behavior-data-commands-rebirth-action-2|ReceiveCommand|a whole birth sequence after a Rebirth request|%v", nbirth && dbirth)
+	if !nbirth || !dbirth {
+		t.Errorf("tck-id operational-behavior-data-commands-rebirth-action-2: no NBIRTH then DBIRTH after the Rebirth request")
+	}
 }
 
 // primaryHost judges, on what the node sent to each broker, the TCK's
