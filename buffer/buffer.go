@@ -216,11 +216,11 @@ type Buffer struct {
 	checkpointRetry    time.Time
 	commitErr          error // of the last commit; nil when it worked
 	beat               beat.Beat
-	// work wakes Run: something waits in RAM for a commit (an append, an
-	// acknowledgement). Run arms its commit timer only then.
-	work      chan struct{}
-	damage    error // damage found while running; Run stops
-	reopenErr error // bbolt could not be reopened; Run stops
+	// work wakes Run: readings wait in RAM for a commit; acked: only
+	// acknowledgements do. Run arms its commit timer only then.
+	work, acked chan struct{}
+	damage      error // damage found while running; Run stops
+	reopenErr   error // bbolt could not be reopened; Run stops
 	// afterDBRead, when set (tests), runs in Next between reading bbolt
 	// and reading the log's tail.
 	afterDBRead func()
@@ -230,13 +230,19 @@ type Buffer struct {
 // start of a commit that hangs (a dying SD card can block fsync for good).
 func (b *Buffer) Heartbeat() time.Time { return b.beat.Last() }
 
-// wake tells Run something waits for a commit; it never blocks.
-func (b *Buffer) wake() {
+// wake tells Run through ch that something waits for a commit; it never blocks.
+func wake(ch chan struct{}) {
 	select {
-	case b.work <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
+
+// ackLinger is how many commit intervals acknowledgements alone wait for a
+// commit: they ride in the next batch of readings, one sync for both, and
+// only a gateway that has stopped taking readings commits them alone. A
+// power cut costs at most that much resending, never a reading.
+const ackLinger = 4
 
 // Err returns why the last commit failed, nil when it worked: readings are
 // waiting in RAM meanwhile.
@@ -260,7 +266,7 @@ func (b *Buffer) Append(data []byte) error {
 	}
 	b.pending = append(b.pending, pendingRecord{stamp: stamp, data: data})
 	b.pendingBytes += recordSize(data)
-	b.wake()
+	wake(b.work)
 	return nil
 }
 
@@ -270,7 +276,7 @@ func (b *Buffer) Ack(seq uint64) {
 	b.mu.Lock()
 	b.ackLocked(seq)
 	b.mu.Unlock()
-	b.wake()
+	wake(b.acked)
 }
 
 // ackLocked records an acknowledgement. b.mu is held.
@@ -418,11 +424,12 @@ func (b *Buffer) oldestLocked() int64 {
 	return 0
 }
 
-// waiting reports whether anything waits in RAM for a commit.
-func (b *Buffer) waiting() bool {
+// waiting reports whether readings, or acknowledgements, wait in RAM for
+// a commit.
+func (b *Buffer) waiting() (readings, acks bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.pending) > 0 || len(b.ackLog) > 0
+	return len(b.pending) > 0, len(b.ackLog) > 0
 }
 
 // ErrStopped is returned by Run when the buffer cannot go on: its file
@@ -439,7 +446,13 @@ var ErrStopped = errors.New("buffer: stopped")
 func (b *Buffer) Run(ctx context.Context) error {
 	t := time.NewTimer(b.opts.CommitInterval)
 	t.Stop()
-	armed := false
+	var due time.Time // when the armed timer fires; zero when not armed
+	arm := func(in time.Duration) {
+		if at := time.Now().Add(in); due.IsZero() || at.Before(due) {
+			t.Reset(in)
+			due = at
+		}
+	}
 	// MaxAge is checked (at a commit) at least this often, whatever comes.
 	age := time.NewTicker(min(b.opts.MaxAge/16, time.Minute))
 	defer age.Stop()
@@ -451,20 +464,23 @@ func (b *Buffer) Run(ctx context.Context) error {
 			b.beat.Work()
 			return b.Commit()
 		case <-b.work:
-			if !armed {
-				t.Reset(b.opts.CommitInterval)
-				armed = true
-			}
+			arm(b.opts.CommitInterval)
+			continue
+		case <-b.acked:
+			arm(ackLinger * b.opts.CommitInterval)
 			continue
 		case <-t.C:
-			armed = false
+			due = time.Time{}
 		case <-age.C:
 		}
 		b.beat.Work()
 		err := b.Commit()
-		if err != nil || b.waiting() {
-			t.Reset(b.opts.CommitInterval) // again, or what came meanwhile
-			armed = true
+		due = time.Time{}
+		switch readings, acks := b.waiting(); {
+		case err != nil || readings:
+			arm(b.opts.CommitInterval) // again, or what came meanwhile
+		case acks:
+			arm(ackLinger * b.opts.CommitInterval)
 		}
 		switch {
 		case errors.Is(err, ErrClosed):
