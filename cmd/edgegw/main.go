@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,11 +185,20 @@ func protocolWords(p string) string {
 func cmdRun(args []string, stderr io.Writer) int {
 	fs, path := configFlags("run", stderr)
 	debug := fs.Bool("debug", false, "log debug events")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) to this file until the gateway stops")
 	cfg, code := parseAndLoad(fs, path, args, stderr)
 	if cfg == nil {
 		return code
 	}
 	log := newLogger(stderr, *debug)
+	if *cpuProfile != "" {
+		stopProfile, err := profileCPU(*cpuProfile)
+		if err != nil {
+			log.Error("cpuprofile_failed", "file", *cpuProfile, "err", err)
+			return exitFailure
+		}
+		defer stopProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// SIGHUP reloads sensors.toml (systemctl reload edgegw).
@@ -218,6 +228,19 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// profileCPU starts a CPU profile into path; the func stops and writes it.
+func profileCPU(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 func cmdPorts(stdout, stderr io.Writer) int {
