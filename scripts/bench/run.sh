@@ -23,3 +23,5 @@ echo "== on the device: RSS with 50 devices, start to READY"
 scripts/bench/rss.sh
 echo "== bandwidth: every_poll vs report by exception (SDM630, 1 s polls)"
 scripts/bench/bandwidth.sh 5m 10
+echo "== CPU and wakeups beside Telegraf (builds Telegraf once into ~/.cache/edgegw-bench)"
+scripts/bench/cpu.sh
