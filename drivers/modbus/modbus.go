@@ -277,6 +277,9 @@ func split(req Request, points []Point) []Request {
 
 // exceptionCode is the Modbus exception code of err, 0 if it is none.
 func exceptionCode(err error) byte {
+	if err == nil {
+		return 0 // and no allocation for errors.As's target
+	}
 	var me *gmodbus.ModbusError
 	if errors.As(err, &me) {
 		return me.ExceptionCode
