@@ -182,6 +182,7 @@ func (b *Buffer) checkpoint(now time.Time, extra []pendingRecord) error {
 		return ErrClosed
 	}
 	var res commitResult
+	b.dbRead.Store(true) // a write transaction reads the map's pages too
 	err := safeTx(func() error {
 		return b.db.Update(func(tx *bolt.Tx) (err error) {
 			res, err = b.writeCheckpoint(tx, p)
