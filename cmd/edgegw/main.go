@@ -1,3 +1,10 @@
+// The runtime re-reads the CPU limit every second to adjust GOMAXPROCS
+// (Go 1.25+): a cgroup file read and an affinity call each second, for a
+// limit that on a gateway is fixed by its unit. A changed CPUQuota takes
+// effect at the next restart instead.
+//
+//go:debug updatemaxprocs=0
+
 // Command edgegw is the edge gateway: it polls the sensors of sensors.toml,
 // keeps every reading on flash and publishes them to MQTT brokers.
 // See README.md for the command line; this file only wires things up.
