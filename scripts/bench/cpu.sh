@@ -15,7 +15,8 @@
 #
 # usage: scripts/bench/cpu.sh            (DURATION=20s ROUNDS=3 by default)
 #        DURATION=10s ROUNDS=1 scripts/bench/cpu.sh
-#        ARCH=arm scripts/bench/cpu.sh   (edgegw GOARM=6 under qemu-arm-static; ratios reported, not judged)
+#        ARCH=arm scripts/bench/cpu.sh   (both built for GOARM=6, run under qemu-arm-static;
+#                                         ratios reported, not judged)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${DURATION:-20s}
@@ -33,6 +34,16 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 edgegw=$work/edgegw
 if [ "${ARCH:-}" = arm ]; then
+  # Both programs built for arm and run under the emulator, so that the
+  # ratios compare like with like.
+  if [ ! -x "$telegraf.arm" ]; then
+    echo "== building Telegraf v1.37.2 for linux/arm GOARM=6 into $cache (once)" >&2
+    src=$(go mod download -json github.com/influxdata/telegraf@v1.37.2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    (cd "$src" && CGO_ENABLED=0 GOARCH=arm GOARM=6 go build -tags custom,inputs.modbus,outputs.mqtt,serializers.json \
+      -o "$telegraf.arm" ./cmd/telegraf)
+  fi
+  printf '#!/bin/sh\nexec qemu-arm-static %s "$@"\n' "$telegraf.arm" > "$work/telegraf"; chmod +x "$work/telegraf"
+  telegraf=$work/telegraf
   CGO_ENABLED=0 GOARCH=arm GOARM=6 go build -o "$work/edgegw.arm" ./cmd/edgegw
   printf '#!/bin/sh\nexec qemu-arm-static %s "$@"\n' "$work/edgegw.arm" > "$edgegw"; chmod +x "$edgegw"
 else
