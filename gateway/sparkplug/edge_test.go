@@ -23,18 +23,8 @@ func TestEdgeDeviceDeathAndBirth(t *testing.T) {
 	judge := tahu.Start(t)
 	host := tahu.NewHost(judge, "g", "n")
 	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "", t.TempDir(), nil)
-	send := func(msgs []uplink.Message, err error) int {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			if err := host.Apply(m.Topic, m.Payload); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return len(msgs)
-	}
+	apply := hostApplies(t, host)
+	send := func(msgs []uplink.Message, err error) int { t.Helper(); return len(apply(msgs, err)) }
 	will, err := e.Will()
 	if err != nil || will.Topic != "spBv1.0/g/NDEATH/n" { // the uplink sends it at QoS 1, not retained
 		t.Fatalf("will %+v, %v", will, err)
@@ -141,17 +131,7 @@ func TestEdgeKeepsReadingsOfRemovedPoints(t *testing.T) {
 	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "scada", t.TempDir(), nil)
 	published := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	e.now = func() time.Time { return published }
-	apply := func(msgs []uplink.Message, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			if err := host.Apply(m.Topic, m.Payload); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	apply := hostApplies(t, host)
 	if _, err := e.Will(); err != nil {
 		t.Fatal(err)
 	}
@@ -192,18 +172,7 @@ func TestEdgeBirthsCarryCurrentValues(t *testing.T) {
 	judge := tahu.Start(t)
 	host := tahu.NewHost(judge, "g", "n")
 	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "", t.TempDir(), nil)
-	apply := func(msgs []uplink.Message, err error) []uplink.Message {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			if err := host.Apply(m.Topic, m.Payload); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return msgs
-	}
+	apply := hostApplies(t, host)
 	humidityOf := func(msgs []uplink.Message) string {
 		t.Helper()
 		for _, m := range msgs {
@@ -260,19 +229,15 @@ func TestEdgeNumbersNothingTooLarge(t *testing.T) {
 	host := tahu.NewHost(judge, "g", "n")
 	e := NewEdge(Node{Group: "g", ID: "n"}, testPlan(), "", t.TempDir(), nil)
 	fits := func(topic string, _ int) bool { return !strings.HasSuffix(topic, "/meter") } // the meter's messages never fit
+	hostApply := hostApplies(t, host)                                                     // fails on a seq gap among them
 	apply := func(msgs []uplink.Message, err error) {
 		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
 		for _, m := range msgs {
 			if strings.HasSuffix(m.Topic, "/meter") {
 				t.Fatalf("a message that does not fit: %s", m.Topic)
 			}
-			if err := host.Apply(m.Topic, m.Payload); err != nil {
-				t.Fatal(err) // a seq gap among them
-			}
 		}
+		hostApply(msgs, err)
 	}
 	if _, err := e.Will(); err != nil {
 		t.Fatal(err)
@@ -289,5 +254,23 @@ func TestEdgeNumbersNothingTooLarge(t *testing.T) {
 	apply(e.Rebirth())
 	if len(host.Data) != 1 {
 		t.Errorf("%d DDATA, want the probe's one", len(host.Data))
+	}
+}
+
+// hostApplies returns what hands an Edge's messages to host, which judges
+// their seq and order as a primary host would, failing the test on an
+// error from the Edge or the host; it returns the messages.
+func hostApplies(t *testing.T, host *tahu.Host) func([]uplink.Message, error) []uplink.Message {
+	return func(msgs []uplink.Message, err error) []uplink.Message {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if err := host.Apply(m.Topic, m.Payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return msgs
 	}
 }
