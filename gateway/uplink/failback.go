@@ -228,15 +228,12 @@ func readReply(r io.Reader) ([]byte, error) {
 	if _, err := io.ReadFull(r, head); err != nil {
 		return nil, err
 	}
-	length, shift := 0, 0
 	for {
 		var b [1]byte
 		if _, err := io.ReadFull(r, b[:]); err != nil {
 			return nil, err
 		}
 		head = append(head, b[0])
-		length |= int(b[0]&0x7f) << shift
-		shift += 7
 		if b[0]&0x80 == 0 {
 			break
 		}
@@ -244,6 +241,7 @@ func readReply(r io.Reader) ([]byte, error) {
 			return nil, errors.New("probe: malformed remaining length")
 		}
 	}
+	length := remainingLength(head[1:])
 	if len(head)+length > maxReply {
 		return nil, fmt.Errorf("probe: a reply of %d bytes, over the %d a CONNACK may have", len(head)+length, maxReply)
 	}

@@ -257,11 +257,7 @@ func (f *frames) filter(out, b []byte) (_ []byte, size int, ok bool) {
 			}
 			continue
 		}
-		length, shift := 0, 0
-		for _, x := range f.header[1:] {
-			length |= int(x&0x7f) << shift
-			shift += 7
-		}
+		length := remainingLength(f.header[1:])
 		size := len(f.header) + length
 		qos := (f.header[0] >> 1) & 3
 		switch {
@@ -277,6 +273,17 @@ func (f *frames) filter(out, b []byte) (_ []byte, size int, ok bool) {
 		f.header, f.body = f.header[:0], length
 	}
 	return out, 0, true
+}
+
+// remainingLength decodes the Remaining Length of a fixed header from its
+// 1–4 length bytes (those after the type byte).
+func remainingLength(b []byte) int {
+	length, shift := 0, 0
+	for _, x := range b {
+		length |= int(x&0x7f) << shift
+		shift += 7
+	}
+	return length
 }
 
 // capture keeps the start of a skipped PUBLISH's body until its topic (and
