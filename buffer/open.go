@@ -137,9 +137,8 @@ func (b *Buffer) open() error {
 // file was missing, and, when anything was missing or damaged, moves
 // numbering above every seq that can have been used.
 func (b *Buffer) noteMissing(lost []seqRange, dbLast uint64, existed, walCreated, salvaged bool) {
-	now := b.opts.Now()
 	for _, r := range lost {
-		b.noteLost(r, r.n, "a damaged or torn batch of the log", now)
+		b.noteLost(r, r.n, "a damaged or torn batch of the log")
 	}
 	switch {
 	case !existed && !walCreated && !salvaged:
@@ -219,7 +218,7 @@ func (b *Buffer) abandon(err error) error {
 
 // noteLost counts n records lost in r to damage and logs the range. It is
 // no episode of drops: nothing is being dropped, something was found gone.
-func (b *Buffer) noteLost(r seqRange, n int, where string, _ time.Time) {
+func (b *Buffer) noteLost(r seqRange, n int, where string) {
 	b.log.Error("buffer_readings_lost", "path", b.path, "first_seq", r.first, "last_seq", r.last, "count", n, "cause", where)
 	b.dropped[DropCorrupt] += uint64(n)
 }
@@ -403,7 +402,6 @@ func (b *Buffer) salvage(cause error) (dbState, *bolt.DB, error) {
 		_ = db.Close()
 		return dbState{}, nil, fmt.Errorf("start a fresh %s: %w", b.path, err)
 	}
-	now := b.opts.Now()
 	for i, r := range sv.lost {
 		n := r.n
 		if sv.count >= 0 { // the file's own count says how many were lost
@@ -412,7 +410,7 @@ func (b *Buffer) salvage(cause error) (dbState, *bolt.DB, error) {
 				n = max(sv.count-len(sv.recs), 0)
 			}
 		}
-		b.noteLost(r, n, "a damaged page of "+filepath.Base(aside), now)
+		b.noteLost(r, n, "a damaged page of "+filepath.Base(aside))
 	}
 	return st, db, nil
 }
