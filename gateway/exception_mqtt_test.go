@@ -149,11 +149,21 @@ func reportByExceptionReconstructs(t *testing.T, protocol string) {
 	waitPolls(200)
 	link.Up(t)
 	waitPolls(300)
+	// The reconnect may come after poll 300 on a loaded machine (the
+	// backoff grew while the link was down): the polls checked must
+	// reach past the full reading it brings.
+	var msgs []testbroker.Message
+	deadline := time.Now().Add(20 * time.Second)
+	for fullsIn(t, msgs) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no full reading after the reconnect")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the subscriber
+		msgs = sub.Messages()
+	}
 	last := drv.polls()
 	// Everything taken up to the last poll counted has arrived: the
 	// readings are in seq order, so wait for the newest.
-	var msgs []testbroker.Message
-	deadline := time.Now().Add(20 * time.Second)
 	for {
 		msgs = sub.Messages()
 		if n := len(msgs); n > 0 && seqOf(t, msgs[n-1]) > 0 && arrived(t, msgs, drv, last) {
@@ -188,6 +198,17 @@ func decodeRBE(t *testing.T, m testbroker.Message) rbeMessage {
 }
 
 func seqOf(t *testing.T, m testbroker.Message) uint64 { return decodeRBE(t, m).Seq }
+
+// fullsIn counts the distinct full readings among msgs.
+func fullsIn(t *testing.T, msgs []testbroker.Message) int {
+	seqs := map[uint64]bool{}
+	for _, m := range msgs {
+		if r := decodeRBE(t, m); *r.Full {
+			seqs[r.Seq] = true
+		}
+	}
+	return len(seqs)
+}
 
 // arrived reports whether the messages reach the poll with index last.
 func arrived(t *testing.T, msgs []testbroker.Message, drv *driftDriver, last int) bool {
