@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"edgegw/board"
 	"edgegw/buffer"
 	"edgegw/drivers"
+	mbserver "edgegw/drivers/modbus/server"
 	"edgegw/gateway/batch"
 	"edgegw/gateway/config"
 	"edgegw/gateway/sparkplug"
@@ -306,9 +308,11 @@ func (g *gateway) pollers() []*poller {
 }
 func (g *gateway) uplink() *uplink.Uplink { g.mu.Lock(); defer g.mu.Unlock(); return g.up }
 
-// fleet is the pollers of one config, one per bus.
+// fleet is the pollers of one config, one per bus, and the Modbus servers
+// in front of them.
 type fleet struct {
 	pollers  []*poller
+	servers  []*mbserver.Server
 	byDevice map[string]*poller
 	cancel   context.CancelFunc
 	done     sync.WaitGroup
@@ -338,6 +342,15 @@ func (g *gateway) startFleet(ctx context.Context, cfg *config.Config, prev *flee
 	for _, p := range f.pollers {
 		f.done.Add(1)
 		go func() { defer f.done.Done(); g.watch(fctx, "bus "+p.bus.Name, p.Run(fctx)) }()
+	}
+	servers, err := newModbusServers(cfg, f.pollers, g.log)
+	if err != nil {
+		g.log.Error("modbus_server_not_started", "err", err)
+	}
+	f.servers = servers
+	for _, s := range servers {
+		f.done.Add(1)
+		go func() { defer f.done.Done(); _ = s.Run(fctx) }() // it logs its own failures and never stops the gateway
 	}
 	g.mu.Lock()
 	g.fl = f
@@ -525,7 +538,7 @@ func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logge
 	var ps []*poller
 	for _, bus := range cfg.Buses {
 		p := &poller{bus: bus, open: open, out: out, log: log, stats: map[string]*DeviceStats{}, now: time.Now,
-			cmds: make(chan command, 16), connects: connects, observe: observe, exceptions: map[string]*exception{}}
+			jobs: make(chan job, jobQueue(cfg, bus.Name)), connects: connects, observe: observe, exceptions: map[string]*exception{}}
 		for _, d := range cfg.Devices {
 			if d.Bus == bus.Name {
 				p.devices = append(p.devices, d)
@@ -537,7 +550,8 @@ func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logge
 				}
 			}
 		}
-		if len(p.devices) > 0 {
+		served := slices.ContainsFunc(cfg.ModbusServers, func(m config.ModbusServer) bool { return m.Bus == bus.Name })
+		if len(p.devices) > 0 || served {
 			ps = append(ps, p)
 		}
 	}

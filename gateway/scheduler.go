@@ -11,15 +11,30 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
+// job is outside work for a bus: a write asked for over MQTT, or a request
+// of a Modbus server's client. The poller runs jobs between polls, one at a
+// time, taking turns with the polls.
+type job interface {
+	// run does the work on the bus; conn is open (or says why not).
+	run(ctx context.Context, p *poller, conn *busConn)
+	// refuse answers a job that will not run.
+	refuse(err error)
+}
+
 // command is a write asked for over MQTT, waiting for its bus.
 type command struct {
 	uplink.Command
 	done func(uplink.Result)
+}
+
+func (c command) run(ctx context.Context, p *poller, conn *busConn) {
+	c.done(p.write(ctx, conn.drv, conn.openErr, c))
 }
 
 // refuse answers a command that is not written.
@@ -54,11 +69,12 @@ type poller struct {
 	log     *slog.Logger
 	stats   map[string]*DeviceStats
 	now     func() time.Time
-	// cmds are writes for this bus's devices; the poller runs them
-	// between polls, as the bus carries one request at a time. cmdsMu and
-	// stopped make sure every submitted command is answered, also at stop.
-	cmds    chan command
-	cmdsMu  sync.Mutex
+	// jobs are outside work for this bus (commands, Modbus server
+	// requests); the poller runs them between polls, as the bus carries
+	// one request at a time. jobsMu and stopped make sure every submitted
+	// job is answered, also at stop.
+	jobs    chan job
+	jobsMu  sync.Mutex
 	stopped bool
 	// exceptions are the report-by-exception states of the devices with
 	// report = "change"; connects is the count of broker connections,
@@ -102,7 +118,7 @@ func (p *poller) Run(ctx context.Context) error {
 		if conn.drv != nil {
 			_ = conn.drv.Close()
 		}
-		p.refuseCommands()
+		p.refuseJobs()
 	}()
 	due := make([]time.Time, len(p.devices))
 	start := p.now()
@@ -114,21 +130,40 @@ func (p *poller) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	p.beat.Work()
+	runJob := func(j job) {
+		conn.ensureOpen()
+		j.run(ctx, p, conn)
+	}
+	polled := false
 	for {
-		next := 0
+		// Fair turns: after a poll, a job that waits goes before the next
+		// poll, however late the polls run; while no poll is due, jobs
+		// run as they come.
+		if polled {
+			polled = false
+			select {
+			case j := <-p.jobs:
+				runJob(j)
+				continue
+			default:
+			}
+		}
+		next, wait := 0, time.Duration(math.MaxInt64) // no devices: jobs only
 		for i := range due {
 			if due[i].Before(due[next]) {
 				next = i
 			}
 		}
-		switch p.idle(ctx, due[next].Sub(p.now()), timer, func(cmd command) {
-			cmd.done(p.write(ctx, conn.drv, conn.openErr, cmd))
-		}) {
+		if len(due) > 0 {
+			wait = due[next].Sub(p.now())
+		}
+		switch p.idle(ctx, wait, timer, runJob) {
 		case stopped:
 			return nil
-		case wroteCommand:
+		case ranJob:
 			continue // the next due poll may have changed
 		}
+		polled = true
 		conn.ensureOpen()
 		dev := &p.devices[next]
 		entry = p.poll(ctx, conn, dev, &r, entry)
@@ -210,15 +245,15 @@ func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r 
 type idleOutcome int
 
 const (
-	pollDue      idleOutcome = iota // the next poll is due
-	wroteCommand                    // a command ran on the bus meanwhile
-	stopped                         // ctx ended
+	pollDue idleOutcome = iota // the next poll is due
+	ranJob                     // a job ran on the bus meanwhile
+	stopped                    // ctx ended
 )
 
 // idle waits up to wait for the next poll, resting meanwhile, and runs at
-// most one command that arrives meanwhile; the loop works again when it
+// most one job that arrives meanwhile; the loop works again when it
 // returns.
-func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer, run func(command)) idleOutcome {
+func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer, run func(job)) idleOutcome {
 	defer p.beat.Work()
 	if wait <= 0 {
 		if ctx.Err() != nil {
@@ -231,11 +266,11 @@ func (p *poller) idle(ctx context.Context, wait time.Duration, timer *time.Timer
 	select {
 	case <-ctx.Done():
 		return stopped
-	case cmd := <-p.cmds:
+	case j := <-p.jobs:
 		timer.Stop()
 		p.beat.Work()
-		run(cmd)
-		return wroteCommand
+		run(j)
+		return ranJob
 	case <-timer.C:
 		return pollDue
 	}
@@ -276,31 +311,41 @@ func (p *poller) write(ctx context.Context, drv drivers.Driver, openErr error, c
 // submit queues a command for the bus, refusing it when the queue is full or
 // the bus has stopped.
 func (p *poller) submit(cmd command) {
-	p.cmdsMu.Lock()
-	defer p.cmdsMu.Unlock()
-	if p.stopped {
-		cmd.refuse(errStopped)
-		return
-	}
-	select {
-	case p.cmds <- cmd:
-	default:
+	if !p.offer(cmd) {
 		cmd.refuse(fmt.Errorf("bus %s is busy with earlier writes; try again", p.bus.Name))
 	}
 }
 
-// errStopped answers commands for a bus that stopped.
+// offer queues a job for the bus and reports whether it was taken: false
+// when the queue is full. A job offered to a stopped bus is taken and
+// refused.
+func (p *poller) offer(j job) bool {
+	p.jobsMu.Lock()
+	defer p.jobsMu.Unlock()
+	if p.stopped {
+		j.refuse(errStopped)
+		return true
+	}
+	select {
+	case p.jobs <- j:
+		return true
+	default:
+		return false
+	}
+}
+
+// errStopped answers jobs for a bus that stopped.
 var errStopped = errors.New("the bus stopped (config reload or shutdown); try again")
 
-// refuseCommands answers what is still queued when the poller stops.
-func (p *poller) refuseCommands() {
-	p.cmdsMu.Lock()
-	defer p.cmdsMu.Unlock()
+// refuseJobs answers what is still queued when the poller stops.
+func (p *poller) refuseJobs() {
+	p.jobsMu.Lock()
+	defer p.jobsMu.Unlock()
 	p.stopped = true
 	for {
 		select {
-		case cmd := <-p.cmds:
-			cmd.refuse(errStopped)
+		case j := <-p.jobs:
+			j.refuse(errStopped)
 		default:
 			return
 		}

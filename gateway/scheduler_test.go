@@ -185,7 +185,7 @@ func TestPollerRefusesExpiredCommands(t *testing.T) {
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	drv := &writeDriver{fakeDriver: fakeDriver{reads: map[string]int{}}, started: make(chan struct{}, 2), release: make(chan struct{}), written: make(chan string, 2)}
 	p := &poller{bus: config.Bus{Name: "rs485"}, devices: devices(time.Hour), out: newMemAppender(),
-		log: slog.New(slog.DiscardHandler), now: now, stats: map[string]*DeviceStats{"a": {}}, cmds: make(chan command, 16),
+		log: slog.New(slog.DiscardHandler), now: now, stats: map[string]*DeviceStats{"a": {}}, jobs: make(chan job, 16),
 		open: func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
 	stop := runPoller(t, p)
 	defer stop()

@@ -58,6 +58,12 @@ type Bus struct {
 	setUnit func(byte)   // addresses the next request
 	reset   func()       // after a failed request: a TCP bus reconnects
 	close   func() error // releases the connection or port
+	// packager and transporter carry Transact's requests, which the
+	// goburrow client has no call for.
+	packager    gmodbus.Packager
+	transporter gmodbus.Transporter
+	// image holds every read reply, polls' and Transact's.
+	image *Image
 	timeout time.Duration
 	retries int
 	devices map[string]*device
@@ -79,15 +85,15 @@ func Open(o Options) (*Bus, error) {
 		b = &Bus{client: gmodbus.NewClient(h), setUnit: func(u byte) { h.SlaveId = u },
 			// A timeout or broken connection may leave a late reply in the
 			// socket; a fresh connection keeps it from answering the next request.
-			reset: func() { _ = h.Close() }, close: h.Close}
+			reset: func() { _ = h.Close() }, close: h.Close, packager: h, transporter: h}
 	case RTU:
 		t := newLineTransport(o)
 		h := gmodbus.NewRTUClientHandler(o.Line.Device)
-		b = &Bus{client: gmodbus.NewClient2(h, t), setUnit: func(u byte) { h.SlaveId = u }, reset: func() {}, close: t.Close}
+		b = &Bus{client: gmodbus.NewClient2(h, t), setUnit: func(u byte) { h.SlaveId = u }, reset: func() {}, close: t.Close, packager: h, transporter: t}
 	case ASCII:
 		t := newLineTransport(o)
 		h := gmodbus.NewASCIIClientHandler(o.Line.Device)
-		b = &Bus{client: gmodbus.NewClient2(h, t), setUnit: func(u byte) { h.SlaveId = u }, reset: func() {}, close: t.Close}
+		b = &Bus{client: gmodbus.NewClient2(h, t), setUnit: func(u byte) { h.SlaveId = u }, reset: func() {}, close: t.Close, packager: h, transporter: t}
 	default:
 		return nil, fmt.Errorf("modbus: bus %s: unknown mode %d", o.Name, o.Mode)
 	}
@@ -96,7 +102,7 @@ func Open(o Options) (*Bus, error) {
 
 // plan finishes a Bus: its devices and their request plans.
 func (b *Bus) plan(o Options) (*Bus, error) {
-	b.name, b.timeout, b.retries, b.log = o.Name, o.Timeout, o.Retries, o.Log
+	b.name, b.timeout, b.retries, b.log, b.image = o.Name, o.Timeout, o.Retries, o.Log, NewImage()
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -301,11 +307,18 @@ func (b *Bus) read(unit byte, req Request) ([]byte, error) {
 	default:
 		data, err = b.client.ReadDiscreteInputs(req.Start, req.Count)
 	}
-	if err != nil && !isException(err) {
+	switch {
+	case err == nil:
+		b.image.Store(unit, req.Table, req.Start, req.Count, data, time.Now())
+	case !isException(err):
 		b.reset()
 	}
 	return data, err
 }
+
+// Image returns the bus's register image: every read reply, as the device
+// sent it. Safe from any goroutine.
+func (b *Bus) Image() *Image { return b.image }
 
 // Close closes the bus connection or port.
 func (b *Bus) Close() error { return b.close() }

@@ -53,6 +53,7 @@ func (b *Bus) Write(ctx context.Context, device, point string, value json.RawMes
 	} else {
 		_, err = b.client.WriteMultipleRegisters(p.Address, uint16(len(regs)/2), regs)
 	}
+	b.image.Drop(d.unit, p.Table, p.Address, uint16(p.Width()))
 	if err != nil {
 		if !isException(err) {
 			b.reset()

@@ -21,6 +21,8 @@ type Config struct {
 	Sparkplug Sparkplug `toml:"sparkplug"`
 	Buses     []Bus     `toml:"bus"`
 	Devices   []Device  `toml:"device"`
+	// ModbusServers serve Modbus TCP to other masters in front of a bus.
+	ModbusServers []ModbusServer `toml:"modbus_server"`
 
 	// File is the path the config was loaded from, for messages.
 	File string `toml:"-"`
@@ -160,6 +162,26 @@ type Sparkplug struct {
 type Status struct {
 	// Listen is host:port of the status server; "" disables it.
 	Listen string `toml:"listen"`
+}
+
+// ModbusServer is one [[modbus_server]]: Modbus TCP served to other
+// masters (a SCADA, an HMI) for the devices of one Modbus bus.
+type ModbusServer struct {
+	// Listen is host:port.
+	Listen string `toml:"listen"`
+	// Bus names the [[bus]] (a Modbus one) whose devices it answers for.
+	Bus string `toml:"bus"`
+	// Units are the unit ids answered, 1..247; empty means the unit ids of
+	// the devices configured on the bus.
+	Units []int `toml:"units"`
+	// Cache is how recently edgegw's polls must have read every register
+	// of a read for it to be answered from memory; 0 never.
+	Cache Duration `toml:"cache"`
+	// Writes passes function codes 5, 6, 15 and 16 to the bus; false
+	// answers them with exception 1.
+	Writes bool `toml:"writes"`
+	// MaxClients bounds the TCP connections at once; more are closed.
+	MaxClients int `toml:"max_clients"`
 }
 
 // Bus is one [[bus]]: a serial line or a Modbus TCP connection.

@@ -55,6 +55,10 @@ func (b *Bus) setDefaults() {
 	}
 }
 
+func (m *ModbusServer) setDefaults() {
+	*m = ModbusServer{Listen: "0.0.0.0:502", Cache: Duration(time.Second), MaxClients: 16}
+}
+
 func (d *Device) setDefaults() {
 	*d = Device{UnitID: 1, Interval: Duration(5 * time.Second), Report: ReportEveryPoll, FullEvery: Duration(10 * time.Minute)}
 }

@@ -101,6 +101,7 @@ func (c *Config) validate(check BusCheck) []error {
 	}
 	buses := v.buses()
 	v.devices(buses)
+	v.modbusServers(buses)
 	if check != nil {
 		for i := range c.Buses {
 			check(c, i, v.busProblems(i))
@@ -420,4 +421,60 @@ func (v *validator) profile(i int, p string, d *Device) {
 		}
 	}
 	v.errs = append(v.errs, pv.errs...)
+}
+
+// modbusServers checks the [[modbus_server]] tables; buses are by name.
+func (v *validator) modbusServers(buses map[string]*Bus) {
+	listens := map[string]bool{}
+	for i := range v.c.ModbusServers {
+		m := &v.c.ModbusServers[i]
+		p := fmt.Sprintf("modbus_server[%d]", i)
+		if _, port, err := net.SplitHostPort(m.Listen); err != nil || port == "" {
+			v.errorf(p+".listen", "%q is not host:port", m.Listen)
+		} else if listens[m.Listen] {
+			v.errorf(p+".listen", "%q is served twice", m.Listen)
+		}
+		listens[m.Listen] = true
+		b, ok := buses[m.Bus]
+		switch {
+		case m.Bus == "":
+			v.errorf(p+".bus", "required")
+		case !ok:
+			v.errorf(p+".bus", "no [[bus]] is named %q", m.Bus)
+		case !strings.HasPrefix(b.Protocol, "modbus-"):
+			v.errorf(p+".bus", "bus %q speaks %s: a Modbus server stands only in front of a modbus-rtu, modbus-ascii or modbus-tcp bus", m.Bus, b.Protocol)
+		}
+		seen := map[int]bool{}
+		for j, u := range m.Units {
+			v.intRange(fmt.Sprintf("%s.units[%d]", p, j), u, 1, 247)
+			if seen[u] {
+				v.errorf(fmt.Sprintf("%s.units[%d]", p, j), "unit %d is listed twice", u)
+			}
+			seen[u] = true
+		}
+		if len(m.Units) == 0 && ok && len(v.c.DevicesOn(m.Bus)) == 0 {
+			v.errorf(p+".units", "bus %q has no devices: list the unit ids to answer for", m.Bus)
+		}
+		if m.Cache < 0 {
+			v.errorf(p+".cache", "must not be negative")
+		}
+		v.intRange(p+".max_clients", m.MaxClients, 1, 1000)
+	}
+}
+
+// ServedUnits returns the unit ids a Modbus server answers for: its units,
+// or those of the devices on its bus.
+func (c *Config) ServedUnits(m *ModbusServer) []byte {
+	var out []byte
+	for _, u := range m.Units {
+		out = append(out, byte(u))
+	}
+	if len(out) == 0 {
+		for _, i := range c.DevicesOn(m.Bus) {
+			if u := byte(c.Devices[i].UnitID); !slices.Contains(out, u) {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
 }

@@ -15,6 +15,7 @@
 #
 # usage: scripts/bench/cpu.sh            (DURATION=20s ROUNDS=3 by default)
 #        DURATION=10s ROUNDS=1 scripts/bench/cpu.sh
+#        LOADS="1 1s;10 100ms" scripts/bench/cpu.sh   (only these loads: "METERS INTERVAL;...")
 #        ARCH=arm scripts/bench/cpu.sh   (both built for GOARM=6, run under qemu-arm-static;
 #                                         ratios reported, not judged)
 set -euo pipefail
@@ -116,7 +117,7 @@ run() {
   echo "$name $(( (t1 - t0) / 1000 )) $(( w1 - w0 )) $r" # CPU in µs
 }
 
-loads=("10 100ms" "1 1s" "50 1s" "1 1h")
+IFS=';' read -r -a loads <<<"${LOADS:-10 100ms;1 1s;50 1s;1 1h}"
 results=$work/results
 for round in $(seq 1 "$rounds"); do
   for load in "${loads[@]}"; do
