@@ -63,7 +63,7 @@ type Bus struct {
 	packager    gmodbus.Packager
 	transporter gmodbus.Transporter
 	// image holds every read reply, polls' and Transact's.
-	image *Image
+	image   *Image
 	timeout time.Duration
 	retries int
 	devices map[string]*device
