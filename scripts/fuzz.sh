@@ -11,6 +11,7 @@ targets=(
   "./drivers/modbus FuzzDecode"
   "./drivers/modbus FuzzLineFrame"
   "./drivers/modbus/simulator FuzzRequests"
+  "./drivers/modbus/server FuzzRequest"
   "./drivers/serial FuzzFraming"
   "./drivers/serial FuzzParsers"
   "./gateway/batch FuzzDecode"

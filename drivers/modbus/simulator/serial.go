@@ -43,6 +43,9 @@ func (s *Server) ServeSerial(ctx context.Context, p port.Port, ascii bool) error
 				}
 				break
 			}
+			if len(rest) > 0 {
+				s.overlaps.Add(1)
+			}
 			if reply := s.answer(frame); reply != nil {
 				if ascii {
 					reply = encodeASCII(reply)
@@ -100,6 +103,7 @@ func (s *Server) answer(frame []byte) []byte {
 	if _, ok := s.units[unit]; !ok || len(pdu) < 5 {
 		return nil
 	}
+	s.requests.Add(1)
 	fc := pdu[0]
 	addr, qty := binary.BigEndian.Uint16(pdu[1:3]), binary.BigEndian.Uint16(pdu[3:5])
 	reply := []byte{unit, fc}

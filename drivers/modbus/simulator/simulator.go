@@ -10,6 +10,7 @@
 package simulator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	smodbus "github.com/simonvetter/modbus"
@@ -38,7 +40,26 @@ type Server struct {
 
 	mu      sync.Mutex
 	written map[uint8]map[modbus.Table]map[uint16]uint16 // writes that stick
+
+	// MaxClients bounds the TCP connections at once (some real devices
+	// take one); 0 means 16. Set before Run.
+	MaxClients int
+	requests   atomic.Uint64 // requests answered (exceptions included)
+	overlaps   atomic.Uint64 // serial requests that arrived before the previous was answered
 }
+
+// NoSuchAddress is where the simulated devices' address space ends: a
+// request for registers or bits at or above it is answered with exception
+// 2 (illegal data address), as a real device answers an unmapped one.
+const NoSuchAddress = 0xF000
+
+// Requests returns how many requests the simulator has answered, over TCP
+// and serial lines; safe from any goroutine.
+func (s *Server) Requests() uint64 { return s.requests.Load() }
+
+// Overlaps returns how many serial requests arrived while an earlier one
+// was still unanswered: on a real RS-485 line, two masters talking at once.
+func (s *Server) Overlaps() uint64 { return s.overlaps.Load() }
 
 // New prepares a simulator answering for devices, by unit id; listen is host:port.
 func New(devices []modbus.Device, listen string, log *slog.Logger) (*Server, error) {
@@ -73,7 +94,7 @@ func (s *Server) Run(ctx context.Context) error {
 	srv, err := smodbus.NewServer(&smodbus.ServerConfiguration{
 		URL:        "tcp://" + s.listen,
 		Timeout:    5 * time.Minute,
-		MaxClients: 16,
+		MaxClients: uint(cmp.Or(s.MaxClients, 16)),
 		Logger:     log.New(io.Discard, "", 0),
 	}, s)
 	if err != nil {
@@ -92,6 +113,9 @@ func (s *Server) registers(unit uint8, table modbus.Table, addr, qty uint16) ([]
 	points, ok := s.units[unit]
 	if !ok {
 		return nil, smodbus.ErrGWTargetFailedToRespond
+	}
+	if int(addr)+int(qty) > NoSuchAddress {
+		return nil, smodbus.ErrIllegalDataAddress
 	}
 	t := s.now().Sub(s.start).Seconds()
 	out := make([]uint16, qty)
@@ -136,6 +160,9 @@ func (s *Server) write(unit uint8, table modbus.Table, addr uint16, vals []uint1
 	if _, ok := s.units[unit]; !ok {
 		return smodbus.ErrGWTargetFailedToRespond
 	}
+	if int(addr)+len(vals) > NoSuchAddress {
+		return smodbus.ErrIllegalDataAddress
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.written[unit] == nil {
@@ -152,6 +179,7 @@ func (s *Server) write(unit uint8, table modbus.Table, addr uint16, vals []uint1
 
 // HandleHoldingRegisters answers FC3, FC6 and FC16.
 func (s *Server) HandleHoldingRegisters(req *smodbus.HoldingRegistersRequest) ([]uint16, error) {
+	s.requests.Add(1)
 	if req.IsWrite {
 		if err := s.write(req.UnitId, modbus.Holding, req.Addr, req.Args); err != nil {
 			return nil, err
@@ -162,11 +190,13 @@ func (s *Server) HandleHoldingRegisters(req *smodbus.HoldingRegistersRequest) ([
 
 // HandleInputRegisters answers FC4.
 func (s *Server) HandleInputRegisters(req *smodbus.InputRegistersRequest) ([]uint16, error) {
+	s.requests.Add(1)
 	return s.registers(req.UnitId, modbus.Input, req.Addr, req.Quantity)
 }
 
 // HandleCoils answers FC1, FC5 and FC15.
 func (s *Server) HandleCoils(req *smodbus.CoilsRequest) ([]bool, error) {
+	s.requests.Add(1)
 	if req.IsWrite {
 		vals := make([]uint16, len(req.Args))
 		for i, b := range req.Args {
@@ -183,6 +213,7 @@ func (s *Server) HandleCoils(req *smodbus.CoilsRequest) ([]bool, error) {
 
 // HandleDiscreteInputs answers FC2.
 func (s *Server) HandleDiscreteInputs(req *smodbus.DiscreteInputsRequest) ([]bool, error) {
+	s.requests.Add(1)
 	return s.bits(req.UnitId, modbus.Discrete, req.Addr, req.Quantity)
 }
 
