@@ -231,6 +231,16 @@ func (g *gateway) report() status.Report {
 		r.Buses = append(r.Buses, p.busStats()...)
 		r.Loops = append(r.Loops, p.liveness())
 	}
+	if f := g.current(); f != nil {
+		for _, s := range f.servers {
+			c := s.Counts()
+			m := status.ModbusServer{Name: s.Name(), Requests: map[string]uint64{}, QueueWait: c.QueueWait, QueueWaits: c.QueueWaits, Clients: c.Clients}
+			for o, n := range c.Requests {
+				m.Requests[mbserver.Outcome(o).String()] = n
+			}
+			r.ModbusServers = append(r.ModbusServers, m)
+		}
+	}
 	if up := g.uplink(); up != nil {
 		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), TooLarge: up.TooLarge(), CommandsDropped: up.CommandsDropped(), Broker: up.Broker(), Protocol: up.Protocol()}
 		r.Loops = append(r.Loops, status.Liveness{Name: "uplink", Last: up.Heartbeat(), Limit: 10 * time.Second})

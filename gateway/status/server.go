@@ -107,6 +107,9 @@ var (
 	descResponseTime   = prometheus.NewDesc("edgegw_bus_response_seconds", "Time from request to reply.", []string{"device"}, nil)
 	descConnected      = prometheus.NewDesc("edgegw_mqtt_connected", "1 while connected to a broker.", nil, nil)
 	descBrokerInfo     = prometheus.NewDesc("edgegw_mqtt_broker_info", "1 for the broker in use, 0 for the other configured brokers.", []string{"url"}, nil)
+	descServerRequests = prometheus.NewDesc("edgegw_modbus_server_requests_total", "Requests of other masters to a Modbus server, by outcome: cache (answered from the register image), bus (the device answered, exceptions included), refused (by edgegw: unknown unit, function or data, writes off, busy, too many clients), error (the device did not answer, or a malformed frame).", []string{"server", "outcome"}, nil)
+	descServerWait     = prometheus.NewDesc("edgegw_modbus_server_queue_wait_seconds", "Time a Modbus server's requests waited for their turn on the bus.", []string{"server"}, nil)
+	descServerClients  = prometheus.NewDesc("edgegw_modbus_server_clients", "Connections open to a Modbus server.", []string{"server"}, nil)
 	descProtocol       = prometheus.NewDesc("edgegw_mqtt_protocol", "The MQTT protocol level spoken to the broker in use: 5 for MQTT 5, 4 for MQTT 3.1.1 (label version spells it).", []string{"url", "version"}, nil)
 )
 
@@ -117,7 +120,7 @@ type collector struct{ source Source }
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBufferReadings, descBufferBytes, descBufferOldest, descBufferFile, descBufferPending,
 		descReadings, descReadErrors, descPublished, descDropped, descCmdsDropped, descConnected, descBrokerInfo, descProtocol,
-		descRequests, descRequestErrors, descResponseTime} {
+		descRequests, descRequestErrors, descResponseTime, descServerRequests, descServerWait, descServerClients} {
 		ch <- d
 	}
 }
@@ -145,6 +148,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, descRequestErrors, float64(n), bs.Device, kind)
 		}
 		ch <- prometheus.MustNewConstSummary(descResponseTime, bs.Responses, bs.ResponseTime.Seconds(), nil, bs.Device)
+	}
+	for _, m := range r.ModbusServers {
+		for _, outcome := range []string{"cache", "bus", "refused", "error"} {
+			counter(ch, descServerRequests, float64(m.Requests[outcome]), m.Name, outcome)
+		}
+		ch <- prometheus.MustNewConstSummary(descServerWait, m.QueueWaits, m.QueueWait.Seconds(), nil, m.Name)
+		gauge(ch, descServerClients, float64(m.Clients), m.Name)
 	}
 	up := r.Uplink
 	if up == nil { // not started yet

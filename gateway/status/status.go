@@ -57,6 +57,18 @@ type Uplink struct {
 	Protocol        string // the MQTT version spoken to it: "5" or "3.1.1"
 }
 
+// ModbusServer is one [[modbus_server]]'s counters.
+type ModbusServer struct {
+	Name string // its listen address
+	// Requests counts requests by how they were answered: cache, bus,
+	// refused, error.
+	Requests map[string]uint64
+	// QueueWait is the total time QueueWaits requests waited for the bus.
+	QueueWait  time.Duration
+	QueueWaits uint64
+	Clients    int
+}
+
 // Report is the gateway at one moment.
 type Report struct {
 	// Buffer is nil while the buffer is not open; BufferErr is why
@@ -67,8 +79,9 @@ type Report struct {
 	Buses     []drivers.BusStats
 	// Uplink is nil until the uplink has started.
 	Uplink  *Uplink
-	Brokers []string
-	Loops   []Liveness
+	Brokers       []string
+	Loops         []Liveness
+	ModbusServers []ModbusServer
 }
 
 // Source reports the gateway's state; it must be safe to call from any

@@ -117,6 +117,9 @@ func New(cfg Config, bus Bus) *Server {
 	return &Server{cfg: cfg, bus: bus, log: log.With("modbus_server", cfg.Name), seen: map[string]time.Time{}}
 }
 
+// Name is the server's name, as Config gave it.
+func (s *Server) Name() string { return s.cfg.Name }
+
 // Counts are a server's counters.
 type Counts struct {
 	Requests [outcomes]uint64 // by Outcome
