@@ -78,7 +78,7 @@ type Report struct {
 	Devices   []DeviceCounts
 	Buses     []drivers.BusStats
 	// Uplink is nil until the uplink has started.
-	Uplink  *Uplink
+	Uplink        *Uplink
 	Brokers       []string
 	Loops         []Liveness
 	ModbusServers []ModbusServer
