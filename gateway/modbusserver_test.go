@@ -105,7 +105,7 @@ func (b timedBus) Read(ctx context.Context, device string, r *drivers.Reading) {
 
 // runShared starts the gateway of sharedConfig and waits for its first poll
 // and its server.
-func runShared(t *testing.T, busKeys, interval, serverKeys string) (listen string, polls *pollLog) {
+func runShared(t testing.TB, busKeys, interval, serverKeys string) (listen string, polls *pollLog) {
 	t.Helper()
 	listen = fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
 	path := filepath.Join(t.TempDir(), "sensors.toml")
@@ -134,7 +134,7 @@ func runShared(t *testing.T, busKeys, interval, serverKeys string) (listen strin
 	return listen, polls
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, limit time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !ok() {
@@ -179,7 +179,7 @@ func startSimulator(t *testing.T, maxClients int) (*simulator.Server, string) {
 	return sim, addr
 }
 
-func newSharedSimulator(t *testing.T, addr string) *simulator.Server {
+func newSharedSimulator(t testing.TB, addr string) *simulator.Server {
 	t.Helper()
 	spec := func(name, table string, addr int, typ string) modbus.PointSpec {
 		return modbus.PointSpec{Name: name, Table: table, Address: addr, Type: typ, ByteOrder: "ABCD", Bit: -1, Scale: 1}

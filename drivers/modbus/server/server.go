@@ -26,6 +26,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"edgegw/drivers/modbus"
@@ -205,7 +206,11 @@ func (s *Server) listen(ctx context.Context) (net.Listener, error) {
 			return ln, nil
 		}
 		if attempt == 1 {
-			s.log.Error("modbus_server_listen_failed", "listen", s.cfg.Listen, "err", err, "hint", "another program holds the port, or the address is not this machine's; trying again")
+			hint := "another program holds the port, or the address is not this machine's; trying again"
+			if errors.Is(err, syscall.EACCES) {
+				hint = "ports below 1024 need CAP_NET_BIND_SERVICE (the packaged systemd unit grants it) or root; trying again"
+			}
+			s.log.Error("modbus_server_listen_failed", "listen", s.cfg.Listen, "err", err, "hint", hint)
 		}
 		t := time.NewTimer(listenRetry.Delay(attempt))
 		select {

@@ -18,44 +18,6 @@ import (
 	"edgegw/internal/testpty"
 )
 
-// pace copies src to dst at one byte per character time, as a serial line
-// at a baud rate would: a pty alone moves bytes instantly. A byte is passed
-// on once its last bit would have arrived; after a late wake-up (timers are
-// coarser than a character at 9600 baud) the bytes due are passed together.
-func pace(src, dst port.Port, char time.Duration, stop <-chan struct{}) {
-	buf := make([]byte, 256)
-	var lineFree time.Time
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		src.SetReadTimeout(20 * time.Millisecond)
-		n, err := src.Read(buf)
-		if err != nil {
-			return
-		}
-		if n == 0 {
-			continue
-		}
-		start := time.Now()
-		if lineFree.After(start) {
-			start = lineFree
-		}
-		for i := 0; i < n; {
-			due := min(n, int(time.Since(start)/char))
-			if due > i {
-				dst.Write(buf[i:due])
-				i = due
-				continue
-			}
-			time.Sleep(time.Until(start.Add(time.Duration(i+1) * char))) // the line's own speed
-		}
-		lineFree = start.Add(time.Duration(n) * char)
-	}
-}
-
 // BenchmarkRTUCycle9600 polls an Eastron SDM630 (the built-in profile, 63
 // float32 points) over Modbus RTU at 9600 baud 8E1 and reports the poll-cycle
 // time against the time its bytes need on the wire. Run with -benchtime 20x.
@@ -75,8 +37,8 @@ func BenchmarkRTUCycle9600(b *testing.B) {
 	a, bb := open(relayA), open(relayB)
 	stop := make(chan struct{})
 	defer close(stop)
-	go pace(a, bb, char, stop)
-	go pace(bb, a, char, stop)
+	go testpty.Pace(a, bb, char, nil, stop)
+	go testpty.Pace(bb, a, char, nil, stop)
 
 	doc := fmt.Sprintf("[gateway]\nid = \"g\"\nprofiles_dir = %q\n[mqtt]\nbrokers = [\"tcp://127.0.0.1:1883\"]\n"+
 		"[[bus]]\nname = \"rs485\"\nprotocol = \"modbus-rtu\"\ndevice = %q\nbaud = %d\nparity = \"even\"\ntimeout = \"2s\"\n"+
