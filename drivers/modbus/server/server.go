@@ -241,8 +241,12 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	host := hostOf(c.RemoteAddr())
 	s.arrived(host, c.RemoteAddr())
 	opened := time.Now()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	reason := cn.readLoop(ctx)
+	// The connection's context: what a client that went still has queued
+	// is not sent to the bus.
+	cctx, gone := context.WithCancel(ctx)
+	stop := context.AfterFunc(cctx, func() { c.Close() })
+	reason := cn.readLoop(cctx)
+	gone()
 	stop()
 	c.Close()
 	cn.wg.Wait()
