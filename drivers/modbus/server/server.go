@@ -154,7 +154,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("modbus_server_listening", "listen", ln.Addr().String(), "units", fmt.Sprint(s.cfg.Units), "cache", s.cfg.Cache, "writes", s.cfg.Writes)
 	var conns sync.WaitGroup
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	full := false
 	for {
@@ -176,7 +176,7 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.Warn("modbus_server_full", "client", c.RemoteAddr().String(), "max_clients", s.cfg.MaxClients, "hint", "raise max_clients, or make the masters reuse their connections")
 			}
 			full = true
-			c.Close()
+			_ = c.Close()
 			continue
 		}
 		full = false
@@ -188,7 +188,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.serve(ctx, c)
 		}()
 	}
-	ln.Close()
+	_ = ln.Close()
 	conns.Wait()
 	return nil
 }
@@ -244,11 +244,11 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	// The connection's context: what a client that went still has queued
 	// is not sent to the bus.
 	cctx, gone := context.WithCancel(ctx)
-	stop := context.AfterFunc(cctx, func() { c.Close() })
+	stop := context.AfterFunc(cctx, func() { _ = c.Close() })
 	reason := cn.readLoop(cctx)
 	gone()
 	stop()
-	c.Close()
+	_ = c.Close()
 	cn.wg.Wait()
 	s.left(host, c.RemoteAddr(), reason, time.Since(opened), cn)
 }
