@@ -6,7 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +34,8 @@ var sharedBusFor = flag.Duration("modbusserver.duration", 3*time.Second, "how lo
 
 // sharedConfig is a gateway polling one device on a bus, with a Modbus
 // server in front of it; its arguments: data_dir, the bus's protocol and
-// address key, the device's interval, the server's listen and more keys.
+// address key, the device's interval, the server's listen and more keys
+// (and the status server's listen, after data_dir).
 const sharedConfig = `
 [gateway]
 id = "share"
@@ -41,7 +44,7 @@ data_dir = %q
 brokers = ["tcp://127.0.0.1:1"]
 connect_timeout = "1s"
 [status]
-listen = ""
+listen = %q
 [[bus]]
 name = "b"
 %s
@@ -106,10 +109,17 @@ func (b timedBus) Read(ctx context.Context, device string, r *drivers.Reading) {
 // runShared starts the gateway of sharedConfig and waits for its first poll
 // and its server.
 func runShared(t testing.TB, busKeys, interval, serverKeys string) (listen string, polls *pollLog) {
+	listen, polls, _ = runSharedStatus(t, busKeys, interval, serverKeys)
+	return listen, polls
+}
+
+// runSharedStatus is runShared that also returns the status server's address.
+func runSharedStatus(t testing.TB, busKeys, interval, serverKeys string) (listen string, polls *pollLog, status string) {
 	t.Helper()
 	listen = fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
+	status = fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
 	path := filepath.Join(t.TempDir(), "sensors.toml")
-	doc := fmt.Sprintf(sharedConfig, t.TempDir(), busKeys, interval, listen, serverKeys)
+	doc := fmt.Sprintf(sharedConfig, t.TempDir(), status, busKeys, interval, listen, serverKeys)
 	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +141,7 @@ func runShared(t testing.TB, busKeys, interval, serverKeys string) (listen strin
 	})
 	testbroker.WaitListening(t, listen, 5*time.Second)
 	waitFor(t, 5*time.Second, "the first poll", func() bool { return len(polls.polls()) > 0 })
-	return listen, polls
+	return listen, polls, status
 }
 
 func waitFor(t testing.TB, limit time.Duration, what string, ok func() bool) {
@@ -200,7 +210,7 @@ func newSharedSimulator(t testing.TB, addr string) *simulator.Server {
 // masters (mbpoll, pymodbus) are answered too.
 func TestModbusServerOverTCP(t *testing.T) {
 	sim, simAddr := startSimulator(t, 1)
-	listen, polls := runShared(t, fmt.Sprintf("protocol = \"modbus-tcp\"\naddress = %q", simAddr), "1h", "cache = \"1h\"\nwrites = true")
+	listen, polls, status := runSharedStatus(t, fmt.Sprintf("protocol = \"modbus-tcp\"\naddress = %q", simAddr), "1h", "cache = \"1h\"\nwrites = true")
 	waitFor(t, 5*time.Second, "the first poll's requests", func() bool { return sim.Requests() >= 3 })
 
 	// The device takes one connection, and edgegw holds it.
@@ -262,6 +272,20 @@ func TestModbusServerOverTCP(t *testing.T) {
 	got, err := c.ReadHoldingRegisters(10, 1)
 	if err != nil || binary.BigEndian.Uint16(got) != 4321 {
 		t.Errorf("setpoint after writing 4321: % x, %v", got, err)
+	}
+
+	// What happened, as /metrics counts it: 2 cached reads; 4 to the
+	// device (a read, its exception, the write and its read-back); unit 9.
+	m := metrics(t, status)
+	for _, want := range []string{
+		fmt.Sprintf(`edgegw_modbus_server_requests_total{outcome="cache",server=%q} 2`, listen),
+		fmt.Sprintf(`edgegw_modbus_server_requests_total{outcome="bus",server=%q} 4`, listen),
+		fmt.Sprintf(`edgegw_modbus_server_requests_total{outcome="refused",server=%q} 1`, listen),
+		fmt.Sprintf(`edgegw_modbus_server_queue_wait_seconds_count{server=%q} 4`, listen),
+	} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("no %s in /metrics:\n%s", want, m)
+		}
 	}
 
 	t.Run("mbpoll", func(t *testing.T) {
@@ -381,4 +405,19 @@ func TestModbusServerSharesTheLine(t *testing.T) {
 			t.Logf("%s: %d polls, outside masters answered %v times", elapsed.Round(time.Millisecond), made, answered)
 		})
 	}
+}
+
+// metrics returns the gateway's /metrics text.
+func metrics(t *testing.T, status string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + status + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

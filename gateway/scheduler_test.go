@@ -212,3 +212,68 @@ func TestPollerRefusesExpiredCommands(t *testing.T) {
 		t.Errorf("written: %s, then %d more", got, len(drv.written))
 	}
 }
+
+// turnLog records the order in which a bus carried polls and jobs.
+type turnLog struct {
+	mu    sync.Mutex
+	turns []string
+	jobs  chan struct{}
+}
+
+func (l *turnLog) add(s string) { l.mu.Lock(); l.turns = append(l.turns, s); l.mu.Unlock() }
+
+// turnDriver notes each poll in its log.
+type turnDriver struct {
+	fakeDriver
+	log *turnLog
+}
+
+func (d *turnDriver) Read(ctx context.Context, device string, r *drivers.Reading) {
+	d.log.add("poll")
+	d.fakeDriver.Read(ctx, device, r)
+}
+
+// turnJob notes its run in the log.
+type turnJob struct{ log *turnLog }
+
+func (j turnJob) run(context.Context, *poller, *busConn) { j.log.add("job"); j.log.jobs <- struct{}{} }
+func (j turnJob) refuse(error)                           {}
+
+// TestPollerTakesTurns: with polls always overdue (a device polled every
+// nanosecond) and jobs always waiting, the bus alternates: neither side
+// starves the other.
+func TestPollerTakesTurns(t *testing.T) {
+	log := &turnLog{jobs: make(chan struct{}, 8)}
+	drv := &turnDriver{fakeDriver{reads: map[string]int{}}, log}
+	p := &poller{bus: config.Bus{Name: "b"}, devices: devices(time.Nanosecond), out: discard{},
+		log: slog.New(slog.DiscardHandler), now: time.Now, stats: map[string]*DeviceStats{"a": {}}, jobs: make(chan job, 8),
+		open: func(config.Bus, []config.Device, *slog.Logger) (drivers.Driver, error) { return drv, nil }}
+	for range 8 {
+		if !p.offer(turnJob{log}) {
+			t.Fatal("the queue refused a job")
+		}
+	}
+	stop := runPoller(t, p)
+	timeout := time.After(10 * time.Second)
+	for range 8 {
+		select {
+		case <-log.jobs:
+		case <-timeout:
+			stop()
+			t.Fatalf("the jobs did not run while polls were overdue: %d turns", len(log.turns))
+		}
+	}
+	stop()
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for i, turn := range log.turns[:16] {
+		if want := []string{"poll", "job"}[i%2]; turn != want {
+			t.Fatalf("turns %v: want poll and job alternating", log.turns[:16])
+		}
+	}
+}
+
+// discard is an Appender that keeps nothing.
+type discard struct{}
+
+func (discard) Append([]byte) error { return nil }
