@@ -178,6 +178,15 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	for _, b := range cfg.MQTT.Brokers {
 		fmt.Fprintf(stdout, "broker %s: MQTT %s\n", b, protocolWords(cfg.MQTT.Protocol))
 	}
+	for i := range cfg.ModbusServers {
+		m := &cfg.ModbusServers[i]
+		writes := "writes refused"
+		if m.Writes {
+			writes = "writes passed to the bus"
+		}
+		fmt.Fprintf(stdout, "modbus server %s: bus %s, units %v, cache %s, %s, at most %d clients\n",
+			m.Listen, m.Bus, cfg.ServedUnits(m), m.Cache, writes, m.MaxClients)
+	}
 	return exitOK
 }
 

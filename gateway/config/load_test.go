@@ -128,6 +128,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"duplicate bus", minimal + "[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\naddress = \"h:1\"\n", []string{`16: bus.name: bus "b" is defined twice`}},
 		{"duplicate point", minimal + "  [[device.point]]\n  name = \"p\"\n", []string{`16: device.point.name: point "p" is defined twice`}},
 		{"dangling bus", strings.Replace(minimal, `bus = "b"`, `bus = "rs485"`, 1), []string{`12: device.bus: no [[bus]] is named "rs485"`}},
+		{"modbus server without a bus", minimal + "[[modbus_server]]\nlisten = \"127.0.0.1:1502\"\n", []string{"15: modbus_server.bus: required"}},
+		{"modbus server unit 0", minimal + "[[modbus_server]]\nbus = \"b\"\nunits = [0]\n", []string{"17: modbus_server.units: 0 is out of range 1..247"}},
+		{"modbus server listen without host", minimal + "[[modbus_server]]\nbus = \"b\"\nlisten = \"502\"\n", []string{`17: modbus_server.listen: "502" is not host:port`}},
+		{"modbus server max_clients 0", minimal + "[[modbus_server]]\nbus = \"b\"\nmax_clients = 0\n", []string{"17: modbus_server.max_clients: 0 is out of range 1..1000"}},
+		{"modbus server on a serial bus", minimal + "[[bus]]\nname = \"s\"\nprotocol = \"serial\"\ndevice = \"/dev/ttyUSB0\"\n[[modbus_server]]\nbus = \"s\"\nunits = [1]\n", []string{`20: modbus_server.bus: bus "s" speaks serial`}},
 		{"bad duration", strings.Replace(minimal, `bus = "b"`, "bus = \"b\"\ninterval = \"5 seconds\"", 1), []string{`13: device.interval: bad duration "5 seconds"`}},
 		{"duration as number", strings.Replace(minimal, `bus = "b"`, "bus = \"b\"\ninterval = 5", 1), []string{`13: device.interval: want a duration string like "5s", got an integer`}},
 		{"negative duration", strings.Replace(minimal, `bus = "b"`, "bus = \"b\"\ninterval = \"-5s\"", 1), []string{`13: device.interval: duration "-5s" must not be negative`}},
@@ -204,6 +209,20 @@ address = "127.0.0.1:502"`, "protocol = \"serial\"\ndevice = \"/dev/ttyS0\"\nfra
 
 // TestSparkplugDefaults: the edge node is the gateway unless named, and
 // [sparkplug] is not checked while the payload is JSON.
+func TestModbusServerDefaults(t *testing.T) {
+	cfg, err := gateway.ParseConfig("m.toml", []byte(strings.Replace(minimal, `name = "d"`, "name = \"d\"\nunit_id = 7", 1)+"[[modbus_server]]\nbus = \"b\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &cfg.ModbusServers[0]
+	if m.Listen != "0.0.0.0:502" || m.Cache.D() != time.Second || m.Writes || m.MaxClients != 16 || len(m.Units) != 0 {
+		t.Errorf("defaults: %+v", m)
+	}
+	if got := cfg.ServedUnits(m); len(got) != 1 || got[0] != 7 {
+		t.Errorf("units served: %v, want the device's 7", got)
+	}
+}
+
 func TestSparkplugDefaults(t *testing.T) {
 	cfg, err := gateway.ParseConfig("s.toml", []byte(strings.Replace(minimal, `[mqtt]`, "[mqtt]\npayload = \"sparkplug\"", 1)))
 	if err != nil {
