@@ -6,12 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"edgegw/drivers/modbus"
+	"edgegw/internal/testlog"
 
 	"go.uber.org/goleak"
 )
@@ -302,5 +305,47 @@ func TestParseHeader(t *testing.T) {
 	}
 	if got := binary.BigEndian.Uint16(appendReply(nil, h, []byte{3, 0})[4:]); got != 3 {
 		t.Errorf("reply length %d, want 3", got)
+	}
+}
+
+// TestServerJournalIsQuiet: a master that reconnects for every poll is
+// logged once, not at every connection; a client closed for being idle is
+// logged with why.
+func TestServerJournalIsQuiet(t *testing.T) {
+	var sink testlog.Sink
+	s, addr := start(t, Config{Units: []byte{1}, Idle: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&sink, nil))}, &fakeBus{reply: []byte{3, 2, 0, 1}})
+	for i := range 5 {
+		c := dial(t, addr)
+		roundTrip(t, c, uint16(i), 1, 3, 0, 0, 0, 1)
+		c.Close()
+	}
+	waitClients := func(n int) {
+		deadline := time.Now().Add(5 * time.Second)
+		for s.Counts().Clients != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d clients, want %d", s.Counts().Clients, n)
+			}
+			time.Sleep(5 * time.Millisecond) // polling the server's count
+		}
+	}
+	waitClients(0)
+	log := sink.String()
+	// The start's own probe connection counts as the first arrival.
+	if n := strings.Count(log, "modbus_client_connected"); n != 1 {
+		t.Errorf("%d connected lines for one host reconnecting, want 1:\n%s", n, log)
+	}
+	if strings.Contains(log, "modbus_client_gone") {
+		t.Errorf("short sessions closed by the client were logged:\n%s", log)
+	}
+	dial(t, addr) // says nothing: closed as idle
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(sink.String(), "modbus_client_gone") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line for the idle client:\n%s", sink.String())
+		}
+		time.Sleep(5 * time.Millisecond) // polling the log
+	}
+	if log := sink.String(); !strings.Contains(log, `reason="idle for 300ms"`) {
+		t.Errorf("the idle client's line does not say why:\n%s", log)
 	}
 }
