@@ -74,14 +74,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if opts.Open == nil {
 		opts.Open = openDriver
 	}
-	g := &gateway{cfg: cfg, opts: opts, log: log, started: time.Now(), died: make(chan error, 1)}
+	g := &gateway{cfg: cfg, opts: opts, log: log, started: time.Now(), died: make(chan error, 1), board: b.Name}
 	runCtx, stopAll := context.WithCancel(ctx)
 	defer stopAll()
 	grp, gctx := errgroup.WithContext(runCtx)
 	// The status server comes first: while the buffer's storage is
 	// unavailable, /healthz says why.
 	if cfg.Status.Listen != "" {
-		srv := &status.Server{Listen: cfg.Status.Listen, Log: log.With("component", "status"), Source: g.report, Started: g.started}
+		srv := &status.Server{Listen: cfg.Status.Listen, Log: log.With("component", "status"), Source: g.report, Started: g.started, Console: cfg.Status.Console}
 		grp.Go(supervised(gctx, "status server", srv.Run))
 	}
 	buf, err := openBuffer(gctx, cfg, opts, log, &g.state)
@@ -230,6 +230,8 @@ func (g *gateway) report() status.Report {
 		}
 		r.Buses = append(r.Buses, p.busStats()...)
 		r.Loops = append(r.Loops, p.liveness())
+		r.Live = append(r.Live, p.liveDevices()...)
+		r.BusInfo = append(r.BusInfo, p.busInfo())
 	}
 	if f := g.current(); f != nil {
 		for _, s := range f.servers {
@@ -242,12 +244,21 @@ func (g *gateway) report() status.Report {
 		}
 	}
 	if up := g.uplink(); up != nil {
-		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), TooLarge: up.TooLarge(), CommandsDropped: up.CommandsDropped(), Broker: up.Broker(), Protocol: up.Protocol()}
+		lastErr, lastErrAt := up.LastError()
+		r.Uplink = &status.Uplink{Published: up.Published(), Rejected: up.Rejected(), TooLarge: up.TooLarge(), CommandsDropped: up.CommandsDropped(),
+			Broker: up.Broker(), Protocol: up.Protocol(), ConnectedSince: up.ConnectedSince(), LastError: lastErr, LastErrorAt: lastErrAt}
 		r.Loops = append(r.Loops, status.Liveness{Name: "uplink", Last: up.Heartbeat(), Limit: 10 * time.Second})
 	}
 	if cfg := g.config(); cfg != nil {
 		r.Brokers = cfg.MQTT.Brokers
+		r.Gateway = status.Gateway{ID: cfg.Gateway.ID, Version: g.opts.Version, Board: g.board, Config: cfg.File, Started: g.started}
 	}
+	g.mu.Lock()
+	if g.reloaded != nil {
+		rl := *g.reloaded
+		r.Gateway.Reload = &rl
+	}
+	g.mu.Unlock()
 	return r
 }
 
@@ -300,7 +311,10 @@ type gateway struct {
 	// pollers tell it each reading as polled, for its births.
 	edge atomic.Pointer[sparkplug.Edge]
 
+	board string // the board profile's name
+
 	mu       sync.Mutex
+	reloaded *status.Reload // the last reload's outcome
 	cfg      *config.Config
 	fl       *fleet
 	up       *uplink.Uplink
@@ -345,6 +359,9 @@ func (g *gateway) startFleet(ctx context.Context, cfg *config.Config, prev *flee
 			if prev != nil {
 				if old, ok := prev.byDevice[d.Name]; ok {
 					p.stats[d.Name] = old.stats[d.Name]
+					if l := old.live[d.Name]; l != nil && slices.ContainsFunc(old.devices, func(o config.Device) bool { return reflect.DeepEqual(o, d) }) {
+						p.live[d.Name] = l // the same device: the page keeps its values across a reload
+					}
 				}
 			}
 		}
@@ -494,6 +511,14 @@ func (g *gateway) reload(ctx context.Context) {
 			g.log.Error("reload_refused", "err", err)
 		}
 		g.log.Warn("reload_kept_old_config", "problems", max(len(problems), 1))
+		msg := err.Error()
+		if len(problems) > 0 {
+			msg = problems[0].Error()
+			if len(problems) > 1 {
+				msg += fmt.Sprintf(" (and %d more problems)", len(problems)-1)
+			}
+		}
+		g.noteReload(msg)
 		return
 	}
 	var restart []string
@@ -532,7 +557,15 @@ func (g *gateway) reload(ctx context.Context) {
 	g.mu.Lock()
 	g.cfg = cfg
 	g.mu.Unlock()
+	g.noteReload("")
 	g.log.Info("reloaded", "config", cfg.File, "buses", len(g.pollers()), "devices", len(cfg.Devices), "mqtt_restarted", mqttChanged)
+}
+
+// noteReload keeps a reload's outcome for people: "" when it took effect.
+func (g *gateway) noteReload(err string) {
+	g.mu.Lock()
+	g.reloaded = &status.Reload{At: time.Now(), Err: err}
+	g.mu.Unlock()
 }
 
 func (g *gateway) notify(state string) {
@@ -547,12 +580,13 @@ func newPollers(cfg *config.Config, open OpenFunc, out Appender, log *slog.Logge
 	}
 	var ps []*poller
 	for _, bus := range cfg.Buses {
-		p := &poller{bus: bus, open: open, out: out, log: log, stats: map[string]*DeviceStats{}, now: time.Now,
+		p := &poller{bus: bus, open: open, out: out, log: log, stats: map[string]*DeviceStats{}, live: map[string]*liveDevice{}, now: time.Now,
 			jobs: make(chan job, jobQueue(cfg, bus.Name)), connects: connects, observe: observe, exceptions: map[string]*exception{}}
 		for _, d := range cfg.Devices {
 			if d.Bus == bus.Name {
 				p.devices = append(p.devices, d)
 				p.stats[d.Name] = &DeviceStats{}
+				p.live[d.Name] = newLiveDevice(d)
 				// Sparkplug's DDATA carries only what changed: every
 				// device reports by exception there, with its deadbands.
 				if d.Report == config.ReportChange || cfg.MQTT.Payload == config.PayloadSparkplug {

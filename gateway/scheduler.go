@@ -68,7 +68,9 @@ type poller struct {
 	out     Appender
 	log     *slog.Logger
 	stats   map[string]*DeviceStats
-	now     func() time.Time
+	// live is each device as its polls leave it, for people.
+	live map[string]*liveDevice
+	now  func() time.Time
 	// jobs are outside work for this bus (commands, Modbus server
 	// requests); the poller runs them between polls, as the bus carries
 	// one request at a time. jobsMu and stopped make sure every submitted
@@ -99,6 +101,34 @@ func (p *poller) busStats() []drivers.BusStats {
 		}
 	}
 	return nil
+}
+
+// busInfo is the bus's traffic, for people.
+func (p *poller) busInfo() status.Bus {
+	b := status.Bus{Name: p.bus.Name, Protocol: p.bus.Protocol, Queue: len(p.jobs)}
+	for _, s := range p.busStats() {
+		b.Requests += s.Requests
+		for _, n := range s.Errors {
+			b.Errors += n
+		}
+		b.WireTime += s.ResponseTime
+	}
+	return b
+}
+
+// liveDevices are the poller's devices now.
+func (p *poller) liveDevices() []status.Device {
+	var raw rawReader
+	if d := p.driver.Load(); d != nil {
+		raw, _ = (*d).(rawReader)
+	}
+	out := make([]status.Device, 0, len(p.devices))
+	for _, d := range p.devices {
+		if l := p.live[d.Name]; l != nil {
+			out = append(out, l.snapshot(raw))
+		}
+	}
+	return out
 }
 
 // liveness is the poller's sign of life: its heartbeat may pause for the
@@ -212,13 +242,17 @@ func (c *busConn) ensureOpen() {
 // poll reads dev into r, appends its entry (encoded into entry's storage,
 // which it returns) to the buffer and counts it.
 func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r *drivers.Reading, entry []byte) []byte {
-	r.Reset(dev.Name, p.now())
+	start := p.now()
+	r.Reset(dev.Name, start)
 	if conn.drv != nil {
 		conn.drv.Read(ctx, dev.Name, r)
 	} else {
 		for _, pt := range dev.Points {
 			r.AddError(pt.Name, "bus "+p.bus.Name+" is not open: "+conn.openErr.Error())
 		}
+	}
+	if l := p.live[dev.Name]; l != nil {
+		l.note(r, start, p.now().Sub(start))
 	}
 	st := p.stats[dev.Name]
 	st.Readings.Add(1)

@@ -130,3 +130,27 @@ func (im *Image) Drop(unit byte, table Table, start, count uint16) {
 	}
 	im.spans[key] = kept
 }
+
+// Raw appends the registers (two bytes each) or the bit (one byte, 0 or 1)
+// that the named point was last read from, as the device sent them; ok is
+// false when it was never read. For commissioning: the bytes behind a value.
+// Safe from any goroutine.
+func (b *Bus) Raw(out []byte, device, point string) (_ []byte, ok bool) {
+	d, found := b.devices[device]
+	if !found {
+		return out, false
+	}
+	for i := range d.points {
+		p := &d.points[i]
+		if p.Name != point {
+			continue
+		}
+		n := len(out)
+		out, ok = b.image.Fresh(out, d.unit, p.Table, p.Address, uint16(p.Width()), time.Time{})
+		if ok && p.Table.bits() {
+			out[n] &= 1 // one bit, not its packed byte
+		}
+		return out, ok
+	}
+	return out, false
+}

@@ -162,6 +162,8 @@ type Sparkplug struct {
 type Status struct {
 	// Listen is host:port of the status server; "" disables it.
 	Listen string `toml:"listen"`
+	// Console serves the commissioning page at / (read-only).
+	Console bool `toml:"console"`
 }
 
 // ModbusServer is one [[modbus_server]]: Modbus TCP served to other

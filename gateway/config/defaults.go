@@ -36,7 +36,7 @@ func Default() *Config {
 			MaxAge:         Duration(168 * time.Hour),
 			CommitInterval: Duration(250 * time.Millisecond),
 		},
-		Status:    Status{Listen: "127.0.0.1:9130"},
+		Status:    Status{Listen: "127.0.0.1:9130", Console: true},
 		Sparkplug: Sparkplug{GroupID: "plant1"},
 	}
 }

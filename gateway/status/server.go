@@ -28,6 +28,17 @@ type Server struct {
 	Started time.Time
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Console serves the commissioning page at / ([status] console).
+	Console bool
+
+	rates rates
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
 }
 
 // Run serves until ctx ends. A port that cannot be bound is logged, not
@@ -38,6 +49,10 @@ func (s *Server) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /api/v1/status", s.api)
+	if s.Console {
+		mux.Handle("GET /", consoleHandler())
+	}
 	ln, err := net.Listen("tcp", s.Listen)
 	if err != nil {
 		s.Log.Error("status_listen_failed", "listen", s.Listen, "err", err, "hint", "the gateway runs on without /metrics and /healthz; free the port or change status.listen")
@@ -47,7 +62,11 @@ func (s *Server) Run(ctx context.Context) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	s.Log.Info("status_listening", "address", ln.Addr().String())
+	s.Log.Info("status_listening", "address", ln.Addr().String(), "console", s.Console)
+	if s.Console && !loopback(ln.Addr()) {
+		s.Log.Warn("status_console_exposed", "address", ln.Addr().String(),
+			"hint", "the commissioning page (read-only), /api/v1/status and /metrics are reachable from the network; set status.listen to 127.0.0.1:PORT to keep them on this machine")
+	}
 	select {
 	case err := <-done:
 		return fmt.Errorf("status server: %w", err)
@@ -65,11 +84,7 @@ func (s *Server) Run(ctx context.Context) error {
 // healthz answers 200 while readings are being taken and either published
 // or stored, 503 with the reasons otherwise.
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
-	problems := Health(now(), s.Started, s.Source())
+	problems := Health(s.now(), s.Started, s.Source())
 	if len(problems) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, strings.Join(problems, "\n"))

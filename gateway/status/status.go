@@ -55,6 +55,12 @@ type Uplink struct {
 	CommandsDropped uint64
 	Broker          string // the broker in use; "" while disconnected
 	Protocol        string // the MQTT version spoken to it: "5" or "3.1.1"
+	// ConnectedSince is when the connection in use came up (zero while
+	// disconnected); LastError the newest failure to connect or loss of a
+	// connection, at LastErrorAt.
+	ConnectedSince time.Time
+	LastError      string
+	LastErrorAt    time.Time
 }
 
 // ModbusServer is one [[modbus_server]]'s counters.
@@ -82,6 +88,70 @@ type Report struct {
 	Brokers       []string
 	Loops         []Liveness
 	ModbusServers []ModbusServer
+	// Gateway, Live and BusInfo are for people: the commissioning page,
+	// /api/v1/status and `edgegw poll`.
+	Gateway Gateway
+	Live    []Device
+	BusInfo []Bus
+}
+
+// Gateway says what is running.
+type Gateway struct {
+	ID, Version, Board, Config string
+	Started                    time.Time
+	// Reload is the last reload's outcome; nil before any.
+	Reload *Reload
+}
+
+// Reload is a reload's outcome: Err is "" when it took effect.
+type Reload struct {
+	At  time.Time
+	Err string
+}
+
+// Device is a device as its last poll left it.
+type Device struct {
+	Name, Bus string
+	Interval  time.Duration
+	// Polls counts the polls since the gateway started.
+	Polls uint64
+	// LastPoll is when the last poll began (zero before the first) and
+	// PollTook how long it took.
+	LastPoll time.Time
+	PollTook time.Duration
+	// FailingSince is when the device stopped answering any point (zero
+	// while it answers); LastError is the newest point error, at
+	// LastErrorAt.
+	FailingSince time.Time
+	LastError    string
+	LastErrorAt  time.Time
+	Points       []Point
+}
+
+// Point is one point as the device's polls left it.
+type Point struct {
+	Name, Unit string
+	// Value is the newest value read, as JSON (a number, true/false or a
+	// string), read at At; "" when none ever was. Previous is the value
+	// read before it ("" when none).
+	Value, Previous string
+	At              time.Time
+	// Error is why the last poll did not read the point; "" when it did.
+	Error string
+	// Raw is the registers or bytes the value came from, hex; "" when
+	// the driver does not say.
+	Raw string
+}
+
+// Bus is one bus's traffic.
+type Bus struct {
+	Name, Protocol string
+	Requests       uint64
+	Errors         uint64
+	// WireTime is the total time requests took from request to reply.
+	WireTime time.Duration
+	// Queue is the outside work (commands, Modbus server requests) waiting.
+	Queue int
 }
 
 // Source reports the gateway's state; it must be safe to call from any

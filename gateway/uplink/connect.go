@@ -270,6 +270,7 @@ func (u *Uplink) onConnectionDown() {
 		} else {
 			u.log.Warn("mqtt_connection_lost", "broker", c.url, "address", c.cand.addr)
 		}
+		u.noteError(c.url + ": connection lost after " + upFor.Round(time.Second).String())
 	}
 	u.notify()
 }
@@ -301,6 +302,7 @@ func (u *Uplink) onServerDisconnect(code byte, reason, reference string) {
 func (u *Uplink) onConnectError(err error) {
 	u.connectFailures++
 	broker := u.attempt.String()
+	u.noteError(broker + ": " + err.Error())
 	how := u.dialFailure
 	var ce *connectError
 	switch {

@@ -137,6 +137,10 @@ type Uplink struct {
 	changed     chan struct{} // signalled on every up and down
 	published   uint64
 	connects    uint64
+	// lastErr is the newest failure to connect or loss of a connection,
+	// for people (the commissioning page); lastErrAt when it happened.
+	lastErr   string
+	lastErrAt time.Time
 	rejected    uint64
 	tooLarge    uint64
 	learned     map[string]uint32 // packet limits learned per address (closer.go)
@@ -234,6 +238,31 @@ func (u *Uplink) Protocol() string {
 		return ""
 	}
 	return u.conn.proto.String()
+}
+
+// ConnectedSince returns when the connection in use came up; zero while
+// disconnected.
+func (u *Uplink) ConnectedSince() time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.conn == nil {
+		return time.Time{}
+	}
+	return u.conn.since
+}
+
+// LastError returns the newest failure to connect to a broker, or loss of
+// a connection, and when it happened; "" when there was none.
+func (u *Uplink) LastError() (string, time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.lastErr, u.lastErrAt
+}
+
+func (u *Uplink) noteError(msg string) {
+	u.mu.Lock()
+	u.lastErr, u.lastErrAt = msg, time.Now()
+	u.mu.Unlock()
 }
 
 // Connects returns how many connections to brokers came up.
