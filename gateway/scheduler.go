@@ -105,8 +105,15 @@ func (p *poller) busStats() []drivers.BusStats {
 
 // busInfo is the bus's traffic, for people.
 func (p *poller) busInfo() status.Bus {
-	b := status.Bus{Name: p.bus.Name, Protocol: p.bus.Protocol, Queue: len(p.jobs)}
-	for _, s := range p.busStats() {
+	b := busTraffic(p.bus, p.busStats())
+	b.Queue = len(p.jobs)
+	return b
+}
+
+// busTraffic sums a bus's per-device counters.
+func busTraffic(bus config.Bus, stats []drivers.BusStats) status.Bus {
+	b := status.Bus{Name: bus.Name, Protocol: bus.Protocol}
+	for _, s := range stats {
 		b.Requests += s.Requests
 		for _, n := range s.Errors {
 			b.Errors += n

@@ -78,6 +78,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdSimulate(rest, stderr)
 	case "scan":
 		return cmdScan(rest, stdout, stderr)
+	case "poll":
+		return cmdPoll(rest, stdout, stderr)
 	case "buffer":
 		return cmdBuffer(rest, stdout, stderr)
 	case "decode":

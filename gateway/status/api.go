@@ -130,7 +130,7 @@ func (r *rates) add(now time.Time, n uint64) float64 {
 
 // BuildAPI turns a Report into the API's body at now.
 func BuildAPI(r Report, now, started time.Time, rate float64) API {
-	a := API{Now: now.UTC(), Health: Health(now, started, r), Devices: []apiDevice{}, Buses: []apiBus{}, ModbusServers: []apiModbusServer{}}
+	a := API{Now: now.UTC(), Health: append([]string{}, Health(now, started, r)...), Devices: []apiDevice{}, Buses: []apiBus{}, ModbusServers: []apiModbusServer{}}
 	g := r.Gateway
 	a.Gateway = apiGateway{ID: g.ID, Version: g.Version, Board: g.Board, Config: g.Config, Started: g.Started.UTC(), Uptime: seconds(now.Sub(g.Started))}
 	if g.Reload != nil {
@@ -187,7 +187,7 @@ func apiDeviceOf(d *Device, now time.Time) apiDevice {
 	return out
 }
 
-func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 }
+func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1e6) / 1e6 }
 
 func timeOrNil(t time.Time) *time.Time {
 	if t.IsZero() {

@@ -86,6 +86,13 @@ func New(devices []modbus.Device, listen string, log *slog.Logger) (*Server, err
 	return s, nil
 }
 
+// Freeze holds the simulated time at d after the start: every read answers
+// the same values from then on (golden tests). Call it before Run.
+func (s *Server) Freeze(d time.Duration) {
+	at := s.start.Add(d)
+	s.now = func() time.Time { return at }
+}
+
 // Units returns how many unit ids the simulator answers.
 func (s *Server) Units() int { return len(s.units) }
 

@@ -21,7 +21,11 @@
     if (s < 172800) return (s / 3600).toFixed(1) + ' h';
     return (s / 86400).toFixed(1) + ' d';
   };
-  const dur = (s) => (s < 1 ? Math.round(s * 1000) + ' ms' : s.toFixed(2) + ' s');
+  const dur = (s) => {
+    if (s >= 1) return +s.toFixed(2) + ' s';
+    const ms = s * 1000;
+    return (ms < 10 ? +ms.toFixed(1) : Math.round(ms)) + ' ms';
+  };
   const value = (v) => {
     if (v === null || v === undefined) return '—';
     if (typeof v === 'number') return Number.isInteger(v) ? String(v) : String(+v.toPrecision(7));
@@ -64,8 +68,8 @@
     if (!u) return facts($('uplink'), [['state', 'starting']]);
     const rows = [
       ['broker', u.broker || 'not connected', u.broker ? 'ok' : 'bad'],
-      ['protocol', u.protocol ? 'MQTT ' + u.protocol : ''],
-      ['connected', u.connected_since ? 'for ' + age(u.connected_since) : ''],
+      ['protocol', u.protocol ? 'MQTT ' + u.protocol : '—'],
+      ['connected', u.connected_since ? 'for ' + age(u.connected_since) : '—'],
       ['waiting on flash', `${u.waiting} readings` + (u.waiting ? `, oldest ${ago(u.oldest_waiting_s)}` : ''), u.waiting > 1000 ? 'warn' : ''],
       ['publishing', `${u.publish_rate} readings/s, ${u.published} since start`],
     ];
@@ -103,7 +107,7 @@
     const badge = el('span', 'badge');
     h.append(name, badge);
     const meta = el('p', 'meta');
-    const table = el('table');
+    const table = el('table', 'points');
     const head = el('tr');
     for (const [t, c] of [['point', ''], ['value', 'num'], ['unit', ''], ['age', 'num'], ['change', 'num'], ['raw', 'raw'], ['error', '']]) head.append(el('th', c, t));
     table.append(el('thead'), el('tbody'));
