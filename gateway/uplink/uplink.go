@@ -139,8 +139,8 @@ type Uplink struct {
 	connects    uint64
 	// lastErr is the newest failure to connect or loss of a connection,
 	// for people (the commissioning page); lastErrAt when it happened.
-	lastErr   string
-	lastErrAt time.Time
+	lastErr     string
+	lastErrAt   time.Time
 	rejected    uint64
 	tooLarge    uint64
 	learned     map[string]uint32 // packet limits learned per address (closer.go)
