@@ -5,7 +5,7 @@
 set -euo pipefail
 
 case "${1:-}" in
-  test) pkgs=(mosquitto mosquitto-clients socat haproxy qemu-user-static e2fsprogs lintian man-db groff-base zstd gzip python3-zstandard python3-paho-mqtt rabbitmq-server mbpoll python3-pymodbus) ;;
+  test) pkgs=(mosquitto mosquitto-clients socat haproxy qemu-user-static e2fsprogs lintian man-db groff-base zstd gzip python3-zstandard python3-paho-mqtt rabbitmq-server mbpoll python3-pymodbus chromium) ;;
   demo) pkgs=(mosquitto mosquitto-clients haproxy) ;;
   *) echo "usage: $0 test|demo" >&2; exit 2 ;;
 esac

@@ -102,6 +102,7 @@
   const devices = new Map();
   const makeDevice = (d) => {
     const root = el('article', 'device');
+    root.dataset.device = d.name;
     const h = el('h3');
     const name = el('span', '', d.name);
     const badge = el('span', 'badge');
@@ -202,6 +203,7 @@
       renderDevices(a.devices);
       $('offline').hidden = true;
       document.body.dataset.updated = a.now; // for tests: the page took this status
+      if (!window.edgegwFirstRender) window.edgegwFirstRender = performance.now();
     } catch (e) {
       $('offline').hidden = false;
     }
