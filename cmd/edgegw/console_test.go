@@ -23,13 +23,13 @@ import (
 var screenshots = flag.String("screenshots", "", "also write the console test's screenshots into this directory (docs/ keeps two)")
 
 // consoleConfig is a meter and a PLC whose unit is hostile, served by the
-// simulator; arguments: data_dir, status listen, simulator address.
+// simulator; arguments: data_dir, broker URL, status listen, simulator address.
 const consoleConfig = `
 [gateway]
 id = "site-7"
 data_dir = %q
 [mqtt]
-brokers = ["tcp://127.0.0.1:1"]
+brokers = [%q]
 connect_timeout = "1s"
 [status]
 listen = %q
@@ -178,11 +178,12 @@ func (b *browser) screenshot(t *testing.T, name string, width, height int64, mob
 // device shows as failing, and a hostile unit shows as text.
 func TestConsoleInBrowser(t *testing.T) {
 	b := startBrowser(t)
+	br := testbroker.Start(t)
 	dir := t.TempDir()
 	simAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
 	statusAddr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
 	cfgPath := filepath.Join(dir, "sensors.toml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(consoleConfig, filepath.Join(dir, "data"), statusAddr, simAddr)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(consoleConfig, filepath.Join(dir, "data"), br.URL(), statusAddr, simAddr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sim := startBinary(t, "simulate", "-config", cfgPath, "-listen", simAddr)
@@ -196,6 +197,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitText(t, 5*time.Second, "the meter's voltage", `article[data-device="meter"] tr[data-point="voltage"] td:nth-child(2)`,
 		func(s string) bool { return strings.HasPrefix(s, "2") })
 	b.waitText(t, 5*time.Second, "the gateway's id", "#gw-id", func(s string) bool { return s == "site-7" })
+	b.waitText(t, 5*time.Second, "the broker in use", "#uplink dd", func(s string) bool { return s == br.URL() })
 
 	// A value the device changes shows within 2 s.
 	h := gmodbus.NewTCPClientHandler(simAddr)
