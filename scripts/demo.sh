@@ -27,7 +27,7 @@ bin/edgegw simulate -config "$config" > .demo/simulator.log 2>&1 &
 pids+=($!)
 bin/edgegw run -config "$config" > .demo/edgegw.log 2>&1 &
 pids+=($!)
-echo "demo: gateway running (log: .demo/edgegw.log); readings through the haproxy front, Ctrl-C to stop:"
+echo "demo: gateway running (log: .demo/edgegw.log); its live page: http://127.0.0.1:9130/ ; readings through the haproxy front, Ctrl-C to stop:"
 if [ -n "${DEMO_SECONDS:-}" ]; then
   # For scripted runs: stop after DEMO_SECONDS.
   timeout "$DEMO_SECONDS" mosquitto_sub -h 127.0.0.1 -p 18830 -t 'edgegw/#' -v || true

@@ -29,10 +29,21 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "install them with:  sudo apt-get update && sudo $cmd" >&2
   exit 1
 fi
-echo "edgegw: installing ${missing[*]}" >&2
+echo "edgegw: installing ${missing[*]} with apt-get (a minute or more on a fresh machine; its progress follows)" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-$cmd -qq >/dev/null
+# apt's own lines, the ones that show it moving: what it fetches and sets up.
+progress() { grep --line-buffered -E '^(Get:|Fetched|Setting up|E:|W:)' | sed -u 's/^/  apt: /' >&2 || true; }
+apt-get update 2>&1 | progress
+$cmd 2>&1 | progress
+missing_after=()
+for p in "${missing[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_after+=("$p")
+done
+if [ ${#missing_after[@]} -gt 0 ]; then
+  echo "edgegw: apt-get did not install ${missing_after[*]}; run: apt-get update && $cmd" >&2
+  exit 1
+fi
+echo "edgegw: installed ${missing[*]}" >&2
 # The Debian packages start a system-wide broker on port 1883; the tests and
 # the demo run their own brokers and need nothing of it.
 if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
