@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	// The status server comes first: while the buffer's storage is
 	// unavailable, /healthz says why.
 	if cfg.Status.Listen != "" {
-		srv := &status.Server{Listen: cfg.Status.Listen, Log: log.With("component", "status"), Source: g.report, Started: g.started, Console: cfg.Status.Console}
+		srv := &status.Server{Listen: cfg.Status.Listen, Log: log.With("component", "status"), Source: g.report, Live: g.live, Started: g.started, Console: cfg.Status.Console}
 		grp.Go(supervised(gctx, "status server", srv.Run))
 	}
 	buf, err := openBuffer(gctx, cfg, opts, log, &g.state)
@@ -230,7 +230,6 @@ func (g *gateway) report() status.Report {
 		}
 		r.Buses = append(r.Buses, p.busStats()...)
 		r.Loops = append(r.Loops, p.liveness())
-		r.Live = append(r.Live, p.liveDevices()...)
 		r.BusInfo = append(r.BusInfo, p.busInfo())
 	}
 	if f := g.current(); f != nil {
@@ -260,6 +259,16 @@ func (g *gateway) report() status.Report {
 	}
 	g.mu.Unlock()
 	return r
+}
+
+// live is every device now, for people (the page's API); raw adds the
+// registers behind each value.
+func (g *gateway) live(raw bool) []status.Device {
+	var out []status.Device
+	for _, p := range g.pollers() {
+		out = append(out, p.liveDevices(raw)...)
+	}
+	return out
 }
 
 // bufferState is the buffer as the status server sees it: while its

@@ -28,6 +28,16 @@ type liveDevice struct {
 	lastErrAt    time.Time
 	points       []livePoint // config order
 	byName       map[string]int
+	// static is the points' names and units as JSON, made once.
+	static []byte
+	// entry and prevEntry are the newest two readings as published (the
+	// JSON encoded once for the buffer), kept for devices that publish
+	// whole readings: the page then costs neither an encoding nor a copy.
+	// A snapshot lends them out (entryLent, prevLent); a lent buffer is
+	// never written again but left to its borrower, so that nobody
+	// watching costs no allocation and somebody watching one a poll.
+	entry, prevEntry    []byte
+	entryLent, prevLent bool
 }
 
 type livePoint struct {
@@ -40,11 +50,37 @@ type livePoint struct {
 
 func newLiveDevice(d config.Device) *liveDevice {
 	l := &liveDevice{name: d.Name, bus: d.Bus, interval: d.Interval.D(), byName: make(map[string]int, len(d.Points))}
-	for _, p := range d.Points {
+	l.static = append(l.static, '[')
+	for i, p := range d.Points {
 		l.byName[p.Name] = len(l.points)
 		l.points = append(l.points, livePoint{name: p.Name, unit: p.Unit})
+		if i > 0 {
+			l.static = append(l.static, ',')
+		}
+		l.static = append(l.static, `{"name":`...)
+		l.static = drivers.AppendJSONString(l.static, p.Name)
+		if p.Unit != "" {
+			l.static = append(l.static, `,"unit":`...)
+			l.static = drivers.AppendJSONString(l.static, p.Unit)
+		}
+		l.static = append(l.static, '}')
 	}
+	l.static = append(l.static, ']')
 	return l
+}
+
+// keep stores a whole reading as published, from its buffer entry's body
+// (the JSON without its opening brace, see AppendEntry); the one before
+// becomes the previous.
+func (l *liveDevice) keep(body []byte) {
+	l.mu.Lock()
+	buf := l.prevEntry[:0]
+	if l.prevLent {
+		buf = make([]byte, 0, len(body)+1)
+	}
+	l.prevEntry, l.prevLent = l.entry, l.entryLent
+	l.entry, l.entryLent = append(append(buf, '{'), body...), false
+	l.mu.Unlock()
 }
 
 // point is the named point's state, added for a value the config does not
@@ -91,15 +127,27 @@ type rawReader interface {
 }
 
 // snapshot is the device now; raw, when not nil, shows the bytes behind
-// each value.
-func (l *liveDevice) snapshot(raw rawReader) status.Device {
+// each value. With readings, a device whose whole readings are kept gives
+// them (Reading, Previous) and formats only its points in error (their
+// last value); otherwise every point is formatted.
+func (l *liveDevice) snapshot(raw rawReader, readings bool) status.Device {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	d := status.Device{Name: l.name, Bus: l.bus, Interval: l.interval, Polls: l.polls, LastPoll: l.lastPoll, PollTook: l.took,
-		FailingSince: l.failingSince, LastError: l.lastErr, LastErrorAt: l.lastErrAt, Points: make([]status.Point, 0, len(l.points))}
+		FailingSince: l.failingSince, LastError: l.lastErr, LastErrorAt: l.lastErrAt, PointsJSON: l.static}
+	whole := readings && l.entry != nil
+	if whole {
+		d.Reading, d.Previous = l.entry, l.prevEntry // read-only from here on
+		l.entryLent, l.prevLent = true, true
+	} else {
+		d.Points = make([]status.Point, 0, len(l.points))
+	}
 	var buf []byte
 	for i := range l.points {
 		p := &l.points[i]
+		if whole && (p.err == "" || !p.has) && raw == nil {
+			continue // in the reading
+		}
 		sp := status.Point{Name: p.name, Unit: p.unit, At: p.at, Error: p.err}
 		if p.has {
 			sp.Value = string(p.cur.AppendJSON(buf[:0]))

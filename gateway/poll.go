@@ -117,7 +117,7 @@ func (s *PollSession) Round(ctx context.Context) ([]status.Device, []status.Bus)
 	for _, pb := range s.buses {
 		raw, _ := pb.drv.(rawReader)
 		for _, d := range pb.devices {
-			devices = append(devices, pb.live[d.Name].snapshot(raw))
+			devices = append(devices, pb.live[d.Name].snapshot(raw, false))
 		}
 		var stats []drivers.BusStats
 		if sr, ok := pb.drv.(statsReporter); ok {

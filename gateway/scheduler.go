@@ -123,16 +123,17 @@ func busTraffic(bus config.Bus, stats []drivers.BusStats) status.Bus {
 	return b
 }
 
-// liveDevices are the poller's devices now.
-func (p *poller) liveDevices() []status.Device {
-	var raw rawReader
-	if d := p.driver.Load(); d != nil {
-		raw, _ = (*d).(rawReader)
+// liveDevices are the poller's devices now, with the raw registers behind
+// every value when raw is set.
+func (p *poller) liveDevices(raw bool) []status.Device {
+	var rr rawReader
+	if d := p.driver.Load(); d != nil && raw {
+		rr, _ = (*d).(rawReader)
 	}
 	out := make([]status.Device, 0, len(p.devices))
 	for _, d := range p.devices {
 		if l := p.live[d.Name]; l != nil {
-			out = append(out, l.snapshot(raw))
+			out = append(out, l.snapshot(rr, true))
 		}
 	}
 	return out
@@ -275,6 +276,9 @@ func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r 
 		entry = AppendReport(entry[:0], r, full)
 	} else {
 		entry = AppendEntry(entry[:0], r)
+		if l := p.live[dev.Name]; l != nil {
+			l.keep(entry[len(dev.Name)+1:]) // the JSON after the name and entrySep
+		}
 	}
 	if err := p.out.Append(append([]byte(nil), entry...)); err != nil {
 		conn.log.Error("reading_not_stored", "device", dev.Name, "err", err)

@@ -67,7 +67,7 @@ type browser struct {
 	errors []string
 }
 
-func startBrowser(t *testing.T) *browser {
+func startBrowser(t testing.TB) *browser {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -76,7 +76,7 @@ func startBrowser(t *testing.T) *browser {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.Flag("headless", "new"))
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(alloc)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 5*time.Minute) // a bound for a hung browser
 	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
 	b := &browser{ctx: ctx}
 	err = chromedp.Listen(ctx, func(ev any) {
@@ -220,6 +220,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if images := eval[int](t, b, `document.querySelectorAll("img").length`); images != 0 {
 		t.Errorf("%d <img> elements on the page: a unit became HTML", images)
 	}
+	// The raw registers, asked for.
+	if err := chromedp.Do(b.ctx, chromedp.Click("#raw")); err != nil {
+		t.Fatal(err)
+	}
+	b.waitText(t, 3*time.Second, "the setpoint's raw register", `article[data-device="plc"] tr[data-point="setpoint"] td.raw`,
+		func(s string) bool { return s == "1092" }) // 4242
 	b.screenshot(t, "console-desktop.png", 1280, 900, false)
 	b.screenshot(t, "console-phone.png", 390, 844, true)
 

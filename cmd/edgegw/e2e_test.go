@@ -99,7 +99,7 @@ type proc struct {
 	out *bytes.Buffer
 }
 
-func startBinary(t *testing.T, args ...string) *proc {
+func startBinary(t testing.TB, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(binary, args...), out: &bytes.Buffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

@@ -2,6 +2,8 @@ package status
 
 import (
 	"encoding/json"
+
+	"edgegw/drivers"
 	"math"
 	"net/http"
 	"strconv"
@@ -13,10 +15,12 @@ import (
 // for scripts too (docs/MQTT.md). Times are RFC 3339 in UTC, ages and
 // durations in seconds.
 type API struct {
-	Now           time.Time         `json:"now"`
-	Gateway       apiGateway        `json:"gateway"`
-	Health        []string          `json:"health"`
-	Devices       []apiDevice       `json:"devices"`
+	Now     time.Time  `json:"now"`
+	Gateway apiGateway `json:"gateway"`
+	Health  []string   `json:"health"`
+	// Devices is JSON made by hand (appendDevices), spliced in by Encode:
+	// json.Marshal would scan it all again.
+	Devices       []byte            `json:"-"`
 	Buses         []apiBus          `json:"buses"`
 	Uplink        *apiUplink        `json:"uplink"`
 	ModbusServers []apiModbusServer `json:"modbus_servers"`
@@ -36,36 +40,6 @@ type apiReload struct {
 	At    time.Time `json:"at"`
 	OK    bool      `json:"ok"`
 	Error string    `json:"error,omitempty"`
-}
-
-type apiDevice struct {
-	Name string `json:"name"`
-	Bus  string `json:"bus"`
-	// State is "answering", "failing" (no point read since failing_since)
-	// or "waiting" (not polled yet).
-	State        string     `json:"state"`
-	FailingSince *time.Time `json:"failing_since,omitempty"`
-	LastError    string     `json:"last_error,omitempty"`
-	LastErrorAt  *time.Time `json:"last_error_at,omitempty"`
-	LastPoll     *time.Time `json:"last_poll,omitempty"`
-	PollTook     float64    `json:"poll_s"`
-	Interval     float64    `json:"interval_s"`
-	Polls        uint64     `json:"polls"`
-	Points       []apiPoint `json:"points"`
-}
-
-type apiPoint struct {
-	Name string `json:"name"`
-	Unit string `json:"unit,omitempty"`
-	// Value is the newest value read (null when none), Age how old it is.
-	Value json.RawMessage `json:"value"`
-	Age   *float64        `json:"age_s"`
-	// Change is the value minus the one read before, for numbers; Changed
-	// says whether the newest read differs from the one before.
-	Change  *float64 `json:"change"`
-	Changed bool     `json:"changed"`
-	Error   string   `json:"error,omitempty"`
-	Raw     string   `json:"raw,omitempty"`
 }
 
 type apiBus struct {
@@ -128,17 +102,24 @@ func (r *rates) add(now time.Time, n uint64) float64 {
 	return 0
 }
 
-// BuildAPI turns a Report into the API's body at now.
-func BuildAPI(r Report, now, started time.Time, rate float64) API {
-	a := API{Now: now.UTC(), Health: append([]string{}, Health(now, started, r)...), Devices: []apiDevice{}, Buses: []apiBus{}, ModbusServers: []apiModbusServer{}}
+// BuildAPI turns a Report and its devices into the API's body at now.
+func BuildAPI(r Report, devices []Device, now, started time.Time, rate float64) API {
+	a := API{Now: now.UTC(), Health: append([]string{}, Health(now, started, r)...), Buses: []apiBus{}, ModbusServers: []apiModbusServer{}}
 	g := r.Gateway
 	a.Gateway = apiGateway{ID: g.ID, Version: g.Version, Board: g.Board, Config: g.Config, Started: g.Started.UTC(), Uptime: seconds(now.Sub(g.Started))}
 	if g.Reload != nil {
 		a.Gateway.Reload = &apiReload{At: g.Reload.At.UTC(), OK: g.Reload.Err == "", Error: g.Reload.Err}
 	}
-	for i := range r.Live {
-		a.Devices = append(a.Devices, apiDeviceOf(&r.Live[i], now))
+	size := 0
+	for i := range devices {
+		d := &devices[i]
+		size += 512 + len(d.PointsJSON) + len(d.Reading) + len(d.Previous) + 128*len(d.Points)
 	}
+	devs := (*apiDevices.Get().(*[]byte))[:0]
+	if cap(devs) < size {
+		devs = make([]byte, 0, size)
+	}
+	a.Devices = appendDevices(devs, devices)
 	for _, b := range r.BusInfo {
 		a.Buses = append(a.Buses, apiBus{Name: b.Name, Protocol: b.Protocol, Requests: b.Requests, Errors: b.Errors, WireTime: seconds(b.WireTime), Queue: b.Queue})
 	}
@@ -156,35 +137,169 @@ func BuildAPI(r Report, now, started time.Time, rate float64) API {
 	return a
 }
 
-func apiDeviceOf(d *Device, now time.Time) apiDevice {
-	out := apiDevice{Name: d.Name, Bus: d.Bus, State: "answering", FailingSince: timeOrNil(d.FailingSince), LastError: d.LastError,
-		LastErrorAt: timeOrNil(d.LastErrorAt), LastPoll: timeOrNil(d.LastPoll), PollTook: seconds(d.PollTook),
-		Interval: seconds(d.Interval), Polls: d.Polls, Points: make([]apiPoint, 0, len(d.Points))}
+// Encode returns the API's body. Call it once: it hands the memory of
+// Devices back for the next answer.
+func (a API) Encode() ([]byte, error) {
+	rest, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	body := (*apiBodies.Get().(*[]byte))[:0]
+	if need := len(rest) + len(a.Devices) + 16; cap(body) < need {
+		body = make([]byte, 0, need)
+	}
+	body = append(body, rest[:len(rest)-1]...)
+	body = append(body, `,"devices":`...)
+	body = append(body, a.Devices...)
+	devs := a.Devices
+	apiDevices.Put(&devs)
+	return append(body, '}'), nil
+}
+
+// apiBodies are bodies of earlier answers, their memory used again: the
+// page asks every second for some hundred kilobytes.
+var apiBodies, apiDevices = sync.Pool{New: func() any { return new([]byte) }}, sync.Pool{New: func() any { return new([]byte) }}
+
+// appendDevices encodes the devices by hand: with 50 devices of 60 points
+// the page asks every second, and the readings are already JSON.
+func appendDevices(b []byte, devices []Device) []byte {
+	b = append(b, '[')
+	for i := range devices {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendDevice(b, &devices[i])
+	}
+	return append(b, ']')
+}
+
+func appendDevice(b []byte, d *Device) []byte {
+	state := "answering"
 	switch {
 	case d.LastPoll.IsZero():
-		out.State = "waiting"
+		state = "waiting"
 	case !d.FailingSince.IsZero():
-		out.State = "failing"
+		state = "failing"
 	}
-	for _, p := range d.Points {
-		ap := apiPoint{Name: p.Name, Unit: p.Unit, Value: json.RawMessage("null"), Error: p.Error, Raw: p.Raw}
-		if p.Value != "" {
-			ap.Value = json.RawMessage(p.Value)
-			age := seconds(now.Sub(p.At))
-			ap.Age = &age
-			ap.Changed = p.Previous != "" && p.Previous != p.Value
-			if ap.Changed {
-				if v, err := strconv.ParseFloat(p.Value, 64); err == nil {
-					if prev, err := strconv.ParseFloat(p.Previous, 64); err == nil {
-						c := v - prev
-						ap.Change = &c
-					}
-				}
+	b = append(b, `{"name":`...)
+	b = drivers.AppendJSONString(b, d.Name)
+	b = append(b, `,"bus":`...)
+	b = drivers.AppendJSONString(b, d.Bus)
+	b = append(b, `,"state":"`...)
+	b = append(b, state...)
+	b = append(b, '"')
+	b = appendTime(b, "failing_since", d.FailingSince)
+	if d.LastError != "" {
+		b = append(b, `,"last_error":`...)
+		b = drivers.AppendJSONString(b, d.LastError)
+		b = appendTime(b, "last_error_at", d.LastErrorAt)
+	}
+	b = appendTime(b, "last_poll", d.LastPoll)
+	b = append(b, `,"poll_s":`...)
+	b = strconv.AppendFloat(b, seconds(d.PollTook), 'f', -1, 64)
+	b = append(b, `,"interval_s":`...)
+	b = strconv.AppendFloat(b, seconds(d.Interval), 'f', -1, 64)
+	b = append(b, `,"polls":`...)
+	b = strconv.AppendUint(b, d.Polls, 10)
+	b = append(b, `,"points":`...)
+	b = append(b, d.PointsJSON...)
+	b = append(b, `,"reading":`...)
+	switch {
+	case d.Reading != nil:
+		b = append(b, d.Reading...)
+	case d.LastPoll.IsZero():
+		b = append(b, "null"...)
+	default: // composed from the points
+		b = append(b, `{"ts":"`...)
+		b = d.LastPoll.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `","values":`...)
+		b = appendPoints(b, d.Points, func(p *Point) string {
+			if p.Error != "" {
+				return ""
+			}
+			return p.Value
+		})
+		b = append(b, `,"errors":{`...)
+		n := 0
+		for i := range d.Points {
+			if p := &d.Points[i]; p.Error != "" {
+				b = appendKey(b, n, p.Name)
+				b = drivers.AppendJSONString(b, p.Error)
+				n++
 			}
 		}
-		out.Points = append(out.Points, ap)
+		b = append(b, "}}"...)
 	}
-	return out
+	b = append(b, `,"previous":`...)
+	switch {
+	case d.Previous != nil:
+		b = append(b, d.Previous...)
+	case d.Reading != nil || d.LastPoll.IsZero():
+		b = append(b, "null"...)
+	default:
+		b = append(b, `{"values":`...)
+		b = appendPoints(b, d.Points, func(p *Point) string { return p.Previous })
+		b = append(b, '}')
+	}
+	// The last value of each point in error, with when it was read.
+	b = append(b, `,"stale":{`...)
+	n := 0
+	for i := range d.Points {
+		if p := &d.Points[i]; p.Error != "" && p.Value != "" {
+			b = appendKey(b, n, p.Name)
+			b = append(b, `{"value":`...)
+			b = append(b, p.Value...)
+			b = appendTime(b, "at", p.At)
+			b = append(b, '}')
+			n++
+		}
+	}
+	b = append(b, `},"raw":{`...)
+	n = 0
+	for i := range d.Points {
+		if p := &d.Points[i]; p.Raw != "" {
+			b = appendKey(b, n, p.Name)
+			b = drivers.AppendJSONString(b, p.Raw)
+			n++
+		}
+	}
+	return append(b, "}}"...)
+}
+
+// appendPoints appends an object of each point's value that value gives
+// ("" leaves the point out).
+func appendPoints(b []byte, points []Point, value func(*Point) string) []byte {
+	b = append(b, '{')
+	n := 0
+	for i := range points {
+		if v := value(&points[i]); v != "" {
+			b = appendKey(b, n, points[i].Name)
+			b = append(b, v...)
+			n++
+		}
+	}
+	return append(b, '}')
+}
+
+// appendKey appends an object's n-th key and its colon.
+func appendKey(b []byte, n int, key string) []byte {
+	if n > 0 {
+		b = append(b, ',')
+	}
+	b = drivers.AppendJSONString(b, key)
+	return append(b, ':')
+}
+
+// appendTime appends ,"name":"time" unless t is zero.
+func appendTime(b []byte, name string, t time.Time) []byte {
+	if t.IsZero() {
+		return b
+	}
+	b = append(b, `,"`...)
+	b = append(b, name...)
+	b = append(b, `":"`...)
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
 }
 
 func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1e6) / 1e6 }
@@ -197,20 +312,26 @@ func timeOrNil(t time.Time) *time.Time {
 	return &u
 }
 
-// api serves GET /api/v1/status.
-func (s *Server) api(w http.ResponseWriter, _ *http.Request) {
+// api serves GET /api/v1/status; ?raw=1 adds the raw registers.
+func (s *Server) api(w http.ResponseWriter, req *http.Request) {
 	now := s.now()
 	r := s.Source()
+	var devices []Device
+	if s.Live != nil {
+		devices = s.Live(req.URL.Query().Get("raw") == "1")
+	}
 	var published uint64
 	if r.Uplink != nil {
 		published = r.Uplink.Published
 	}
-	body, err := json.Marshal(BuildAPI(r, now, s.Started, s.rates.add(now, published)))
+	body, err := BuildAPI(r, devices, now, s.Started, s.rates.add(now, published)).Encode()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	defer apiBodies.Put(&body)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	_, _ = w.Write(body)
 }

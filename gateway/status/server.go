@@ -30,6 +30,8 @@ type Server struct {
 	Now func() time.Time
 	// Console serves the commissioning page at / ([status] console).
 	Console bool
+	// Live gives /api/v1/status its devices; none when nil.
+	Live LiveSource
 
 	rates rates
 }

@@ -88,12 +88,15 @@ type Report struct {
 	Brokers       []string
 	Loops         []Liveness
 	ModbusServers []ModbusServer
-	// Gateway, Live and BusInfo are for people: the commissioning page,
-	// /api/v1/status and `edgegw poll`.
+	// Gateway and BusInfo are for people: the commissioning page and
+	// /api/v1/status (with the devices of a LiveSource).
 	Gateway Gateway
-	Live    []Device
 	BusInfo []Bus
 }
+
+// LiveSource reports every device as its polls left it, with the raw
+// registers behind each value when raw is set; safe from any goroutine.
+type LiveSource func(raw bool) []Device
 
 // Gateway says what is running.
 type Gateway struct {
@@ -125,7 +128,15 @@ type Device struct {
 	FailingSince time.Time
 	LastError    string
 	LastErrorAt  time.Time
-	Points       []Point
+	// PointsJSON is the points' names and units, config order: a JSON
+	// array of {"name", "unit"}.
+	PointsJSON []byte
+	// Reading and Previous are the newest two readings as published (JSON,
+	// docs/MQTT.md; read-only), when the gateway keeps them; Points then holds only
+	// the points in error, with their last value (and every point, when
+	// raw registers were asked for). Without them Points holds every point.
+	Reading, Previous []byte
+	Points            []Point
 }
 
 // Point is one point as the device's polls left it.

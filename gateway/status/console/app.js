@@ -119,6 +119,9 @@
     return { root, badge, meta, body: table.tBodies[0], rows: new Map(), name: d.name.toLowerCase() };
   };
 
+  // num is a JSON value as a number, or null.
+  const num = (v) => (typeof v === 'number' ? v : null);
+
   const updateDevice = (v, d) => {
     const state = { answering: ['answering', 'badge ok'], failing: ['failing since ' + age(d.failing_since) + ' ago', 'badge bad'], waiting: ['not polled yet', 'badge muted'] }[d.state];
     set(v.badge, state[0]);
@@ -127,6 +130,11 @@
     if (d.last_poll) meta += ` · last poll ${age(d.last_poll)} ago, took ${dur(d.poll_s)}`;
     if (d.last_error) meta += ` · last error ${age(d.last_error_at)} ago: ${d.last_error}`;
     set(v.meta, meta);
+    const reading = d.reading || { values: {}, errors: {} };
+    const values = reading.values || {};
+    const errors = reading.errors || {};
+    const prev = (d.previous && d.previous.values) || {};
+    const readAge = reading.ts ? age(reading.ts) : '';
     for (const p of d.points) {
       let r = v.rows.get(p.name);
       if (!r) {
@@ -138,15 +146,32 @@
         v.body.append(r);
       }
       const c = r.children;
-      set(c[1], value(p.value));
-      cls(c[1], p.error ? 'num stale' : p.changed ? 'num up' : 'num');
+      const err = errors[p.name] || '';
+      const stale = d.stale[p.name];
+      const has = p.name in values;
+      const val = has ? values[p.name] : stale ? stale.value : null;
+      const changed = has && p.name in prev && prev[p.name] !== val;
+      set(c[1], value(val));
+      cls(c[1], err ? 'num stale' : changed ? 'num up' : 'num');
       set(c[2], p.unit || '');
-      set(c[3], p.age_s == null ? '' : ago(p.age_s));
-      set(c[4], p.change != null ? change(p.change) : p.changed ? 'changed' : '');
-      set(c[5], p.raw || '');
-      set(c[6], p.error || '');
+      set(c[3], has ? readAge : stale ? age(stale.at) : '');
+      const delta = changed && num(val) !== null && num(prev[p.name]) !== null ? change(val - prev[p.name]) : changed ? 'changed' : '';
+      set(c[4], delta);
+      set(c[5], d.raw[p.name] || '');
+      set(c[6], err);
     }
   };
+
+  // Raw registers cost the gateway a lookup per point: asked for only
+  // while shown.
+  let showRaw = false;
+  $('raw').addEventListener('change', (e) => {
+    showRaw = e.target.checked;
+    document.body.classList.toggle('raw', showRaw);
+    if (!timer) return;
+    clearTimeout(timer);
+    tick();
+  });
 
   let filter = '';
   const applyFilter = () => {
@@ -193,7 +218,7 @@
     timer = null;
     if (document.hidden) return; // nobody watches: no requests
     try {
-      const resp = await fetch('api/v1/status', { cache: 'no-store' });
+      const resp = await fetch(showRaw ? 'api/v1/status?raw=1' : 'api/v1/status', { cache: 'no-store' });
       if (!resp.ok) throw new Error('HTTP ' + resp.status);
       const a = await resp.json();
       now = Date.parse(a.now);
