@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/hex"
+	"hash/fnv"
 	"strings"
 	"sync"
 	"time"
@@ -28,8 +29,10 @@ type liveDevice struct {
 	lastErrAt    time.Time
 	points       []livePoint // config order
 	byName       map[string]int
-	// static is the points' names and units as JSON, made once.
+	// static is the points' names and units as JSON, made once; layout
+	// is its hash with the device's name.
 	static []byte
+	layout uint64
 	// entry and prevEntry are the newest two readings as published (the
 	// JSON encoded once for the buffer), kept for devices that publish
 	// whole readings: the page then costs neither an encoding nor a copy.
@@ -66,6 +69,10 @@ func newLiveDevice(d config.Device) *liveDevice {
 		l.static = append(l.static, '}')
 	}
 	l.static = append(l.static, ']')
+	h := fnv.New64a()
+	h.Write([]byte(d.Name))
+	h.Write(l.static)
+	l.layout = h.Sum64()
 	return l
 }
 
@@ -134,7 +141,7 @@ func (l *liveDevice) snapshot(raw rawReader, readings bool) status.Device {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	d := status.Device{Name: l.name, Bus: l.bus, Interval: l.interval, Polls: l.polls, LastPoll: l.lastPoll, PollTook: l.took,
-		FailingSince: l.failingSince, LastError: l.lastErr, LastErrorAt: l.lastErrAt, PointsJSON: l.static}
+		FailingSince: l.failingSince, LastError: l.lastErr, LastErrorAt: l.lastErrAt, PointsJSON: l.static, Layout: l.layout}
 	whole := readings && l.entry != nil
 	if whole {
 		d.Reading, d.Previous = l.entry, l.prevEntry // read-only from here on

@@ -1,7 +1,9 @@
 package status
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"hash/fnv"
 
 	"edgegw/drivers"
 	"math"
@@ -15,7 +17,10 @@ import (
 // for scripts too (docs/MQTT.md). Times are RFC 3339 in UTC, ages and
 // durations in seconds.
 type API struct {
-	Now     time.Time  `json:"now"`
+	Now time.Time `json:"now"`
+	// Layout changes when a device or point is added, removed or renamed:
+	// a client that has the points of this layout may ask without them.
+	Layout  string     `json:"layout"`
 	Gateway apiGateway `json:"gateway"`
 	Health  []string   `json:"health"`
 	// Devices is JSON made by hand (appendDevices), spliced in by Encode:
@@ -102,8 +107,9 @@ func (r *rates) add(now time.Time, n uint64) float64 {
 	return 0
 }
 
-// BuildAPI turns a Report and its devices into the API's body at now.
-func BuildAPI(r Report, devices []Device, now, started time.Time, rate float64) API {
+// BuildAPI turns a Report and its devices into the API's body at now;
+// without points, the devices leave out their points' names and units.
+func BuildAPI(r Report, devices []Device, now, started time.Time, rate float64, points bool) API {
 	a := API{Now: now.UTC(), Health: append([]string{}, Health(now, started, r)...), Buses: []apiBus{}, ModbusServers: []apiModbusServer{}}
 	g := r.Gateway
 	a.Gateway = apiGateway{ID: g.ID, Version: g.Version, Board: g.Board, Config: g.Config, Started: g.Started.UTC(), Uptime: seconds(now.Sub(g.Started))}
@@ -119,7 +125,12 @@ func BuildAPI(r Report, devices []Device, now, started time.Time, rate float64) 
 	if cap(devs) < size {
 		devs = make([]byte, 0, size)
 	}
-	a.Devices = appendDevices(devs, devices)
+	a.Devices = appendDevices(devs, devices, points)
+	layout := fnv.New64a()
+	for i := range devices {
+		layout.Write(binary.LittleEndian.AppendUint64(nil, devices[i].Layout))
+	}
+	a.Layout = strconv.FormatUint(layout.Sum64(), 16)
 	for _, b := range r.BusInfo {
 		a.Buses = append(a.Buses, apiBus{Name: b.Name, Protocol: b.Protocol, Requests: b.Requests, Errors: b.Errors, WireTime: seconds(b.WireTime), Queue: b.Queue})
 	}
@@ -162,18 +173,18 @@ var apiBodies, apiDevices = sync.Pool{New: func() any { return new([]byte) }}, s
 
 // appendDevices encodes the devices by hand: with 50 devices of 60 points
 // the page asks every second, and the readings are already JSON.
-func appendDevices(b []byte, devices []Device) []byte {
+func appendDevices(b []byte, devices []Device, points bool) []byte {
 	b = append(b, '[')
 	for i := range devices {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendDevice(b, &devices[i])
+		b = appendDevice(b, &devices[i], points)
 	}
 	return append(b, ']')
 }
 
-func appendDevice(b []byte, d *Device) []byte {
+func appendDevice(b []byte, d *Device, points bool) []byte {
 	state := "answering"
 	switch {
 	case d.LastPoll.IsZero():
@@ -201,8 +212,10 @@ func appendDevice(b []byte, d *Device) []byte {
 	b = strconv.AppendFloat(b, seconds(d.Interval), 'f', -1, 64)
 	b = append(b, `,"polls":`...)
 	b = strconv.AppendUint(b, d.Polls, 10)
-	b = append(b, `,"points":`...)
-	b = append(b, d.PointsJSON...)
+	if points {
+		b = append(b, `,"points":`...)
+		b = append(b, d.PointsJSON...)
+	}
 	b = append(b, `,"reading":`...)
 	switch {
 	case d.Reading != nil:
@@ -312,7 +325,8 @@ func timeOrNil(t time.Time) *time.Time {
 	return &u
 }
 
-// api serves GET /api/v1/status; ?raw=1 adds the raw registers.
+// api serves GET /api/v1/status; ?raw=1 adds the raw registers, ?points=0
+// leaves out the points' names and units (the page has them: Layout).
 func (s *Server) api(w http.ResponseWriter, req *http.Request) {
 	now := s.now()
 	r := s.Source()
@@ -320,11 +334,12 @@ func (s *Server) api(w http.ResponseWriter, req *http.Request) {
 	if s.Live != nil {
 		devices = s.Live(req.URL.Query().Get("raw") == "1")
 	}
+	points := req.URL.Query().Get("points") != "0"
 	var published uint64
 	if r.Uplink != nil {
 		published = r.Uplink.Published
 	}
-	body, err := BuildAPI(r, devices, now, s.Started, s.rates.add(now, published)).Encode()
+	body, err := BuildAPI(r, devices, now, s.Started, s.rates.add(now, published), points).Encode()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

@@ -27,7 +27,7 @@ func TestAPIEncoding(t *testing.T) {
 				{Name: "b", Value: "true", Previous: "false", At: now, Raw: "0001"}}},
 		{Name: "new", PointsJSON: []byte(`[]`)},
 	}
-	body, err := BuildAPI(Report{Gateway: Gateway{ID: "gw", Started: now.Add(-time.Hour)}}, devices, now, now.Add(-time.Hour), 1.5).Encode()
+	body, err := BuildAPI(Report{Gateway: Gateway{ID: "gw", Started: now.Add(-time.Hour)}}, devices, now, now.Add(-time.Hour), 1.5, true).Encode()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -129,8 +129,10 @@ type Device struct {
 	LastError    string
 	LastErrorAt  time.Time
 	// PointsJSON is the points' names and units, config order: a JSON
-	// array of {"name", "unit"}.
+	// array of {"name", "unit"}; Layout a hash of it and the name, which
+	// changes when they do.
 	PointsJSON []byte
+	Layout     uint64
 	// Reading and Previous are the newest two readings as published (JSON,
 	// docs/MQTT.md; read-only), when the gateway keeps them; Points then holds only
 	// the points in error, with their last value (and every point, when

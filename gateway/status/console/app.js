@@ -199,6 +199,8 @@
         v = makeDevice(d);
         devices.set(d.name, v);
       }
+      if (d.points) v.points = d.points;
+      else d.points = v.points || [];
       const want = prev ? prev.nextSibling : box.firstChild;
       if (want !== v.root) box.insertBefore(v.root, want);
       updateDevice(v, d);
@@ -214,13 +216,22 @@
   };
 
   let timer = null;
+  let layout = '';
   const tick = async () => {
     timer = null;
     if (document.hidden) return; // nobody watches: no requests
     try {
-      const resp = await fetch(showRaw ? 'api/v1/status?raw=1' : 'api/v1/status', { cache: 'no-store' });
+      // The points' names and units come once per layout.
+      const query = [layout ? 'points=0' : '', showRaw ? 'raw=1' : ''].filter(Boolean).join('&');
+      const resp = await fetch('api/v1/status' + (query ? '?' + query : ''), { cache: 'no-store' });
       if (!resp.ok) throw new Error('HTTP ' + resp.status);
       const a = await resp.json();
+      if (layout && a.layout !== layout) {
+        layout = ''; // devices or points changed: ask again with them
+        timer = setTimeout(tick, 0);
+        return;
+      }
+      layout = a.layout;
       now = Date.parse(a.now);
       renderGateway(a);
       renderUplink(a.uplink);
