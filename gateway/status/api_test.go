@@ -1,12 +1,16 @@
 package status
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"edgegw/internal/testlog"
 )
 
 // TestAPIEncoding: the hand-made JSON of the devices is valid and says
@@ -93,5 +97,34 @@ func TestConsoleHeaders(t *testing.T) {
 	s.api(rec, httptest.NewRequest(http.MethodGet, "/api/v1/status", nil))
 	if rec.Code != 200 || !json.Valid(rec.Body.Bytes()) {
 		t.Errorf("api: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestConsoleExposedIsLogged: a page reachable from the network says so at
+// start; on loopback it says nothing.
+func TestConsoleExposedIsLogged(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		warn   bool
+	}{{"127.0.0.1:0", false}, {"0.0.0.0:0", true}} {
+		var sink testlog.Sink
+		s := &Server{Listen: tc.listen, Log: slog.New(slog.NewTextHandler(&sink, nil)), Source: func() Report { return Report{} }, Console: true}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(sink.String(), "status_listening") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the server never listened:\n%s", tc.listen, sink.String())
+			}
+			time.Sleep(5 * time.Millisecond) // polling the log
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(sink.String(), "status_console_exposed"); got != tc.warn {
+			t.Errorf("%s: warned %v, want %v:\n%s", tc.listen, got, tc.warn, sink.String())
+		}
 	}
 }
