@@ -102,6 +102,19 @@ func (l *liveDevice) point(name string) *livePoint {
 	return &l.points[i]
 }
 
+// pointAt is the named point, looked for at *next first; *next moves past it.
+func (l *liveDevice) pointAt(next *int, name string) *livePoint {
+	i := *next
+	if i >= len(l.points) || l.points[i].name != name {
+		p := l.point(name)
+		i = l.byName[name]
+		*next = i + 1
+		return p
+	}
+	*next = i + 1
+	return &l.points[i]
+}
+
 // note records a poll that began at start and took took; r is whole (before
 // report by exception filters it).
 func (l *liveDevice) note(r *drivers.Reading, start time.Time, took time.Duration) {
@@ -109,13 +122,15 @@ func (l *liveDevice) note(r *drivers.Reading, start time.Time, took time.Duratio
 	defer l.mu.Unlock()
 	l.polls++
 	l.lastPoll, l.took = start, took
+	next := 0 // drivers list values in config order: most need no lookup
 	for _, v := range r.Values {
-		p := l.point(v.Point)
+		p := l.pointAt(&next, v.Point)
 		p.prev, p.had = p.cur, p.has
 		p.cur, p.has, p.at, p.err = v, true, r.Time, ""
 	}
+	next = 0
 	for _, e := range r.Errors {
-		l.point(e.Point).err = e.Err
+		l.pointAt(&next, e.Point).err = e.Err
 	}
 	if len(r.Errors) > 0 {
 		l.lastErr, l.lastErrAt = r.Errors[0].Point+": "+r.Errors[0].Err, start
