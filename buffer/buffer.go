@@ -223,8 +223,10 @@ type Buffer struct {
 	// work wakes Run: readings wait in RAM for a commit; acked: only
 	// acknowledgements do. Run arms its commit timer only then.
 	work, acked chan struct{}
-	damage      error // damage found while running; Run stops
-	reopenErr   error // bbolt could not be reopened; Run stops
+	// flush asks Run to commit what waits now (Flush).
+	flush     chan struct{}
+	damage    error // damage found while running; Run stops
+	reopenErr error // bbolt could not be reopened; Run stops
 	// afterDBRead, when set (tests), runs in Next between reading bbolt
 	// and reading the log's tail.
 	afterDBRead func()
@@ -273,6 +275,13 @@ func (b *Buffer) Append(data []byte) error {
 	wake(b.work)
 	return nil
 }
+
+// Flush asks Run to commit the readings that wait now instead of at the
+// end of their commit interval, with the acknowledgements that wait: for a
+// caller that knows no more readings come within the interval (the pollers,
+// between rounds further apart than it), so that waiting would only delay
+// the readings and wake the gateway twice. It does not wait for the commit.
+func (b *Buffer) Flush() { wake(b.flush) }
 
 // Ack marks a committed record as delivered: Next no longer returns it, the
 // next commit makes that durable, and a checkpoint deletes it.
@@ -499,6 +508,11 @@ func (b *Buffer) Run(ctx context.Context) error {
 		case <-b.acked:
 			arm(ackLinger * b.opts.CommitInterval)
 			continue
+		case <-b.flush:
+			if readings, _ := b.waiting(); !readings {
+				continue // acks alone keep lingering
+			}
+			t.Stop() // the commit is now: no timer fires for it later
 		case <-t.C:
 			due = time.Time{}
 		case <-age.C:

@@ -126,6 +126,47 @@ func TestRunCommitsOnTickAndStop(t *testing.T) {
 	}
 }
 
+// TestFlushCommitsNow: Flush commits the readings that wait without
+// waiting for the commit interval; with only acknowledgements waiting it
+// commits nothing (they keep lingering).
+func TestFlushCommitsNow(t *testing.T) {
+	b := openChecked(t, filepath.Join(t.TempDir(), "buffer.db"), Options{CommitInterval: time.Hour})
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- b.Run(ctx) }()
+	committed := b.Committed()
+	b.Append([]byte("x"))
+	b.Flush()
+	select {
+	case <-committed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Flush did not commit within 5s (the interval is an hour)")
+	}
+	if st := b.Stats(); st.Readings != 1 || st.Pending != 0 {
+		t.Fatalf("after Flush: %+v", st)
+	}
+	b.Ack(1)
+	checkpoints := b.Stats().Checkpoints
+	b.Flush() // acknowledgements alone: nothing to commit now
+	b.Append([]byte("y"))
+	b.Flush()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Stats().Pending != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second Flush did not commit")
+		}
+		time.Sleep(time.Millisecond) // polling the buffer's counters
+	}
+	if st := b.Stats(); st.Readings != 1 || st.Checkpoints != checkpoints {
+		t.Errorf("after acking 1 and flushing y: %+v", st)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestClosedBufferRefusesAppend(t *testing.T) {
 	b := open(t, filepath.Join(t.TempDir(), "buffer.db"))
 	b.Close()

@@ -36,6 +36,7 @@ func Open(path string, opts Options) (*Buffer, error) {
 		notify:   make(chan struct{}),
 		work:     make(chan struct{}, 1),
 		acked:    make(chan struct{}, 1),
+		flush:    make(chan struct{}, 1),
 	}
 	b.lastCompact = opts.Now()
 	_ = os.Remove(path + ".compact") // left by a crash during compaction; the file itself is intact

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -376,6 +377,10 @@ func (g *gateway) startFleet(ctx context.Context, cfg *config.Config, prev *flee
 		}
 	}
 	for _, p := range f.pollers {
+		p.nextPoll.Store(math.MaxInt64) // not polling yet: no say in flushing
+		p.quiet = func() { g.flushIfQuiet(f, cfg.Buffer.CommitInterval.D()) }
+	}
+	for _, p := range f.pollers {
 		f.done.Add(1)
 		go func() { defer f.done.Done(); g.watch(fctx, "bus "+p.bus.Name, p.Run(fctx)) }()
 	}
@@ -568,6 +573,19 @@ func (g *gateway) reload(ctx context.Context) {
 	g.mu.Unlock()
 	g.noteReload("")
 	g.log.Info("reloaded", "config", cfg.File, "buses", len(g.pollers()), "devices", len(cfg.Devices), "mqtt_restarted", mqttChanged)
+}
+
+// flushIfQuiet commits the readings waiting now when no bus of the fleet
+// polls again within the commit interval: waiting for the interval's end
+// would batch nothing more, only delay them and wake the gateway twice.
+func (g *gateway) flushIfQuiet(f *fleet, interval time.Duration) {
+	soon := time.Now().Add(interval).UnixNano()
+	for _, p := range f.pollers {
+		if p.nextPoll.Load() < soon {
+			return
+		}
+	}
+	g.buf.Flush()
 }
 
 // noteReload keeps a reload's outcome for people: "" when it took effect.

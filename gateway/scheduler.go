@@ -91,6 +91,11 @@ type poller struct {
 	// beat is the loop's sign of life: it works during a poll or a write
 	// and rests while it waits for the next, with no ticker.
 	beat beat.Beat
+	// nextPoll is when the poller polls next (Unix ns; MaxInt64: never);
+	// quiet, when set, is told it after each poll, so that the readings
+	// can be committed at once when no bus polls again soon.
+	nextPoll atomic.Int64
+	quiet    func()
 }
 
 // busStats returns the open driver's request counters, if it keeps any.
@@ -211,6 +216,16 @@ func (p *poller) Run(ctx context.Context) error {
 		due[next] = due[next].Add(iv)
 		if now := p.now(); due[next].Before(now) {
 			due[next] = now.Add(iv)
+		}
+		first := due[0]
+		for _, d := range due {
+			if d.Before(first) {
+				first = d
+			}
+		}
+		p.nextPoll.Store(first.UnixNano())
+		if p.quiet != nil {
+			p.quiet()
 		}
 	}
 }
