@@ -4,7 +4,9 @@
 // protocol allows (Plan, computed once when the bus opens); every type and
 // byte order of docs/CONFIG.md decodes without allocation (strings aside); a
 // failed request marks only its own points as errors, with a readable reason;
-// and one bus is used by one goroutine, one request at a time.
+// and one bus is used by one goroutine, one request at a time. Every read
+// reply is kept, raw, in the bus's register Image, which other goroutines
+// may read; Transact carries a raw request for a server in front of the bus.
 //
 // The wire work is done by github.com/goburrow/modbus. This package knows
 // nothing of MQTT or the buffer.

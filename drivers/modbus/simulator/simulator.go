@@ -6,7 +6,8 @@
 // wanders ±0.5% around 230 with a little noise, a load steps between
 // levels every half minute or so (power, current), a frequency drifts near
 // 50, an energy counter only rises (by about 2 kWh an hour), a bool toggles. Registers
-// no point covers read as 0; writes to holding registers and coils stick.
+// no point covers read as 0, up to NoSuchAddress (exception 2 from there);
+// writes to holding registers and coils stick.
 package simulator
 
 import (
