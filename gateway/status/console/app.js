@@ -135,7 +135,16 @@
     const errors = reading.errors || {};
     const prev = (d.previous && d.previous.values) || {};
     const readAge = reading.ts ? age(reading.ts) : '';
-    for (const p of d.points) {
+    // A driver may read points the config does not list: shown after them.
+    const points = d.points.slice();
+    const listed = new Set(points.map((p) => p.name));
+    for (const name of Object.keys(values).concat(Object.keys(errors))) {
+      if (!listed.has(name)) {
+        listed.add(name);
+        points.push({ name });
+      }
+    }
+    for (const p of points) {
       let r = v.rows.get(p.name);
       if (!r) {
         r = el('tr');
