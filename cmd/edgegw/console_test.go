@@ -85,14 +85,14 @@ func startBrowser(t testing.TB) *browser {
 		case *runtime.EventExceptionThrown:
 			msg = "exception: " + ev.ExceptionDetails.Text
 		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning {
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
 				msg = fmt.Sprintf("console.%s", ev.Type)
 				for _, a := range ev.Args {
 					msg += " " + string(a.Value)
 				}
 			}
 		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level == cdplog.EntryLevelError || ev.Entry.Level == cdplog.EntryLevelWarning {
+			if ev.Entry.Level == cdplog.EntryLevelError {
 				msg = "log: " + ev.Entry.Text + " " + ev.Entry.URL
 			}
 		}
