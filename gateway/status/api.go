@@ -4,13 +4,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"hash/fnv"
-
-	"edgegw/drivers"
 	"math"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"edgegw/drivers"
 )
 
 // API is the body of GET /api/v1/status: what the commissioning page shows,
@@ -167,9 +167,12 @@ func (a API) Encode() ([]byte, error) {
 	return append(body, '}'), nil
 }
 
-// apiBodies are bodies of earlier answers, their memory used again: the
-// page asks every second for some hundred kilobytes.
-var apiBodies, apiDevices = sync.Pool{New: func() any { return new([]byte) }}, sync.Pool{New: func() any { return new([]byte) }}
+// apiBodies and apiDevices hold the memory of earlier answers for the next:
+// the page asks every second for some hundred kilobytes.
+var (
+	apiBodies  = sync.Pool{New: func() any { return new([]byte) }}
+	apiDevices = sync.Pool{New: func() any { return new([]byte) }}
+)
 
 // appendDevices encodes the devices by hand: with 50 devices of 60 points
 // the page asks every second, and the readings are already JSON.
