@@ -74,8 +74,14 @@ func (b *Bus) transact(unit byte, req *gmodbus.ProtocolDataUnit) ([]byte, error)
 	return reply, nil
 }
 
-// readTables maps the read function codes to their tables.
-var readTables = [5]Table{1: Coil, 2: Discrete, 3: Holding, 4: Input}
+// ReadTable is the table a read function code (1 to 4) reads; ok is false
+// for any other code.
+func ReadTable(fc byte) (t Table, ok bool) {
+	if fc < 1 || fc > 4 {
+		return 0, false
+	}
+	return [5]Table{1: Coil, 2: Discrete, 3: Holding, 4: Input}[fc], true
+}
 
 // readReplyBytes is how many data bytes a read request asks for.
 func readReplyBytes(fc byte, data []byte) int {
@@ -83,7 +89,7 @@ func readReplyBytes(fc byte, data []byte) int {
 		return -1
 	}
 	count := int(binary.BigEndian.Uint16(data[2:]))
-	if readTables[fc].bits() {
+	if t, _ := ReadTable(fc); t.bits() {
 		return (count + 7) / 8
 	}
 	return 2 * count
@@ -91,12 +97,12 @@ func readReplyBytes(fc byte, data []byte) int {
 
 // storeRead puts the answer of a read request into the image.
 func (b *Bus) storeRead(unit byte, pdu, reply []byte) {
-	fc := pdu[0]
-	if fc < 1 || fc > 4 || reply[0] != fc || len(pdu) < 5 {
+	table, ok := ReadTable(pdu[0])
+	if !ok || reply[0] != pdu[0] || len(pdu) < 5 {
 		return
 	}
 	start, count := binary.BigEndian.Uint16(pdu[1:]), binary.BigEndian.Uint16(pdu[3:])
-	b.image.Store(unit, readTables[fc], start, count, reply[2:], time.Now())
+	b.image.Store(unit, table, start, count, reply[2:], time.Now())
 }
 
 // dropWritten forgets in the image what a write request may have changed.

@@ -335,7 +335,7 @@ func (s *Server) answer(ctx context.Context, unit byte, pdu []byte) ([]byte, Out
 		return exception(pdu[0], exIllegalFunction), Refused
 	}
 	if !req.write && s.cfg.Cache > 0 {
-		table := [5]modbus.Table{1: modbus.Coil, 2: modbus.Discrete, 3: modbus.Holding, 4: modbus.Input}[req.fc]
+		table, _ := modbus.ReadTable(req.fc) // a read: one of 1 to 4
 		out := append(make([]byte, 0, 2+2*int(req.count)), req.fc, 0)
 		if out, ok := s.bus.Fresh(out, unit, table, req.start, req.count, time.Now().Add(-s.cfg.Cache)); ok {
 			out[1] = byte(len(out) - 2)

@@ -108,11 +108,12 @@ func (s *Server) answer(frame []byte) []byte {
 	addr, qty := binary.BigEndian.Uint16(pdu[1:3]), binary.BigEndian.Uint16(pdu[3:5])
 	reply := []byte{unit, fc}
 	var err error
+	table, _ := modbus.ReadTable(fc)
 	switch fc {
 	case 1, 2:
-		reply, err = s.readBits(reply, unit, readTables[fc], addr, qty)
+		reply, err = s.readBits(reply, unit, table, addr, qty)
 	case 3, 4:
-		reply, err = s.readRegisters(reply, unit, readTables[fc], addr, qty)
+		reply, err = s.readRegisters(reply, unit, table, addr, qty)
 	case 5:
 		v := uint16(0)
 		if qty == 0xFF00 {
@@ -137,9 +138,6 @@ func (s *Server) answer(frame []byte) []byte {
 	}
 	return reply
 }
-
-// readTables is the table each read function code reads.
-var readTables = map[byte]modbus.Table{1: modbus.Coil, 2: modbus.Discrete, 3: modbus.Holding, 4: modbus.Input}
 
 // readBits answers FC1/FC2: the bits packed eight to a byte.
 func (s *Server) readBits(reply []byte, unit byte, table modbus.Table, addr, qty uint16) ([]byte, error) {
