@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"edgegw/drivers/modbus"
 )
 
 // headerLen is the MBAP header: transaction id, protocol id, length, unit id.
@@ -63,7 +65,7 @@ type request struct {
 
 // limits are the largest counts per function code (Modbus application
 // protocol 1.1b3, section 6).
-var limits = map[byte]int{1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}
+var limits = map[byte]int{1: modbus.MaxBits, 2: modbus.MaxBits, 3: modbus.MaxRegisters, 4: modbus.MaxRegisters, 15: 1968, 16: 123}
 
 // checkPDU parses a request PDU of a function code the server carries,
 // or returns the exception code that answers it.
