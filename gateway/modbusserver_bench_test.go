@@ -12,12 +12,9 @@ import (
 	"testing"
 	"time"
 
-	bugserial "go.bug.st/serial"
-
 	gmodbus "github.com/goburrow/modbus"
 
 	"edgegw/drivers/modbus/simulator"
-	"edgegw/drivers/port"
 	"edgegw/internal/testbroker"
 	"edgegw/internal/testpty"
 )
@@ -31,28 +28,14 @@ var (
 // served by the simulator of sharedConfig's device; moved counts the bytes
 // that crossed it.
 func pacedLine(b *testing.B, baud int) (gatewayEnd string, sim *simulator.Server, moved *atomic.Int64) {
-	gwEnd, relayA := testpty.Pair(b)
-	relayB, devEnd := testpty.Pair(b)
-	char := 10 * time.Second / time.Duration(baud) // 8N1
-	open := func(path string) port.Port {
-		p, err := port.Open(path, &bugserial.Mode{BaudRate: 115200})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { p.Close() })
-		return p
-	}
-	a, bb := open(relayA), open(relayB)
-	stop := make(chan struct{})
 	moved = &atomic.Int64{}
-	go testpty.Pace(a, bb, char, moved, stop)
-	go testpty.Pace(bb, a, char, moved, stop)
+	gwEnd, devEnd := testpty.PacedLine(b, 10*time.Second/time.Duration(baud), moved) // 8N1
 	sim = newSharedSimulator(b, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	devPort := open(devEnd)
+	devPort := testpty.Open(b, devEnd)
 	go func() { served <- sim.ServeSerial(ctx, devPort, false) }()
-	b.Cleanup(func() { close(stop); cancel(); <-served })
+	b.Cleanup(func() { cancel(); <-served })
 	return gwEnd, sim, moved
 }
 

@@ -1,8 +1,12 @@
 package testpty
 
 import (
+	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
+
+	"go.bug.st/serial"
 
 	"edgegw/drivers/port"
 )
@@ -48,4 +52,34 @@ func Pace(src, dst port.Port, char time.Duration, moved *atomic.Int64, stop <-ch
 		}
 		lineFree = start.Add(time.Duration(n) * char)
 	}
+}
+
+// PacedLine is a serial line whose bytes cross at one per char, as on a
+// wire at a baud rate: two pty pairs with a relay between them pacing each
+// way (Pace). moved, when not nil, counts the bytes relayed. It returns the
+// line's two ends; the relay stops when the test ends.
+func PacedLine(tb testing.TB, char time.Duration, moved *atomic.Int64) (a, b string) {
+	tb.Helper()
+	a, relayA := Pair(tb)
+	relayB, b := Pair(tb)
+	ra, rb := Open(tb, relayA), Open(tb, relayB)
+	stop := make(chan struct{})
+	var relays sync.WaitGroup
+	relays.Add(2)
+	go func() { defer relays.Done(); Pace(ra, rb, char, moved, stop) }()
+	go func() { defer relays.Done(); Pace(rb, ra, char, moved, stop) }()
+	tb.Cleanup(func() { close(stop); relays.Wait() }) // before the ports close
+	return a, b
+}
+
+// Open opens a pty end as a serial port (a pty takes any line settings);
+// it is closed when the test ends.
+func Open(tb testing.TB, path string) port.Port {
+	tb.Helper()
+	p, err := port.Open(path, &serial.Mode{BaudRate: 115200})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
 }

@@ -11,10 +11,7 @@ import (
 	"testing"
 	"time"
 
-	bugserial "go.bug.st/serial"
-
 	"edgegw/drivers/modbus"
-	"edgegw/drivers/port"
 	"edgegw/internal/testpty"
 )
 
@@ -22,23 +19,9 @@ import (
 // float32 points) over Modbus RTU at 9600 baud 8E1 and reports the poll-cycle
 // time against the time its bytes need on the wire. Run with -benchtime 20x.
 func BenchmarkRTUCycle9600(b *testing.B) {
-	gwEnd, relayA := testpty.Pair(b)
-	relayB, devEnd := testpty.Pair(b)
 	const baud = 9600
 	char := 11 * time.Second / baud // start, 8 data, parity, stop
-	open := func(path string) port.Port {
-		p, err := port.Open(path, &bugserial.Mode{BaudRate: 115200})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { p.Close() })
-		return p
-	}
-	a, bb := open(relayA), open(relayB)
-	stop := make(chan struct{})
-	defer close(stop)
-	go testpty.Pace(a, bb, char, nil, stop)
-	go testpty.Pace(bb, a, char, nil, stop)
+	gwEnd, devEnd := testpty.PacedLine(b, char, nil)
 
 	doc := fmt.Sprintf("[gateway]\nid = \"g\"\nprofiles_dir = %q\n[mqtt]\nbrokers = [\"tcp://127.0.0.1:1883\"]\n"+
 		"[[bus]]\nname = \"rs485\"\nprotocol = \"modbus-rtu\"\ndevice = %q\nbaud = %d\nparity = \"even\"\ntimeout = \"2s\"\n"+
@@ -54,7 +37,7 @@ func BenchmarkRTUCycle9600(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error)
-	devPort := open(devEnd)
+	devPort := testpty.Open(b, devEnd)
 	go func() { served <- sim.ServeSerial(ctx, devPort, false) }()
 	defer func() { cancel(); <-served }()
 	opts := modbus.Options{Name: "rs485", Mode: modbus.RTU, Line: bus.Line, Timeout: 2 * time.Second, MaxGap: -1, Devices: bus.Devices}
