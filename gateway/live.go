@@ -25,7 +25,7 @@ type liveDevice struct {
 	lastPoll     time.Time
 	took         time.Duration
 	failingSince time.Time
-	lastErr      string
+	lastErr      drivers.PointError // the newest point error; joined into words only when asked
 	lastErrAt    time.Time
 	points       []livePoint // config order
 	byName       map[string]int
@@ -133,7 +133,7 @@ func (l *liveDevice) note(r *drivers.Reading, start time.Time, took time.Duratio
 		l.pointAt(&next, e.Point).err = e.Err
 	}
 	if len(r.Errors) > 0 {
-		l.lastErr, l.lastErrAt = r.Errors[0].Point+": "+r.Errors[0].Err, start
+		l.lastErr, l.lastErrAt = r.Errors[0], start
 	}
 	switch {
 	case len(r.Values) > 0 || len(r.Errors) == 0:
@@ -156,7 +156,10 @@ func (l *liveDevice) snapshot(raw rawReader, readings bool) status.Device {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	d := status.Device{Name: l.name, Bus: l.bus, Interval: l.interval, Polls: l.polls, LastPoll: l.lastPoll, PollTook: l.took,
-		FailingSince: l.failingSince, LastError: l.lastErr, LastErrorAt: l.lastErrAt, PointsJSON: l.static, Layout: l.layout}
+		FailingSince: l.failingSince, LastErrorAt: l.lastErrAt, PointsJSON: l.static, Layout: l.layout}
+	if l.lastErr.Point != "" {
+		d.LastError = l.lastErr.Point + ": " + l.lastErr.Err
+	}
 	whole := readings && l.entry != nil
 	if whole {
 		d.Reading, d.Previous = l.entry, l.prevEntry // read-only from here on
