@@ -210,7 +210,10 @@ type Buffer struct {
 	notify       chan struct{} // closed and replaced at each commit that adds records
 	closed       bool
 	lastCompact  time.Time
-	checkpoints  uint64
+	// compactLooked is gen+1 when maybeCompact last looked at the file's
+	// size and found no reason to compact.
+	compactLooked uint64
+	checkpoints   uint64
 	// After a failed checkpoint the next waits until checkpointRetry
 	// (unless the log is full).
 	checkpointFailures int
@@ -220,9 +223,12 @@ type Buffer struct {
 	// dbRead says records were read from bbolt since its mapped pages were
 	// last released: a drained backlog leaves them resident.
 	dbRead atomic.Bool
-	// work wakes Run: readings wait in RAM for a commit; acked: only
-	// acknowledgements do. Run arms its commit timer only then.
-	work, acked chan struct{}
+	// commitTimer fires Run's next commit at due (zero: not armed). It is
+	// armed by whoever gives it work (Append, Ack, Run), under mu, so that a
+	// reading or an acknowledgement does not wake Run only to set a timer:
+	// Run wakes when the commit is due.
+	commitTimer *time.Timer
+	due         time.Time
 	// flush asks Run to commit what waits now (Flush).
 	flush     chan struct{}
 	damage    error // damage found while running; Run stops
@@ -244,11 +250,17 @@ func wake(ch chan struct{}) {
 	}
 }
 
-// ackLinger is how many commit intervals acknowledgements alone wait for a
-// commit: they ride in the next batch of readings, one sync for both, and
-// only a gateway that has stopped taking readings commits them alone. A
-// power cut costs at most that much resending, never a reading.
-const ackLinger = 4
+// ackLinger is how long acknowledgements alone wait for a commit (or four
+// commit intervals, when that is longer): they ride in the next batch of
+// readings, one sync for both, and only a gateway taking readings further
+// apart than this commits them alone. It is longer than the usual poll
+// intervals, so that at one reading a second each acknowledgement rides in
+// the next reading's commit rather than firing just before it. A power cut
+// costs at most that much resending, never a reading.
+const ackLinger = 10 * time.Second
+
+// ackWait is how long acknowledgements alone wait for a commit.
+func (b *Buffer) ackWait() time.Duration { return max(ackLinger, 4*b.opts.CommitInterval) }
 
 // Err returns why the last commit failed, nil when it worked: readings are
 // waiting in RAM meanwhile.
@@ -272,8 +284,17 @@ func (b *Buffer) Append(data []byte) error {
 	}
 	b.pending = append(b.pending, pendingRecord{stamp: stamp, data: data})
 	b.pendingBytes += recordSize(data)
-	wake(b.work)
+	b.armLocked(b.opts.CommitInterval)
 	return nil
+}
+
+// armLocked has the commit timer fire within d, unless it fires sooner
+// already. b.mu is held.
+func (b *Buffer) armLocked(d time.Duration) {
+	if at := time.Now().Add(d); b.due.IsZero() || at.Before(b.due) {
+		b.commitTimer.Reset(d)
+		b.due = at
+	}
 }
 
 // Flush asks Run to commit the readings that wait now instead of at the
@@ -281,15 +302,19 @@ func (b *Buffer) Append(data []byte) error {
 // caller that knows no more readings come within the interval (the pollers,
 // between rounds further apart than it), so that waiting would only delay
 // the readings and wake the gateway twice. It does not wait for the commit.
-func (b *Buffer) Flush() { wake(b.flush) }
+func (b *Buffer) Flush() {
+	if readings, _ := b.waiting(); readings {
+		wake(b.flush) // acks alone keep lingering
+	}
+}
 
 // Ack marks a committed record as delivered: Next no longer returns it, the
 // next commit makes that durable, and a checkpoint deletes it.
 func (b *Buffer) Ack(seq uint64) {
 	b.mu.Lock()
 	b.ackLocked(seq)
+	b.armLocked(b.ackWait())
 	b.mu.Unlock()
-	wake(b.acked)
 }
 
 // ackLocked records an acknowledgement. b.mu is held.
@@ -483,15 +508,6 @@ var ErrStopped = errors.New("buffer: stopped")
 // is tried again every interval. Run returns early, with an error wrapping
 // ErrStopped, only when the buffer cannot go on.
 func (b *Buffer) Run(ctx context.Context) error {
-	t := time.NewTimer(b.opts.CommitInterval)
-	t.Stop()
-	var due time.Time // when the armed timer fires; zero when not armed
-	arm := func(in time.Duration) {
-		if at := time.Now().Add(in); due.IsZero() || at.Before(due) {
-			t.Reset(in)
-			due = at
-		}
-	}
 	// MaxAge is checked (at a commit) at least this often, whatever comes.
 	age := time.NewTicker(min(b.opts.MaxAge/16, time.Minute))
 	defer age.Stop()
@@ -502,31 +518,29 @@ func (b *Buffer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			b.beat.Work()
 			return b.Commit()
-		case <-b.work:
-			arm(b.opts.CommitInterval)
-			continue
-		case <-b.acked:
-			arm(ackLinger * b.opts.CommitInterval)
-			continue
 		case <-b.flush:
-			if readings, _ := b.waiting(); !readings {
-				continue // acks alone keep lingering
-			}
-			t.Stop() // the commit is now: no timer fires for it later
-		case <-t.C:
-			due = time.Time{}
+		case <-b.commitTimer.C:
 		case <-age.C:
 		}
+		// The commit is now: no timer fires for it later.
+		b.mu.Lock()
+		b.commitTimer.Stop()
+		b.due = time.Time{}
+		before := b.lastSeq
+		b.mu.Unlock()
 		b.beat.Work()
 		err := b.Commit()
 		b.releaseDrained()
-		due = time.Time{}
-		switch readings, acks := b.waiting(); {
-		case err != nil || readings:
-			arm(b.opts.CommitInterval) // again, or what came meanwhile
-		case acks:
-			arm(ackLinger * b.opts.CommitInterval)
+		b.mu.Lock()
+		switch {
+		case err != nil || len(b.pending) > 0:
+			b.armLocked(b.opts.CommitInterval) // again, or what came meanwhile
+		case len(b.ackLog) > 0 || b.lastSeq > before:
+			// The records just committed will be acknowledged: their
+			// acks need no wake-up to arm the timer.
+			b.armLocked(b.ackWait())
 		}
+		b.mu.Unlock()
 		switch {
 		case errors.Is(err, ErrClosed):
 			return fmt.Errorf("%w: closed while running", ErrStopped)

@@ -167,6 +167,56 @@ func TestFlushCommitsNow(t *testing.T) {
 	}
 }
 
+// TestAckRidesWithNextReading: at one reading every few commit intervals,
+// flushed as the pollers do and acknowledged soon after, each reading costs
+// one commit: its acknowledgement rides in the next reading's batch instead
+// of being committed alone just before it.
+func TestAckRidesWithNextReading(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	b := openChecked(t, path, Options{CommitInterval: 10 * time.Millisecond})
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	const readings = 6
+	pace := time.NewTicker(60 * time.Millisecond) // six commit intervals apart
+	defer pace.Stop()
+	for i := range readings {
+		committed := b.Committed()
+		if err := b.Append([]byte(fmt.Sprintf("reading %d", i))); err != nil {
+			t.Fatal(err)
+		}
+		b.Flush()
+		select {
+		case <-committed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("reading %d: Flush did not commit", i)
+		}
+		b.Ack(b.LastSeq()) // the broker's acknowledgement
+		<-pace.C
+	}
+	data, err := os.ReadFile(path + ".wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batches, withAcks int
+	for off := int64(0); ; batches++ {
+		bt, ok := decodeBatch(data, off, true)
+		if !ok || bt.epoch == 0 {
+			break
+		}
+		if len(bt.acks) > 0 {
+			withAcks++
+		}
+		off = bt.end
+	}
+	if batches != readings || withAcks != readings-1 {
+		t.Errorf("%d readings, each acknowledged before the next: %d commits, %d with acknowledgements; want %d and %d",
+			readings, batches, withAcks, readings, readings-1)
+	}
+}
+
 func TestClosedBufferRefusesAppend(t *testing.T) {
 	b := open(t, filepath.Join(t.TempDir(), "buffer.db"))
 	b.Close()

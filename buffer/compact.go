@@ -16,10 +16,19 @@ import (
 func (b *Buffer) maybeCompact() error {
 	now := b.opts.Now()
 	b.mu.Lock()
-	bytes, last := b.dbBytes, b.lastCompact
+	bytes, last, gen := b.dbBytes, b.lastCompact, b.gen
+	// The file and what it holds change only when records move into or
+	// out of it: after a commit to the log alone there is nothing to look at.
+	looked := b.compactLooked == gen+1
 	b.mu.Unlock()
+	if looked || now.Sub(last) < b.opts.CompactEvery {
+		return nil
+	}
 	fi, err := os.Stat(b.path)
-	if err != nil || fi.Size() < b.opts.CompactMinSize || bytes*4 > fi.Size() || now.Sub(last) < b.opts.CompactEvery {
+	if err != nil || fi.Size() < b.opts.CompactMinSize || bytes*4 > fi.Size() {
+		b.mu.Lock()
+		b.compactLooked = gen + 1
+		b.mu.Unlock()
 		return nil
 	}
 	return b.Compact()

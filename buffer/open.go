@@ -34,10 +34,10 @@ func Open(path string, opts Options) (*Buffer, error) {
 		dropped:  map[string]uint64{},
 		episodes: map[string]*episode{},
 		notify:   make(chan struct{}),
-		work:     make(chan struct{}, 1),
-		acked:    make(chan struct{}, 1),
 		flush:    make(chan struct{}, 1),
 	}
+	b.commitTimer = time.NewTimer(time.Hour)
+	b.commitTimer.Stop()
 	b.lastCompact = opts.Now()
 	_ = os.Remove(path + ".compact") // left by a crash during compaction; the file itself is intact
 	floor, err := openSeqFloor(path + ".seq")
