@@ -204,6 +204,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs, path := configFlags("run", stderr)
 	debug := fs.Bool("debug", false, "log debug events")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) to this file until the gateway stops")
+	memProfile := fs.String("memprofile", "", "write an allocation profile (pprof, every allocation sampled) to this file when the gateway stops")
 	cfg, code := parseAndLoad(fs, path, args, stderr)
 	if cfg == nil {
 		return code
@@ -216,6 +217,15 @@ func cmdRun(args []string, stderr io.Writer) int {
 			return exitFailure
 		}
 		defer stopProfile()
+	}
+	if *memProfile != "" {
+		// Every allocation, so that the profile counts them per reading.
+		runtime.MemProfileRate = 1
+		defer func() {
+			if err := writeAllocs(*memProfile); err != nil {
+				log.Error("memprofile_failed", "file", *memProfile, "err", err)
+			}
+		}()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -259,6 +269,19 @@ func profileCPU(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
+}
+
+// writeAllocs writes the allocation profile so far into path.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup("allocs").WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func cmdPorts(stdout, stderr io.Writer) int {
