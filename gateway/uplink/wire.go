@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -63,8 +64,25 @@ type orderedSession struct {
 }
 
 func newOrderedSession(t *tracker) *orderedSession {
-	return &orderedSession{SessionManager: state.NewInMemory(), tracker: t}
+	return &orderedSession{SessionManager: state.New(forgetful{}, forgetful{}), tracker: t}
 }
+
+// forgetful is a session store that keeps nothing. paho's store holds a
+// copy of every QoS 1/2 publish (serialized, payload and all) to resend it
+// on a reconnect whose broker kept the session; edgegw connects with Clean
+// Start every time, so that never happens (paho resets the store instead),
+// and the buffer resends what was not acknowledged. Keeping the copies cost
+// a dozen allocations and a copy of the payload per reading.
+type forgetful struct{}
+
+func (forgetful) Put(uint16, byte, io.WriterTo) error { return nil }
+func (forgetful) Get(id uint16) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("uplink: packet %d: the session store keeps nothing", id)
+}
+func (forgetful) Delete(uint16) error     { return nil }
+func (forgetful) Quarantine(uint16) error { return nil }
+func (forgetful) List() ([]uint16, error) { return nil, nil }
+func (forgetful) Reset() error            { return nil }
 
 func (s *orderedSession) AddToSession(ctx context.Context, packet session.Packet, resp chan<- packets.ControlPacket) error {
 	err := s.SessionManager.AddToSession(ctx, packet, resp)
