@@ -229,7 +229,7 @@ type Buffer struct {
 	// Run wakes when the commit is due.
 	commitTimer *time.Timer
 	due         time.Time
-	// flush asks Run to commit what waits now (Flush).
+	// flush asks Run to commit what waits now (AppendNow).
 	flush     chan struct{}
 	damage    error // damage found while running; Run stops
 	reopenErr error // bbolt could not be reopened; Run stops
@@ -275,7 +275,16 @@ var ErrClosed = errors.New("buffer: closed")
 
 // Append queues data for the next commit. The buffer keeps data; the caller
 // must not change it afterwards.
-func (b *Buffer) Append(data []byte) error {
+func (b *Buffer) Append(data []byte) error { return b.append(data, false) }
+
+// AppendNow is Append for a reading to be committed at once, with what
+// waits, instead of within the commit interval: for a caller that knows no
+// more readings come within the interval (the pollers, between rounds
+// further apart than it), so that waiting would only delay the reading and
+// wake the gateway twice. It does not wait for the commit.
+func (b *Buffer) AppendNow(data []byte) error { return b.append(data, true) }
+
+func (b *Buffer) append(data []byte, now bool) error {
 	stamp := b.clock.stamp()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -284,7 +293,13 @@ func (b *Buffer) Append(data []byte) error {
 	}
 	b.pending = append(b.pending, pendingRecord{stamp: stamp, data: data})
 	b.pendingBytes += recordSize(data)
-	b.armLocked(b.opts.CommitInterval)
+	if now {
+		// Not the timer: a timer stopped before it fires still wakes the
+		// runtime when it would have.
+		wake(b.flush)
+	} else {
+		b.armLocked(b.opts.CommitInterval)
+	}
 	return nil
 }
 
@@ -294,17 +309,6 @@ func (b *Buffer) armLocked(d time.Duration) {
 	if at := time.Now().Add(d); b.due.IsZero() || at.Before(b.due) {
 		b.commitTimer.Reset(d)
 		b.due = at
-	}
-}
-
-// Flush asks Run to commit the readings that wait now instead of at the
-// end of their commit interval, with the acknowledgements that wait: for a
-// caller that knows no more readings come within the interval (the pollers,
-// between rounds further apart than it), so that waiting would only delay
-// the readings and wake the gateway twice. It does not wait for the commit.
-func (b *Buffer) Flush() {
-	if readings, _ := b.waiting(); readings {
-		wake(b.flush) // acks alone keep lingering
 	}
 }
 

@@ -126,40 +126,37 @@ func TestRunCommitsOnTickAndStop(t *testing.T) {
 	}
 }
 
-// TestFlushCommitsNow: Flush commits the readings that wait without
-// waiting for the commit interval; with only acknowledgements waiting it
-// commits nothing (they keep lingering).
-func TestFlushCommitsNow(t *testing.T) {
+// TestAppendNowCommitsNow: AppendNow commits the reading (and what waits
+// with it) without waiting for the commit interval.
+func TestAppendNowCommitsNow(t *testing.T) {
 	b := openChecked(t, filepath.Join(t.TempDir(), "buffer.db"), Options{CommitInterval: time.Hour})
 	defer b.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- b.Run(ctx) }()
 	committed := b.Committed()
-	b.Append([]byte("x"))
-	b.Flush()
+	b.AppendNow([]byte("x"))
 	select {
 	case <-committed:
 	case <-time.After(5 * time.Second):
-		t.Fatal("Flush did not commit within 5s (the interval is an hour)")
+		t.Fatal("AppendNow did not commit within 5s (the interval is an hour)")
 	}
 	if st := b.Stats(); st.Readings != 1 || st.Pending != 0 {
-		t.Fatalf("after Flush: %+v", st)
+		t.Fatalf("after AppendNow: %+v", st)
 	}
 	b.Ack(1)
 	checkpoints := b.Stats().Checkpoints
-	b.Flush() // acknowledgements alone: nothing to commit now
 	b.Append([]byte("y"))
-	b.Flush()
+	b.AppendNow([]byte("z"))
 	deadline := time.Now().Add(5 * time.Second)
 	for b.Stats().Pending != 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the second Flush did not commit")
+			t.Fatal("the second AppendNow did not commit")
 		}
 		time.Sleep(time.Millisecond) // polling the buffer's counters
 	}
-	if st := b.Stats(); st.Readings != 1 || st.Checkpoints != checkpoints {
-		t.Errorf("after acking 1 and flushing y: %+v", st)
+	if st := b.Stats(); st.Readings != 2 || st.Checkpoints != checkpoints {
+		t.Errorf("after acking 1 and appending y, then z now: %+v", st)
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -168,7 +165,7 @@ func TestFlushCommitsNow(t *testing.T) {
 }
 
 // TestAckRidesWithNextReading: at one reading every few commit intervals,
-// flushed as the pollers do and acknowledged soon after, each reading costs
+// committed at once as the pollers do and acknowledged soon after, each reading costs
 // one commit: its acknowledgement rides in the next reading's batch instead
 // of being committed alone just before it.
 func TestAckRidesWithNextReading(t *testing.T) {
@@ -184,14 +181,13 @@ func TestAckRidesWithNextReading(t *testing.T) {
 	defer pace.Stop()
 	for i := range readings {
 		committed := b.Committed()
-		if err := b.Append([]byte(fmt.Sprintf("reading %d", i))); err != nil {
+		if err := b.AppendNow([]byte(fmt.Sprintf("reading %d", i))); err != nil {
 			t.Fatal(err)
 		}
-		b.Flush()
 		select {
 		case <-committed:
 		case <-time.After(5 * time.Second):
-			t.Fatalf("reading %d: Flush did not commit", i)
+			t.Fatalf("reading %d: AppendNow did not commit", i)
 		}
 		b.Ack(b.LastSeq()) // the broker's acknowledgement
 		<-pace.C

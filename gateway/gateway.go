@@ -288,7 +288,7 @@ func (g *gateway) startFleet(ctx context.Context, cfg *config.Config, prev *flee
 	}
 	for _, p := range f.pollers {
 		p.nextPoll.Store(math.MaxInt64) // not polling yet: no say in flushing
-		p.quiet = func() { g.flushIfQuiet(f, cfg.Buffer.CommitInterval.D()) }
+		p.quiet = func() bool { return quiet(f, cfg.Buffer.CommitInterval.D()) }
 	}
 	for _, p := range f.pollers {
 		f.done.Add(1)
@@ -485,17 +485,17 @@ func (g *gateway) reload(ctx context.Context) {
 	g.log.Info("reloaded", "config", cfg.File, "buses", len(g.pollers()), "devices", len(cfg.Devices), "mqtt_restarted", mqttChanged)
 }
 
-// flushIfQuiet commits the readings waiting now when no bus of the fleet
-// polls again within the commit interval: waiting for the interval's end
-// would batch nothing more, only delay them and wake the gateway twice.
-func (g *gateway) flushIfQuiet(f *fleet, interval time.Duration) {
+// quiet says whether no bus of the fleet polls again within the commit
+// interval: waiting for the interval's end to commit a reading would batch
+// nothing more, only delay it and wake the gateway twice.
+func quiet(f *fleet, interval time.Duration) bool {
 	soon := time.Now().Add(interval).UnixNano()
 	for _, p := range f.pollers {
 		if p.nextPoll.Load() < soon {
-			return
+			return false
 		}
 	}
-	g.buf.Flush()
+	return true
 }
 
 func (g *gateway) notify(state string) {

@@ -52,6 +52,9 @@ type OpenFunc func(bus config.Bus, devices []config.Device, log *slog.Logger) (d
 // Appender takes encoded readings: the flash buffer.
 type Appender interface {
 	Append(entry []byte) error
+	// AppendNow is Append for an entry to be committed at once, not
+	// within the commit interval.
+	AppendNow(entry []byte) error
 }
 
 // DeviceStats are a device's counters, safe for concurrent reads.
@@ -92,10 +95,10 @@ type poller struct {
 	// and rests while it waits for the next, with no ticker.
 	beat beat.Beat
 	// nextPoll is when the poller polls next (Unix ns; MaxInt64: never);
-	// quiet, when set, is told it after each poll, so that the readings
-	// can be committed at once when no bus polls again soon.
+	// quiet, when set, says after a poll whether no bus polls again soon:
+	// its reading is then committed at once.
 	nextPoll atomic.Int64
-	quiet    func()
+	quiet    func() bool
 }
 
 // busStats returns the open driver's request counters, if it keeps any.
@@ -209,7 +212,8 @@ func (p *poller) Run(ctx context.Context) error {
 		polled = true
 		conn.ensureOpen()
 		dev := &p.devices[next]
-		entry = p.poll(ctx, conn, dev, &r, entry)
+		var store bool
+		entry, store = p.poll(ctx, conn, dev, &r, entry)
 		// Keep the cadence; after an overrun (slow bus) start afresh
 		// rather than fire a burst of late polls.
 		iv := dev.Interval.D()
@@ -224,9 +228,24 @@ func (p *poller) Run(ctx context.Context) error {
 			}
 		}
 		p.nextPoll.Store(first.UnixNano())
-		if p.quiet != nil {
-			p.quiet()
+		if store {
+			p.store(conn, dev.Name, entry)
 		}
+	}
+}
+
+// store appends a poll's entry to the buffer, to be committed at once when
+// no bus polls again soon.
+func (p *poller) store(conn *busConn, device string, entry []byte) {
+	data := append([]byte(nil), entry...)
+	var err error
+	if p.quiet != nil && p.quiet() {
+		err = p.out.AppendNow(data)
+	} else {
+		err = p.out.Append(data)
+	}
+	if err != nil {
+		conn.log.Error("reading_not_stored", "device", device, "err", err)
 	}
 }
 
@@ -262,9 +281,9 @@ func (c *busConn) ensureOpen() {
 	}
 }
 
-// poll reads dev into r, appends its entry (encoded into entry's storage,
-// which it returns) to the buffer and counts it.
-func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r *drivers.Reading, entry []byte) []byte {
+// poll reads dev into r, counts it and returns its entry (encoded into
+// entry's storage); store says whether the entry is to be stored.
+func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r *drivers.Reading, entry []byte) (_ []byte, store bool) {
 	start := p.now()
 	r.Reset(dev.Name, start)
 	if conn.drv != nil {
@@ -286,7 +305,7 @@ func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r 
 	if ex := p.exceptions[dev.Name]; ex != nil {
 		full, send := ex.filter(r, p.connects())
 		if !send {
-			return entry // nothing changed: nothing to store or publish
+			return entry, false // nothing changed: nothing to store or publish
 		}
 		entry = AppendReport(entry[:0], r, full)
 	} else {
@@ -295,10 +314,7 @@ func (p *poller) poll(ctx context.Context, conn *busConn, dev *config.Device, r 
 			l.keep(entry[len(dev.Name)+1:]) // the JSON after the name and entrySep
 		}
 	}
-	if err := p.out.Append(append([]byte(nil), entry...)); err != nil {
-		conn.log.Error("reading_not_stored", "device", dev.Name, "err", err)
-	}
-	return entry
+	return entry, true
 }
 
 // idleOutcome is how an idle wait ended.

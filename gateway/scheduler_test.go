@@ -49,6 +49,8 @@ func (a *memAppender) Append(e []byte) error {
 	return nil
 }
 
+func (a *memAppender) AppendNow(e []byte) error { return a.Append(e) }
+
 func (a *memAppender) waitN(t *testing.T, n int) []string {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
@@ -276,4 +278,5 @@ func TestPollerTakesTurns(t *testing.T) {
 // discard is an Appender that keeps nothing.
 type discard struct{}
 
-func (discard) Append([]byte) error { return nil }
+func (discard) Append([]byte) error    { return nil }
+func (discard) AppendNow([]byte) error { return nil }
