@@ -210,6 +210,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return code
 	}
 	log := newLogger(stderr, *debug)
+	oneProc()
 	if *cpuProfile != "" {
 		stopProfile, err := profileCPU(*cpuProfile)
 		if err != nil {
@@ -256,6 +257,19 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// oneProc runs the gateway's goroutines on one P (one thread at a time
+// running Go code; system calls still wait in parallel) unless the
+// GOMAXPROCS environment variable says otherwise. edgegw waits on buses,
+// disk and brokers and computes little: with more Ps, every goroutine
+// woken also wakes an idle thread to look for work, which finds none. One P
+// cost about a tenth less CPU at light load and drained a backlog faster
+// (docs/BENCHMARKS.md); single-core boards have one anyway.
+func oneProc() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 // profileCPU starts a CPU profile into path; the func stops and writes it.
