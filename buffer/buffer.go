@@ -250,14 +250,17 @@ func wake(ch chan struct{}) {
 	}
 }
 
-// ackLinger is how long acknowledgements alone wait for a commit (or four
-// commit intervals, when that is longer): they ride in the next batch of
-// readings, one sync for both, and only a gateway taking readings further
-// apart than this commits them alone. It is longer than the usual poll
-// intervals, so that at one reading a second each acknowledgement rides in
-// the next reading's commit rather than firing just before it. A power cut
-// costs at most that much resending, never a reading.
-const ackLinger = 10 * time.Second
+// Acknowledgements ride in the next batch of readings, one sync for both.
+// Alone they wait up to ackLinger (or four commit intervals, when that is
+// longer), or until ackBatch of them wait: longer than the usual poll
+// intervals, so that a reading every few seconds or minutes costs one
+// commit, not two (its acknowledgement committed alone between readings),
+// and a gateway that polls hourly sleeps between polls. A power cut costs
+// at most that much resending, never a reading.
+const (
+	ackLinger = 10 * time.Minute
+	ackBatch  = 1000
+)
 
 // ackWait is how long acknowledgements alone wait for a commit.
 func (b *Buffer) ackWait() time.Duration { return max(ackLinger, 4*b.opts.CommitInterval) }
@@ -316,9 +319,13 @@ func (b *Buffer) armLocked(d time.Duration) {
 // next commit makes that durable, and a checkpoint deletes it.
 func (b *Buffer) Ack(seq uint64) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.ackLocked(seq)
+	if len(b.ackLog) >= ackBatch {
+		wake(b.flush) // a drained backlog: commit them now
+		return
+	}
 	b.armLocked(b.ackWait())
-	b.mu.Unlock()
 }
 
 // ackLocked records an acknowledgement. b.mu is held.
@@ -490,14 +497,6 @@ func (b *Buffer) releaseDrained() {
 		b.dbRead.Store(false)
 		releaseMapped(b.db, b.path)
 	}
-}
-
-// waiting reports whether readings, or acknowledgements, wait in RAM for
-// a commit.
-func (b *Buffer) waiting() (readings, acks bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.pending) > 0, len(b.ackLog) > 0
 }
 
 // ErrStopped is returned by Run when the buffer cannot go on: its file

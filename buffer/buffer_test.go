@@ -213,6 +213,62 @@ func TestAckRidesWithNextReading(t *testing.T) {
 	}
 }
 
+// walAcks returns the acknowledgement ranges the log at path holds.
+func walAcks(t *testing.T, path string) []seqRange {
+	t.Helper()
+	data, err := os.ReadFile(path + ".wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acks []seqRange
+	for off := int64(0); ; {
+		bt, ok := decodeBatch(data, off, true)
+		if !ok || bt.epoch == 0 {
+			return acks
+		}
+		acks = append(acks, bt.acks...)
+		off = bt.end
+	}
+}
+
+// TestAcksAloneWaitForABatch: acknowledgements with no reading to ride in
+// are committed alone once ackBatch of them wait (a drained backlog), not
+// only after the linger.
+func TestAcksAloneWaitForABatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	b := openChecked(t, path, Options{CommitInterval: time.Hour})
+	defer b.Close()
+	for i := range ackBatch {
+		if err := b.Append([]byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = b.Run(ctx) }()
+	for seq := uint64(1); seq < ackBatch; seq++ {
+		b.Ack(seq)
+	}
+	if acks := walAcks(t, path); len(acks) != 0 {
+		t.Fatalf("%d acknowledgements alone were committed before the linger: %v", ackBatch-1, acks)
+	}
+	b.Ack(ackBatch)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		acks := walAcks(t, path)
+		if len(acks) == 1 && acks[0].first == 1 && acks[0].last == ackBatch {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d acknowledgements waiting, the log holds %v after 5 s; want them committed at once", ackBatch, acks)
+		}
+		time.Sleep(time.Millisecond) // polling the log file
+	}
+}
+
 func TestClosedBufferRefusesAppend(t *testing.T) {
 	b := open(t, filepath.Join(t.TempDir(), "buffer.db"))
 	b.Close()
