@@ -249,10 +249,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}()
 	watchdog, _ := daemon.SdWatchdogEnabled(false)
-	err := gateway.Run(ctx, cfg, gateway.Options{Logger: log, Version: version,
-		Notifier: systemd{}, WatchdogInterval: watchdog,
-		Reload: reload, Load: func() (*config.Config, error) { return gateway.LoadConfig(*path) }})
-	if err != nil {
+	opts := gateway.Options{Logger: log, Version: version, WatchdogInterval: watchdog,
+		Reload: reload, Load: func() (*config.Config, error) { return gateway.LoadConfig(*path) }}
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		// Only systemd hears the STATUS line and the watchdog: without it
+		// the loop that sends them (a wake-up every 10 s) does not run.
+		opts.Notifier = systemd{}
+	}
+	if err := gateway.Run(ctx, cfg, opts); err != nil {
 		log.Error("fatal", "err", err)
 		return exitFailure
 	}
