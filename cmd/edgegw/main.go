@@ -268,8 +268,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 // GOMAXPROCS environment variable says otherwise. edgegw waits on buses,
 // disk and brokers and computes little: with more Ps, every goroutine
 // woken also wakes an idle thread to look for work, which finds none. One P
-// cost about a tenth less CPU at light load and drained a backlog faster
-// (docs/BENCHMARKS.md); single-core boards have one anyway.
+// cost less CPU (2-15 % at ten meters every 100 ms) and drained a backlog
+// faster (docs/BENCHMARKS.md); single-core boards have one anyway.
 func oneProc() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
