@@ -504,9 +504,10 @@ func (b *Buffer) releaseDrained() {
 // be restarted) rather than keep readings in RAM that nothing commits.
 var ErrStopped = errors.New("buffer: stopped")
 
-// Run commits appends and acks within a commit interval of the first of
-// them, until ctx ends, then commits once more; with nothing waiting it
-// sleeps (no timer). A failing disk is logged once when it starts failing
+// Run commits appends within a commit interval of the first of them (at
+// once after AppendNow), acknowledgements with them or, alone, within
+// ackWait, until ctx ends, then commits once more; with nothing waiting it
+// sleeps (its one timer armed by Append and Ack). A failing disk is logged once when it starts failing
 // and once when it recovers; records wait in RAM meanwhile, and the commit
 // is tried again every interval. Run returns early, with an error wrapping
 // ErrStopped, only when the buffer cannot go on.
