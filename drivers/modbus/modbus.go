@@ -82,12 +82,12 @@ func Open(o Options) (*Bus, error) {
 	var b *Bus
 	switch o.Mode {
 	case TCP:
+		t := newTCPTransport(o)
 		h := gmodbus.NewTCPClientHandler(o.Address)
-		h.Timeout = o.Timeout
-		b = &Bus{client: gmodbus.NewClient(h), setUnit: func(u byte) { h.SlaveId = u },
+		b = &Bus{client: gmodbus.NewClient2(h, t), setUnit: func(u byte) { h.SlaveId = u },
 			// A timeout or broken connection may leave a late reply in the
 			// socket; a fresh connection keeps it from answering the next request.
-			reset: func() { _ = h.Close() }, close: h.Close, packager: h, transporter: h}
+			reset: func() { _ = t.Close() }, close: t.Close, packager: h, transporter: t}
 	case RTU:
 		t := newLineTransport(o)
 		h := gmodbus.NewRTUClientHandler(o.Line.Device)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"edgegw/internal/quietnet"
 	"github.com/eclipse/paho.golang/packets"
 )
 
@@ -497,21 +498,30 @@ func dial(ctx context.Context, c candidate, tlsCfg *tls.Config, timeout time.Dur
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var tlsOn bool
 	switch c.url.Scheme {
 	case "tcp", "mqtt":
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", c.addr)
 	case "tls", "ssl", "mqtts":
-		cfg := &tls.Config{}
-		if tlsCfg != nil {
-			cfg = tlsCfg.Clone()
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName = c.url.Hostname()
-		}
-		d := tls.Dialer{Config: cfg}
-		return d.DialContext(ctx, "tcp", c.addr)
+		tlsOn = true
 	default:
 		return nil, fmt.Errorf("uplink: scheme %q is not supported", c.url.Scheme)
 	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", c.addr)
+	if err != nil || !tlsOn {
+		return quietnet.Wrap(conn), err
+	}
+	cfg := &tls.Config{}
+	if tlsCfg != nil {
+		cfg = tlsCfg.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = c.url.Hostname()
+	}
+	tc := tls.Client(quietnet.Wrap(conn), cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return tc, nil
 }
