@@ -153,3 +153,25 @@ func TestOtherConnsAreLeftAlone(t *testing.T) {
 		t.Fatal("a net.Pipe end was wrapped")
 	}
 }
+
+func TestReadAndWriteAllocateNothing(t *testing.T) {
+	c, s := pair(t)
+	msg, got := []byte("ping"), make([]byte, 4)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, got); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0 {
+		t.Fatalf("a write and a read on each end allocated %.1f times", allocs)
+	}
+}
