@@ -3,7 +3,7 @@
 //
 // It promises:
 //   - A record handed to Append is on disk within the commit interval, in one
-//     write with everything else appended in that interval (one fdatasync per
+//     write with everything else appended in that interval (one sync per
 //     batch, which is what keeps an SD card alive). Acknowledgements ride in
 //     the same batches: after a crash, only records acknowledged within the
 //     last commit interval come back.

@@ -8,10 +8,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// openDirect opens path for writes that bypass the page cache. File systems
-// without O_DIRECT (tmpfs) refuse, and the log stays buffered.
+// openDirect opens path for writes that bypass the page cache and are
+// synced before they return (O_DSYNC): one system call per commit instead
+// of a write and an fdatasync, so the Go runtime hands its processor off
+// (and wakes its monitor) once, not twice. File systems without O_DIRECT
+// (tmpfs) refuse, and the log stays buffered.
 func openDirect(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
+	return os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT|syscall.O_DSYNC, 0)
 }
 
 // dropCache evicts f's pages from the page cache, so that later small

@@ -79,9 +79,14 @@ type wal struct {
 	epoch uint64
 	buf   []byte
 	// direct: writes bypass the page cache (O_DIRECT) in whole aligned
-	// blocks. Through the page cache, a small write dirties the whole
-	// (possibly large) folio it falls in, and all of it is written back.
+	// blocks and are synced as they are made (O_DSYNC). Through the page
+	// cache, a small write dirties the whole (possibly large) folio it
+	// falls in, and all of it is written back.
 	direct bool
+	// aio, when set, makes the direct writes (aio_linux.go); after
+	// aioRefusals refusals in a row the log stops trying it.
+	aio      *aioWriter
+	refusals int
 	// block holds the bytes of the log's last, partly written block, which
 	// the next direct write rewrites with the new batch after them. It is
 	// changed only after a batch is synced: after a failed write or sync,
@@ -134,6 +139,7 @@ func openWAL(path string) (w *wal, created bool, err error) {
 	if df, err := openDirect(path); err == nil {
 		_ = f.Close()
 		w.f, w.direct = df, true
+		w.aio, _ = getAIOWriter() // nil: pwrite
 	}
 	return w, created, nil
 }
@@ -433,10 +439,12 @@ func (w *wal) append(recs []walRecord, firstSeq uint64, acks []seqRange, clock i
 	if err != nil {
 		return fmt.Errorf("buffer: write log: %w", err)
 	}
-	if err := fdatasync(w.f); err != nil {
-		// What was written since the last good sync may be gone from the
-		// page cache already: the next attempt writes it all again.
-		return fmt.Errorf("buffer: sync log: %w", err)
+	if !w.direct { // a direct write was synced when it returned
+		if err := fdatasync(w.f); err != nil {
+			// What was written since the last good sync may be gone from
+			// the page cache already: the next attempt writes it all again.
+			return fmt.Errorf("buffer: sync log: %w", err)
+		}
 	}
 	w.off += int64(size)
 	if w.direct {
@@ -456,11 +464,32 @@ func (w *wal) writeDirect(batch []byte) ([]byte, error) {
 	copy(out, w.block)
 	copy(out[len(w.block):], batch)
 	clear(out[n:])
-	if _, err := w.f.WriteAt(out, start); err != nil {
+	if err := w.writeBlocks(out, start); err != nil {
 		return nil, err
 	}
 	end := w.off + int64(len(batch))
 	return out[int(end&^(blockSize-1)-start):n], nil
+}
+
+// aioRefusals is how many refusals in a row make the log give up AIO
+// (a file system that cannot write without blocking).
+const aioRefusals = 8
+
+// writeBlocks writes the aligned blocks b at off and syncs them.
+func (w *wal) writeBlocks(b []byte, off int64) error {
+	if w.aio != nil {
+		err := w.aio.writeAt(w.f, b, off)
+		if err != errAIORefused {
+			w.refusals = 0
+			return err
+		}
+		if w.refusals++; w.refusals >= aioRefusals {
+			w.aio.release()
+			w.aio = nil
+		}
+	}
+	_, err := w.f.WriteAt(b, off)
+	return err
 }
 
 // reset starts the log over for a new epoch; what it held is in bbolt now.
@@ -472,4 +501,10 @@ func (w *wal) reset(epoch uint64) {
 	}
 }
 
-func (w *wal) close() error { return w.f.Close() }
+func (w *wal) close() error {
+	if w.aio != nil {
+		w.aio.release()
+		w.aio = nil
+	}
+	return w.f.Close()
+}

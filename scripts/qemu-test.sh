@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs the buffer and drivers tests as linux/arm (GOARM=6, a Pi Zero) and
+# Runs the buffer, drivers and quietnet tests as linux/arm (GOARM=6, a Pi Zero) and
 # linux/arm64 binaries under qemu-user-static: proof that the ARM builds
 # work, not just compile. Part of make test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(./buffer/... ./drivers/...)
+pkgs=(./buffer/... ./drivers/... ./internal/quietnet)
 run() { # emulator goarch [goarm]
   local emu=$1 arch=$2 arm=${3:-}
   command -v "$emu" >/dev/null || { echo "qemu-test: $emu is missing: run scripts/deps.sh test" >&2; exit 1; }

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package buffer
+
+import (
+	"errors"
+	"os"
+)
+
+// aioWriter is Linux AIO (aio_linux.go); elsewhere the log uses pwrite.
+type aioWriter struct{}
+
+var errAIORefused = errors.New("aio refused the write")
+
+func getAIOWriter() (*aioWriter, error) { return nil, errors.New("no Linux AIO here") }
+
+func (*aioWriter) writeAt(*os.File, []byte, int64) error { return errAIORefused }
+
+func (*aioWriter) release() {}
