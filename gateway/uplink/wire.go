@@ -508,8 +508,11 @@ func dial(ctx context.Context, c candidate, tlsCfg *tls.Config, timeout time.Dur
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", c.addr)
-	if err != nil || !tlsOn {
-		return quietnet.Wrap(conn), err
+	if err != nil {
+		return nil, err
+	}
+	if !tlsOn {
+		return quietnet.Wrap(conn), nil
 	}
 	cfg := &tls.Config{}
 	if tlsCfg != nil {
