@@ -72,18 +72,18 @@ func (a *aioWriter) release() {
 // iocb is struct iocb of linux/aio_abi.h (little-endian: the key before
 // the rw flags; every target of edgegw is little-endian).
 type iocb struct {
-	data      uint64
-	key       uint32
-	rwFlags   uint32
-	opcode    uint16
-	reqprio   int16
-	fildes    uint32
-	buf       uint64
-	nbytes    uint64
-	offset    int64
-	reserved2 uint64
-	flags     uint32
-	resfd     uint32
+	_       uint64 // aio_data
+	_       uint32 // aio_key
+	rwFlags uint32
+	opcode  uint16
+	_       int16 // aio_reqprio
+	fildes  uint32
+	buf     uint64
+	nbytes  uint64
+	offset  int64
+	_       uint64 // aio_reserved2
+	flags   uint32
+	resfd   uint32
 }
 
 // ioEvent is struct io_event.

@@ -5,7 +5,24 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
 )
+
+// The kernel's structs have one layout on every architecture.
+func TestAIOStructsMatchTheKernels(t *testing.T) {
+	if n := unsafe.Sizeof(iocb{}); n != 64 {
+		t.Errorf("iocb is %d bytes, struct iocb 64", n)
+	}
+	if n := unsafe.Offsetof(iocb{}.buf); n != 24 {
+		t.Errorf("iocb.buf at %d, aio_buf at 24", n)
+	}
+	if n := unsafe.Offsetof(iocb{}.resfd); n != 60 {
+		t.Errorf("iocb.resfd at %d, aio_resfd at 60", n)
+	}
+	if n := unsafe.Sizeof(ioEvent{}); n != 32 {
+		t.Errorf("ioEvent is %d bytes, struct io_event 32", n)
+	}
+}
 
 // On a file system with O_DIRECT, the log's writes go through AIO, land
 // where they should, and come back from a reopen.
@@ -65,5 +82,38 @@ func TestLogGivesUpAIOAfterRefusals(t *testing.T) {
 	}
 	if w.aio != nil {
 		t.Fatalf("still using AIO after %d refusals in a row", aioRefusals)
+	}
+}
+
+// A writer that lost its eventfd is never used again: the log goes on with pwrite.
+func TestLogDropsABrokenAIOWriter(t *testing.T) {
+	w, _, err := openWAL(filepath.Join(t.TempDir(), "buffer.db.wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	if w.aio == nil {
+		t.Skip("no AIO here")
+	}
+	// The completion is signalled, but the wait for it fails at once: a
+	// closed file's RawConn stands in for the eventfd's.
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wr.Close()
+	if w.aio.raw, err = r.SyscallConn(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	block := alignedBuffer(blockSize)
+	if err := w.writeBlocks(block, 0); err == nil {
+		t.Fatal("a write whose completion cannot be awaited reported success")
+	}
+	if w.aio != nil {
+		t.Fatal("the broken writer is still in use")
+	}
+	if err := w.writeBlocks(block, 0); err != nil {
+		t.Fatalf("the next write, with pwrite: %v", err)
 	}
 }

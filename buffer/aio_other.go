@@ -8,7 +8,7 @@ import (
 )
 
 // aioWriter is Linux AIO (aio_linux.go); elsewhere the log uses pwrite.
-type aioWriter struct{}
+type aioWriter struct{ broken bool }
 
 var errAIORefused = errors.New("aio refused the write")
 

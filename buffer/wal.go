@@ -481,6 +481,10 @@ func (w *wal) writeBlocks(b []byte, off int64) error {
 		err := w.aio.writeAt(w.f, b, off)
 		if err != errAIORefused {
 			w.refusals = 0
+			if w.aio.broken {
+				w.aio.release()
+				w.aio = nil
+			}
 			return err
 		}
 		if w.refusals++; w.refusals >= aioRefusals {

@@ -108,7 +108,7 @@ func (t *tcpTransport) closeIdle() {
 		t.idle.Reset(left)
 		return
 	}
-	t.closeLocked()
+	_ = t.closeLocked()
 }
 
 // Close closes the connection; the next Send opens another.
