@@ -32,6 +32,10 @@ type aioWriter struct {
 	ev   ioEvent
 	cnt  [8]byte // the eventfd's counter, as read
 	wait func(fd uintptr) bool
+	// f is the log file the writer writes, fd its descriptor (looked up
+	// once, when the log takes the writer).
+	f  *os.File
+	fd int
 	// broken: a write may still be in the kernel's hands; never reused.
 	broken bool
 }
@@ -45,17 +49,26 @@ var aioFree struct {
 	writers []*aioWriter
 }
 
-// getAIOWriter returns a released writer or a new one.
-func getAIOWriter() (*aioWriter, error) {
+// getAIOWriter returns a released writer or a new one, writing to f.
+func getAIOWriter(f *os.File) (*aioWriter, error) {
+	fd, err := rawFd(f)
+	if err != nil {
+		return nil, err
+	}
+	var a *aioWriter
 	aioFree.Lock()
 	if n := len(aioFree.writers); n > 0 {
-		a := aioFree.writers[n-1]
+		a = aioFree.writers[n-1]
 		aioFree.writers = aioFree.writers[:n-1]
-		aioFree.Unlock()
-		return a, nil
 	}
 	aioFree.Unlock()
-	return newAIOWriter()
+	if a == nil {
+		if a, err = newAIOWriter(); err != nil {
+			return nil, err
+		}
+	}
+	a.f, a.fd = f, fd
+	return a, nil
 }
 
 // release gives a back for reuse; it must not be used afterwards.
@@ -64,6 +77,7 @@ func (a *aioWriter) release() {
 		a.destroy()
 		return
 	}
+	a.f = nil
 	aioFree.Lock()
 	aioFree.writers = append(aioFree.writers, a)
 	aioFree.Unlock()
@@ -123,14 +137,11 @@ func newAIOWriter() (*aioWriter, error) {
 // all): it is made with pwrite instead.
 var errAIORefused = errors.New("aio refused the write")
 
-// writeAt writes b at off in f (open O_DIRECT|O_DSYNC) and returns once it
-// is synced. errAIORefused: nothing was written, write it another way.
-func (a *aioWriter) writeAt(f *os.File, b []byte, off int64) error {
-	fd, err := rawFd(f)
-	if err != nil {
-		return errAIORefused
-	}
-	a.cb = iocb{opcode: iocbCmdPwrite, fildes: uint32(fd), buf: uint64(uintptr(unsafe.Pointer(&b[0]))),
+// writeAt writes b at off in the writer's file (open O_DIRECT|O_DSYNC) and
+// returns once it is synced. errAIORefused: nothing was written, write it
+// another way.
+func (a *aioWriter) writeAt(b []byte, off int64) error {
+	a.cb = iocb{opcode: iocbCmdPwrite, fildes: uint32(a.fd), buf: uint64(uintptr(unsafe.Pointer(&b[0]))),
 		nbytes: uint64(len(b)), offset: off, flags: iocbFlagResfd, resfd: uint32(a.efdN), rwFlags: unix.RWF_NOWAIT}
 	if _, _, e := syscall.RawSyscall(unix.SYS_IO_SUBMIT, uintptr(a.ctx), 1, uintptr(unsafe.Pointer(&a.cbs[0]))); e != 0 {
 		return errAIORefused
@@ -152,9 +163,9 @@ func (a *aioWriter) writeAt(f *os.File, b []byte, off int64) error {
 	case res == -int64(syscall.EAGAIN) || res == -int64(syscall.EOPNOTSUPP) || res == -int64(syscall.EINVAL):
 		return errAIORefused
 	case res < 0:
-		return &os.PathError{Op: "write", Path: f.Name(), Err: syscall.Errno(-res)}
+		return &os.PathError{Op: "write", Path: a.f.Name(), Err: syscall.Errno(-res)}
 	case res != int64(len(b)):
-		return &os.PathError{Op: "write", Path: f.Name(), Err: fmt.Errorf("short write: %d of %d bytes", res, len(b))}
+		return &os.PathError{Op: "write", Path: a.f.Name(), Err: fmt.Errorf("short write: %d of %d bytes", res, len(b))}
 	}
 	return nil
 }

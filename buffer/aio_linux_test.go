@@ -24,21 +24,29 @@ func TestAIOStructsMatchTheKernels(t *testing.T) {
 	}
 }
 
-// On a file system with O_DIRECT, the log's writes go through AIO, land
-// where they should, and come back from a reopen.
-func TestDirectLogWritesThroughAIO(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "buffer.db.wal")
+// aioWAL opens a log in a fresh directory, closed at the test's end; the
+// test is skipped where the log cannot write through AIO.
+func aioWAL(t *testing.T) (w *wal, path string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "buffer.db.wal")
 	w, _, err := openWAL(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.close()
+	t.Cleanup(func() { w.close() })
 	if !w.direct {
 		t.Skip("this file system has no O_DIRECT")
 	}
 	if w.aio == nil {
 		t.Skip("no Linux AIO here (an emulator or a seccomp filter): the log uses pwrite")
 	}
+	return w, path
+}
+
+// On a file system with O_DIRECT, the log's writes go through AIO, land
+// where they should, and read back as written.
+func TestDirectLogWritesThroughAIO(t *testing.T) {
+	w, path := aioWAL(t)
 	block := alignedBuffer(2 * blockSize)
 	for i := range block {
 		block[i] = byte(i % 251)
@@ -65,16 +73,9 @@ func TestDirectLogWritesThroughAIO(t *testing.T) {
 // A write AIO refuses (here: not aligned, which O_DIRECT cannot take) is
 // reported as refused, and enough of them in a row make the log give up AIO.
 func TestLogGivesUpAIOAfterRefusals(t *testing.T) {
-	w, _, err := openWAL(filepath.Join(t.TempDir(), "buffer.db.wal"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
-	if w.aio == nil {
-		t.Skip("no AIO here")
-	}
+	w, _ := aioWAL(t)
 	odd := alignedBuffer(blockSize + 1)[1:] // misaligned
-	if err := w.aio.writeAt(w.f, odd, 0); err != errAIORefused {
+	if err := w.aio.writeAt(odd, 0); err != errAIORefused {
 		t.Fatalf("a misaligned direct write: %v, want errAIORefused", err)
 	}
 	for range aioRefusals {
@@ -87,14 +88,7 @@ func TestLogGivesUpAIOAfterRefusals(t *testing.T) {
 
 // A writer that lost its eventfd is never used again: the log goes on with pwrite.
 func TestLogDropsABrokenAIOWriter(t *testing.T) {
-	w, _, err := openWAL(filepath.Join(t.TempDir(), "buffer.db.wal"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
-	if w.aio == nil {
-		t.Skip("no AIO here")
-	}
+	w, _ := aioWAL(t)
 	// The completion is signalled, but the wait for it fails at once: a
 	// closed file's RawConn stands in for the eventfd's.
 	r, wr, err := os.Pipe()

@@ -139,7 +139,7 @@ func openWAL(path string) (w *wal, created bool, err error) {
 	if df, err := openDirect(path); err == nil {
 		_ = f.Close()
 		w.f, w.direct = df, true
-		w.aio, _ = getAIOWriter() // nil: pwrite
+		w.aio, _ = getAIOWriter(df) // nil: pwrite
 	}
 	return w, created, nil
 }
@@ -478,7 +478,7 @@ const aioRefusals = 8
 // writeBlocks writes the aligned blocks b at off and syncs them.
 func (w *wal) writeBlocks(b []byte, off int64) error {
 	if w.aio != nil {
-		err := w.aio.writeAt(w.f, b, off)
+		err := w.aio.writeAt(b, off)
 		if err != errAIORefused {
 			w.refusals = 0
 			if w.aio.broken {
