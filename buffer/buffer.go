@@ -229,7 +229,8 @@ type Buffer struct {
 	// Run wakes when the commit is due.
 	commitTimer *time.Timer
 	due         time.Time
-	// flush asks Run to commit what waits now (AppendNow).
+	// flush asks Run to commit what waits now (AppendNow, or Ack once
+	// ackBatch acknowledgements wait).
 	flush     chan struct{}
 	damage    error // damage found while running; Run stops
 	reopenErr error // bbolt could not be reopened; Run stops
@@ -507,10 +508,11 @@ var ErrStopped = errors.New("buffer: stopped")
 // Run commits appends within a commit interval of the first of them (at
 // once after AppendNow), acknowledgements with them or, alone, within
 // ackWait, until ctx ends, then commits once more; with nothing waiting it
-// sleeps (its one timer armed by Append and Ack). A failing disk is logged once when it starts failing
-// and once when it recovers; records wait in RAM meanwhile, and the commit
-// is tried again every interval. Run returns early, with an error wrapping
-// ErrStopped, only when the buffer cannot go on.
+// sleeps (its one timer armed by Append and Ack). A failing disk is logged
+// once when it starts failing and once when it recovers; records wait in
+// RAM meanwhile, and the commit is tried again every interval. Run returns
+// early, with an error wrapping ErrStopped, only when the buffer cannot go
+// on.
 func (b *Buffer) Run(ctx context.Context) error {
 	// MaxAge is checked (at a commit) at least this often, whatever comes.
 	age := time.NewTicker(min(b.opts.MaxAge/16, time.Minute))

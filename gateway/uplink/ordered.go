@@ -61,6 +61,19 @@ func newOrderedSession(t *tracker) *orderedSession {
 	return &orderedSession{SessionManager: state.New(forgetful{}, forgetful{}), tracker: t}
 }
 
+func (s *orderedSession) AddToSession(ctx context.Context, packet session.Packet, resp chan<- packets.ControlPacket) error {
+	err := s.SessionManager.AddToSession(ctx, packet, resp)
+	if err != nil {
+		return err
+	}
+	if ch, ok := ctx.Value(writtenKey{}).(chan struct{}); ok {
+		if pb, ok := packet.(*packets.Publish); ok {
+			s.tracker.expect(pb.PacketID, ch)
+		}
+	}
+	return nil
+}
+
 // forgetful is a session store that keeps nothing. paho's store holds a
 // copy of every QoS 1/2 publish (serialized, payload and all) to resend it
 // on a reconnect whose broker kept the session; edgegw connects with Clean
@@ -77,16 +90,3 @@ func (forgetful) Delete(uint16) error     { return nil }
 func (forgetful) Quarantine(uint16) error { return nil }
 func (forgetful) List() ([]uint16, error) { return nil, nil }
 func (forgetful) Reset() error            { return nil }
-
-func (s *orderedSession) AddToSession(ctx context.Context, packet session.Packet, resp chan<- packets.ControlPacket) error {
-	err := s.SessionManager.AddToSession(ctx, packet, resp)
-	if err != nil {
-		return err
-	}
-	if ch, ok := ctx.Value(writtenKey{}).(chan struct{}); ok {
-		if pb, ok := packet.(*packets.Publish); ok {
-			s.tracker.expect(pb.PacketID, ch)
-		}
-	}
-	return nil
-}
